@@ -1,0 +1,107 @@
+//! Builds the Pingora server: proxy service and listeners, metrics endpoint, background services.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora_core::server::configuration::Opt;
+use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::services::background::{background_service, BackgroundService};
+
+use crate::config::Config;
+use crate::forward::Forwarder;
+use crate::limits::origin_quota::{OriginQuota, QuotaPersister};
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::ssrf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot open the state directory {path}: {source}")]
+    State {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("listener {address}: {message}")]
+    Listener { address: String, message: String },
+}
+
+/// Clears the readiness flag when shutdown starts, so load balancers stop sending traffic.
+struct Readiness(Arc<AtomicBool>);
+
+#[async_trait]
+impl BackgroundService for Readiness {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let _ = shutdown.changed().await;
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Creates the server with every service added; the caller runs it.
+pub fn build(cfg: Config, opt: Opt) -> Result<Server, AppError> {
+    let mut server = Server::new_with_opt_and_conf(opt, cfg.server_conf());
+    server.bootstrap();
+
+    if cfg.keys.is_empty() {
+        let public = cfg
+            .listeners
+            .iter()
+            .filter_map(|l| l.address.parse::<SocketAddr>().ok())
+            .any(|a| !a.ip().is_loopback());
+        let msg = "NO GATEWAY KEYS CONFIGURED: Switchyard is running OPEN (anyone who can reach it may use it). Add auth.keys to the config.";
+        log::warn!("{msg}");
+        if public {
+            log::error!("{msg} A listener is bound beyond loopback!");
+        }
+    }
+
+    let metrics = Arc::new(Metrics::register()?);
+    let quota = OriginQuota::open(cfg.unapproved.clone(), &cfg.state_dir).map_err(|source| {
+        AppError::State {
+            path: cfg.state_dir.display().to_string(),
+            source,
+        }
+    })?;
+    let ready = Arc::new(AtomicBool::new(true));
+    let cfg = Arc::new(cfg);
+    let gateway = Gateway {
+        cfg: cfg.clone(),
+        guard: ssrf::Guard::new(),
+        quota: quota.clone(),
+        metrics,
+        forwarder: Forwarder::new(&server.configuration),
+        ready: ready.clone(),
+    };
+    let mut proxy =
+        pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "switchyard");
+    for l in &cfg.listeners {
+        match &l.tls {
+            None => proxy.add_tcp(&l.address),
+            Some(tls) => proxy
+                .add_tls(
+                    &l.address,
+                    &tls.cert.display().to_string(),
+                    &tls.key.display().to_string(),
+                )
+                .map_err(|e| AppError::Listener {
+                    address: l.address.clone(),
+                    message: e.to_string(),
+                })?,
+        }
+    }
+    server.add_service(proxy);
+    if let Some(addr) = &cfg.metrics_address {
+        let mut prom = pingora_prometheus::prometheus_http_service();
+        prom.add_tcp(addr);
+        server.add_service(prom);
+    }
+    server.add_service(background_service(
+        "origin quota persister",
+        QuotaPersister { quota },
+    ));
+    server.add_service(background_service("readiness", Readiness(ready)));
+    Ok(server)
+}

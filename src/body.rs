@@ -1,0 +1,147 @@
+//! The one place that owns request-body pre-read (before the upstream is chosen) and replay.
+//!
+//! Pingora 0.9.1 only replays a body that `request_filter` consumed when the session's retry
+//! buffer (capped at 64 KiB) holds it. With a Content-Length we arm the buffer for the last
+//! <= 64 KiB only ("tail trick"), so `request_body_filter` runs once per upstream attempt and
+//! swaps that tail for the whole body. A chunked upload above 64 KiB cannot be replayed that
+//! way and is forwarded by `forward.rs` instead. See shared/design/pingora-notes.md section 2.
+
+use bytes::{Bytes, BytesMut};
+use pingora_proxy::Session;
+
+use crate::error::GatewayError;
+
+/// Pingora's retry-buffer capacity (`BODY_BUF_LIMIT`).
+const RETRY_BUFFER_LIMIT: usize = 64 * 1024;
+
+/// The whole request body, read before routing.
+#[derive(Debug, Default)]
+pub struct RequestBody {
+    pub bytes: Bytes,
+    /// The request carries a body (even an empty chunked one).
+    pub present: bool,
+    /// Pingora will call `request_body_filter` for it on every attempt.
+    pub replayable: bool,
+}
+
+fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
+    session
+        .req_header()
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Reads the whole body (answering `Expect: 100-continue`), enforcing `cap` bytes.
+pub async fn read(session: &mut Session, cap: usize) -> Result<RequestBody, GatewayError> {
+    let chunked = header_str(session, "transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let content_length =
+        if chunked {
+            None
+        } else {
+            match header_str(session, "content-length") {
+                None => Some(0),
+                Some(v) => Some(v.trim().parse::<usize>().map_err(|_| {
+                    GatewayError::BadRequest(format!("invalid Content-Length '{v}'"))
+                })?),
+            }
+        };
+    if content_length == Some(0) {
+        return Ok(RequestBody {
+            bytes: Bytes::new(),
+            present: false,
+            replayable: true,
+        });
+    }
+    if let Some(cl) = content_length {
+        if cl > cap {
+            return Err(GatewayError::PayloadTooLarge { limit: cap });
+        }
+    }
+    let expects_continue =
+        header_str(session, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if expects_continue {
+        session
+            .as_downstream_mut()
+            .write_continue_response()
+            .await
+            .map_err(|e| {
+                GatewayError::BadRequest(format!("cannot answer Expect: 100-continue: {e}"))
+            })?;
+    }
+
+    let mut buf = BytesMut::with_capacity(content_length.unwrap_or(16 * 1024));
+    let mut armed = false;
+    loop {
+        let tail = match content_length {
+            Some(cl) => cl.saturating_sub(buf.len()) <= RETRY_BUFFER_LIMIT,
+            None => true, // chunked: only a body that fits the buffer whole is replayable
+        };
+        if tail && !armed {
+            session.as_downstream_mut().enable_retry_buffering();
+            armed = true;
+        }
+        let chunk = session
+            .as_downstream_mut()
+            .read_request_body()
+            .await
+            .map_err(|e| GatewayError::BadRequest(format!("cannot read the request body: {e}")))?;
+        match chunk {
+            Some(c) => {
+                if buf.len() + c.len() > cap {
+                    return Err(GatewayError::PayloadTooLarge { limit: cap });
+                }
+                buf.extend_from_slice(&c);
+            }
+            None => break,
+        }
+    }
+    if let Some(cl) = content_length {
+        if buf.len() != cl {
+            return Err(GatewayError::BadRequest(format!(
+                "request body ended after {} of {cl} bytes announced by Content-Length",
+                buf.len()
+            )));
+        }
+    }
+    let downstream = session.as_downstream();
+    let replayable = buf.is_empty()
+        || (!downstream.retry_buffer_truncated() && downstream.get_retry_buffer().is_some());
+    Ok(RequestBody {
+        bytes: buf.freeze(),
+        present: true,
+        replayable,
+    })
+}
+
+/// Per-attempt replay state, used by `request_body_filter`.
+#[derive(Debug, Default)]
+pub struct Replay {
+    sent_for_attempt: Option<u32>,
+}
+
+impl Replay {
+    /// Replaces what Pingora replays with the whole body, once per upstream attempt.
+    pub fn filter(
+        &mut self,
+        attempt: u32,
+        body: &RequestBody,
+        chunk: &mut Option<Bytes>,
+        end_of_stream: bool,
+    ) {
+        if !body.present {
+            return;
+        }
+        if self.sent_for_attempt != Some(attempt) {
+            self.sent_for_attempt = Some(attempt);
+            *chunk = Some(body.bytes.clone());
+        } else {
+            *chunk = if end_of_stream {
+                None
+            } else {
+                Some(Bytes::new())
+            };
+        }
+    }
+}

@@ -1,0 +1,630 @@
+//! Typed configuration: the YAML schema, loading with field-path errors, and validation.
+
+pub mod catalogue;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora_core::protocols::tls::CaType;
+use pingora_core::server::configuration::ServerConf;
+use serde::Deserialize;
+
+use crate::auth::KeyStore;
+use crate::routing::Origin;
+use catalogue::{Catalogue, CatalogueFile};
+
+pub const EMBEDDED: &str = include_str!("../../conf/switchyard.yaml");
+
+// ---------------------------------------------------------------- file schema
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    pub listeners: Vec<ListenerConf>,
+    #[serde(default)]
+    pub metrics: Option<MetricsConf>,
+    #[serde(default)]
+    pub auth: AuthConf,
+    /// Path of the provider catalogue; the embedded `conf/providers.yaml` when absent.
+    #[serde(default)]
+    pub catalogue: Option<PathBuf>,
+    /// Extra host aliases: `oai.gw.example.com: openai`.
+    #[serde(default)]
+    pub host_aliases: HashMap<String, String>,
+    /// Per-origin settings: approval, SSRF exception, private CA.
+    #[serde(default)]
+    pub origins: Vec<OriginConf>,
+    #[serde(default)]
+    pub unapproved_origins: UnapprovedConf,
+    #[serde(default)]
+    pub upstream: UpstreamConf,
+    #[serde(default)]
+    pub limits: LimitsConf,
+    /// Where persistent state (quota counters) lives.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("state")
+}
+
+/// Mapped onto Pingora's `ServerConf`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub threads: usize,
+    pub work_stealing: bool,
+    pub grace_period_seconds: u64,
+    pub graceful_shutdown_timeout_seconds: u64,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub upstream_keepalive_pool_size: usize,
+    pub error_log: Option<String>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            threads: 2,
+            work_stealing: true,
+            grace_period_seconds: 30,
+            graceful_shutdown_timeout_seconds: 5,
+            pid_file: "/tmp/switchyard.pid".into(),
+            upgrade_sock: "/tmp/switchyard_upgrade.sock".into(),
+            upstream_keepalive_pool_size: 1024,
+            error_log: None,
+            user: None,
+            group: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConf {
+    pub address: String,
+    #[serde(default)]
+    pub tls: Option<TlsConf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConf {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConf {
+    pub address: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConf {
+    #[serde(default)]
+    pub keys: Vec<KeyConf>,
+}
+
+/// A gateway key: its value from an environment variable, or only its SHA-256.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConf {
+    pub id: String,
+    #[serde(default)]
+    pub env: Option<String>,
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginConf {
+    pub url: String,
+    /// Exempt from the unapproved-origin quotas.
+    #[serde(default)]
+    pub approved: bool,
+    /// SSRF exception: allow this origin although it is (or resolves to) a private address.
+    #[serde(default)]
+    pub allow_private: bool,
+    /// PEM bundle that verifies this origin's certificate (instead of the system roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UnapprovedPolicy {
+    /// Allowed within the per-origin quotas.
+    Limit,
+    /// Refused with 403.
+    Deny,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnapprovedConf {
+    pub policy: UnapprovedPolicy,
+    pub per_second: u32,
+    pub per_day: u64,
+}
+
+impl Default for UnapprovedConf {
+    fn default() -> Self {
+        UnapprovedConf {
+            policy: UnapprovedPolicy::Limit,
+            per_second: 1,
+            per_day: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConf {
+    /// TCP connect timeout.
+    pub connect_timeout_ms: u64,
+    /// TCP + TLS handshake timeout.
+    pub tls_timeout_ms: u64,
+    /// Longest silence between two bytes of the response (also the wait for the first byte).
+    pub read_timeout_secs: u64,
+    pub write_timeout_secs: u64,
+    /// How long an idle pooled upstream connection is kept.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for UpstreamConf {
+    fn default() -> Self {
+        UpstreamConf {
+            connect_timeout_ms: 5_000,
+            tls_timeout_ms: 10_000,
+            read_timeout_secs: 600,
+            write_timeout_secs: 60,
+            idle_timeout_secs: 90,
+        }
+    }
+}
+
+impl UpstreamConf {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn tls_timeout(&self) -> Duration {
+        Duration::from_millis(self.tls_timeout_ms)
+    }
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_secs(self.read_timeout_secs)
+    }
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConf {
+    pub max_body_bytes: usize,
+}
+
+impl Default for LimitsConf {
+    fn default() -> Self {
+        LimitsConf {
+            max_body_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- validated config
+
+/// Settings that apply to one origin.
+#[derive(Clone, Default)]
+pub struct OriginPolicy {
+    pub approved: bool,
+    pub allow_private: bool,
+    pub ca: Option<Arc<CaType>>,
+}
+
+pub struct Listener {
+    pub address: String,
+    pub tls: Option<TlsConf>,
+}
+
+/// The validated configuration the gateway runs on.
+pub struct Config {
+    pub server: ServerSection,
+    pub listeners: Vec<Listener>,
+    pub metrics_address: Option<String>,
+    pub keys: KeyStore,
+    pub catalogue: Catalogue,
+    pub origins: HashMap<Origin, OriginPolicy>,
+    pub unapproved: UnapprovedConf,
+    pub upstream: UpstreamConf,
+    pub limits: LimitsConf,
+    pub state_dir: PathBuf,
+}
+
+impl Config {
+    /// Pingora's server configuration generated from the `server:` section.
+    pub fn server_conf(&self) -> ServerConf {
+        let s = &self.server;
+        ServerConf {
+            threads: s.threads,
+            work_stealing: s.work_stealing,
+            grace_period_seconds: Some(s.grace_period_seconds),
+            graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_seconds),
+            pid_file: s.pid_file.clone(),
+            upgrade_sock: s.upgrade_sock.clone(),
+            upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+            error_log: s.error_log.clone(),
+            user: s.user.clone(),
+            group: s.group.clone(),
+            // retries are decided by the gateway itself (stale pooled connections only)
+            max_retries: 2,
+            ..ServerConf::default()
+        }
+    }
+
+    pub fn origin_policy(&self, origin: &Origin) -> Option<&OriginPolicy> {
+        self.origins.get(origin)
+    }
+}
+
+/// One problem found in the configuration, with the path of the field it concerns.
+#[derive(Debug, Clone)]
+pub struct Issue {
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Issues(pub Vec<Issue>);
+
+impl Issues {
+    pub fn push(&mut self, path: String, message: String) {
+        self.0.push(Issue { path, message });
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for Issues {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {}", issue.path, issue.message)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {path}: {message}")]
+    Parse {
+        file: String,
+        path: String,
+        message: String,
+    },
+    #[error("{file}: invalid configuration:\n{issues}")]
+    Invalid { file: String, issues: Issues },
+}
+
+fn parse_yaml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, ConfigError> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        ConfigError::Parse {
+            file: file.to_string(),
+            path: if path == "." {
+                "(top level)".into()
+            } else {
+                path
+            },
+            message,
+        }
+    })
+}
+
+/// Loads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    from_str(&path.display().to_string(), &text, &base)
+}
+
+/// The embedded default configuration (`conf/switchyard.yaml`), paths relative to the cwd.
+pub fn embedded() -> Result<Config, ConfigError> {
+    from_str("embedded conf/switchyard.yaml", EMBEDDED, Path::new("."))
+}
+
+/// Parses and validates configuration text; relative paths are resolved against `base`.
+pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigError> {
+    let fc: FileConfig = parse_yaml(file, text)?;
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    let mut issues = Issues::default();
+
+    let catalogue_file: CatalogueFile = match &fc.catalogue {
+        None => parse_yaml("embedded conf/providers.yaml", catalogue::EMBEDDED)?,
+        Some(p) => {
+            let p = resolve(p);
+            let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
+                path: p.display().to_string(),
+                source,
+            })?;
+            parse_yaml(&p.display().to_string(), &text)?
+        }
+    };
+    let mut aliases: Vec<(String, String)> = fc
+        .host_aliases
+        .iter()
+        .map(|(h, p)| (h.clone(), p.to_ascii_lowercase()))
+        .collect();
+    aliases.sort();
+    let mut cat_issues = Issues::default();
+    let catalogue = Catalogue::build(catalogue_file, &aliases, &mut cat_issues);
+    for i in cat_issues.0 {
+        let path = if i.path.starts_with("host_aliases") {
+            i.path
+        } else {
+            format!("catalogue.{}", i.path)
+        };
+        issues.push(path, i.message);
+    }
+
+    let s = &fc.server;
+    if s.threads == 0 || s.threads > 256 {
+        issues.push(
+            "server.threads".into(),
+            format!("{} is out of range (1..=256)", s.threads),
+        );
+    }
+    if fc.listeners.is_empty() {
+        issues.push("listeners".into(), "at least one listener is needed".into());
+    }
+    let mut listeners = Vec::new();
+    for (i, l) in fc.listeners.iter().enumerate() {
+        if l.address.parse::<std::net::SocketAddr>().is_err() {
+            issues.push(
+                format!("listeners[{i}].address"),
+                format!("'{}' is not an ip:port socket address", l.address),
+            );
+        }
+        let tls = l.tls.as_ref().map(|t| TlsConf {
+            cert: resolve(&t.cert),
+            key: resolve(&t.key),
+        });
+        if let Some(t) = &tls {
+            for (f, p) in [("cert", &t.cert), ("key", &t.key)] {
+                if !p.is_file() {
+                    issues.push(
+                        format!("listeners[{i}].tls.{f}"),
+                        format!("{} does not exist", p.display()),
+                    );
+                }
+            }
+        }
+        listeners.push(Listener {
+            address: l.address.clone(),
+            tls,
+        });
+    }
+    let metrics_address = fc.metrics.as_ref().map(|m| m.address.clone());
+    if let Some(a) = &metrics_address {
+        if a.parse::<std::net::SocketAddr>().is_err() {
+            issues.push(
+                "metrics.address".into(),
+                format!("'{a}' is not an ip:port socket address"),
+            );
+        }
+    }
+
+    let keys = KeyStore::build(&fc.auth.keys, &mut issues);
+
+    let mut origins = HashMap::new();
+    for (i, oc) in fc.origins.iter().enumerate() {
+        let origin = match Origin::parse(&oc.url) {
+            Ok((o, rest)) if rest == "/" || rest.is_empty() => o,
+            Ok(_) => {
+                issues.push(
+                    format!("origins[{i}].url"),
+                    "must be an origin without a path (scheme://host[:port])".into(),
+                );
+                continue;
+            }
+            Err(e) => {
+                issues.push(format!("origins[{i}].url"), e);
+                continue;
+            }
+        };
+        let ca = match &oc.ca_file {
+            None => None,
+            Some(p) => match load_ca(&resolve(p)) {
+                Ok(ca) => Some(ca),
+                Err(e) => {
+                    issues.push(format!("origins[{i}].ca_file"), e);
+                    None
+                }
+            },
+        };
+        if origins.contains_key(&origin) {
+            issues.push(
+                format!("origins[{i}].url"),
+                format!("{origin} is listed twice"),
+            );
+        }
+        origins.insert(
+            origin,
+            OriginPolicy {
+                approved: oc.approved,
+                allow_private: oc.allow_private,
+                ca,
+            },
+        );
+    }
+
+    if fc.unapproved_origins.per_second == 0 {
+        issues.push(
+            "unapproved_origins.per_second".into(),
+            "must be at least 1 (use policy: deny to refuse)".into(),
+        );
+    }
+    if fc.unapproved_origins.per_day == 0 {
+        issues.push(
+            "unapproved_origins.per_day".into(),
+            "must be at least 1 (use policy: deny to refuse)".into(),
+        );
+    }
+    let u = &fc.upstream;
+    for (f, v) in [
+        ("connect_timeout_ms", u.connect_timeout_ms),
+        ("tls_timeout_ms", u.tls_timeout_ms),
+        ("read_timeout_secs", u.read_timeout_secs),
+        ("write_timeout_secs", u.write_timeout_secs),
+    ] {
+        if v == 0 {
+            issues.push(format!("upstream.{f}"), "must be greater than 0".into());
+        }
+    }
+    if fc.limits.max_body_bytes == 0 {
+        issues.push(
+            "limits.max_body_bytes".into(),
+            "must be greater than 0".into(),
+        );
+    }
+
+    if !issues.is_empty() {
+        return Err(ConfigError::Invalid {
+            file: file.to_string(),
+            issues,
+        });
+    }
+    Ok(Config {
+        listeners,
+        metrics_address,
+        keys,
+        catalogue,
+        origins,
+        unapproved: fc.unapproved_origins,
+        upstream: fc.upstream,
+        limits: fc.limits,
+        state_dir: resolve(&fc.state_dir),
+        server: fc.server,
+    })
+}
+
+/// Reads a PEM bundle into the CA type Pingora's rustls backend verifies peers with.
+fn load_ca(path: &Path) -> Result<Arc<CaType>, String> {
+    use pingora_core::utils::tls::WrappedX509;
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let der = item.map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
+        // validate first: Pingora's parser panics on malformed DER
+        x509_parser::parse_x509_certificate(der.as_ref())
+            .map_err(|e| format!("{}: not an X.509 certificate: {e}", path.display()))?;
+        certs.push(WrappedX509::new(
+            der.to_vec(),
+            pingora_core::utils::tls::parse_x509,
+        ));
+    }
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(Arc::from(certs.into_boxed_slice()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match from_str("t.yaml", text, Path::new(".")) {
+            Ok(_) => panic!("config should be rejected:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let c = embedded().unwrap();
+        assert_eq!(c.listeners[0].address, "127.0.0.1:8787");
+        assert!(c.keys.is_empty());
+        assert_eq!(c.limits.max_body_bytes, 32 * 1024 * 1024);
+        assert_eq!(c.unapproved.per_second, 1);
+        assert_eq!(c.unapproved.per_day, 10_000);
+        assert!(
+            c.upstream.read_timeout_secs >= 120,
+            "long generations must not be cut off"
+        );
+        let sc = c.server_conf();
+        assert_eq!(sc.grace_period_seconds, Some(30));
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_with_their_path() {
+        let e = err("listeners: [{address: '127.0.0.1:1'}]\nupstream: {read_timeout: 5}\n");
+        assert!(e.contains("upstream"), "{e}");
+        assert!(e.contains("unknown field `read_timeout`"), "{e}");
+        let e = err("listeners: [{address: '127.0.0.1:1', tsl: {}}]\n");
+        assert!(e.contains("listeners[0]"), "{e}");
+        let e = err("listeners: [{address: '127.0.0.1:1'}]\nserver: {threads: many}\n");
+        assert!(e.contains("server.threads"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_every_field() {
+        let e = err(concat!(
+            "listeners: [{address: 'nope'}]\n",
+            "metrics: {address: 'x'}\n",
+            "auth: {keys: [{id: a, env: SWITCHYARD_TEST_SURELY_UNSET}, {id: b, sha256: xyz}, {id: c}]}\n",
+            "origins: [{url: 'gopher://x'}, {url: 'http://127.0.0.1:1', ca_file: /nonexistent.pem}]\n",
+            "unapproved_origins: {per_second: 0}\n",
+            "upstream: {read_timeout_secs: 0}\n",
+            "limits: {max_body_bytes: 0}\n",
+        ));
+        for field in [
+            "listeners[0].address",
+            "metrics.address",
+            "auth.keys[0].env",
+            "auth.keys[1].sha256",
+            "auth.keys[2]",
+            "origins[0].url",
+            "origins[1].ca_file",
+            "unapproved_origins.per_second",
+            "upstream.read_timeout_secs",
+            "limits.max_body_bytes",
+        ] {
+            assert!(e.contains(field), "missing {field} in:\n{e}");
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! Header names the gateway reads or writes, as constants (all lower-case).
+
+use http::HeaderName;
+
+pub const HELICONE_PREFIX: &str = "helicone-";
+pub const X_HELICONE_PREFIX: &str = "x-helicone-";
+
+pub const TARGET_URL: &str = "helicone-target-url";
+pub const TARGET_PROVIDER: &str = "helicone-target-provider";
+pub const HELICONE_AUTH: &str = "helicone-auth";
+pub const REQUEST_ID: &str = "helicone-request-id";
+
+pub static HELICONE_ID: HeaderName = HeaderName::from_static("helicone-id");
+pub static RETRY_AFTER: HeaderName = HeaderName::from_static("retry-after");
+
+/// `true` for headers that belong to the gateway and must never reach an upstream.
+pub fn is_gateway_header(name: &str) -> bool {
+    // header names from `http` are already lower-case
+    name.starts_with(HELICONE_PREFIX) || name.starts_with(X_HELICONE_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_headers_are_recognised() {
+        assert!(is_gateway_header("helicone-auth"));
+        assert!(is_gateway_header("helicone-target-url"));
+        assert!(is_gateway_header("x-helicone-anything"));
+        assert!(!is_gateway_header("authorization"));
+        assert!(!is_gateway_header("x-api-key"));
+        assert!(!is_gateway_header("heliconeauth"));
+    }
+}

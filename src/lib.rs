@@ -1,0 +1,16 @@
+//! Switchyard: a self-hosted, Helicone-compatible LLM gateway on Cloudflare Pingora.
+
+pub mod app;
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod ctx;
+pub mod error;
+pub mod forward;
+pub mod headers;
+pub mod limits;
+pub mod metrics;
+pub mod proxy;
+pub mod routing;
+pub mod ssrf;
+pub mod upstream;

@@ -1,0 +1,151 @@
+//! Prometheus metrics: one struct registered once in the default registry (served by pingora-prometheus).
+
+use std::time::Duration;
+
+use prometheus::{
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, HistogramVec,
+    IntCounterVec, IntGauge,
+};
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0,
+];
+
+/// Rejection reasons (the `reason` label of `switchyard_rejections_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    Auth,
+    Ssrf,
+    Quota,
+    Size,
+    BadRequest,
+    NoRoute,
+    Denied,
+}
+
+impl Rejection {
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::Auth => "auth",
+            Rejection::Ssrf => "ssrf",
+            Rejection::Quota => "quota",
+            Rejection::Size => "size",
+            Rejection::BadRequest => "bad_request",
+            Rejection::NoRoute => "no_route",
+            Rejection::Denied => "origin_denied",
+        }
+    }
+}
+
+pub struct Metrics {
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    ttfb: HistogramVec,
+    pub in_flight: IntGauge,
+    bytes_in: IntCounterVec,
+    bytes_out: IntCounterVec,
+    rejections: IntCounterVec,
+}
+
+/// What one finished request contributes.
+pub struct Observation<'a> {
+    pub provider: &'a str,
+    pub status: u16,
+    pub duration: Duration,
+    pub upstream: Option<Duration>,
+    pub ttfb: Option<Duration>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub rejection: Option<Rejection>,
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}
+
+impl Metrics {
+    pub fn register() -> Result<Metrics, prometheus::Error> {
+        Ok(Metrics {
+            requests: register_int_counter_vec!(
+                "switchyard_requests_total",
+                "Requests answered, by provider and status class (none: the client left before a response)",
+                &["provider", "status_class"]
+            )?,
+            request_duration: register_histogram_vec!(
+                "switchyard_request_duration_seconds",
+                "Time from request start to the end of the response",
+                &["provider"],
+                LATENCY_BUCKETS.to_vec()
+            )?,
+            upstream_duration: register_histogram_vec!(
+                "switchyard_upstream_duration_seconds",
+                "Time from choosing the upstream to the end of its response",
+                &["provider"],
+                LATENCY_BUCKETS.to_vec()
+            )?,
+            ttfb: register_histogram_vec!(
+                "switchyard_time_to_first_byte_seconds",
+                "Time from request start to the upstream's response header",
+                &["provider"],
+                LATENCY_BUCKETS.to_vec()
+            )?,
+            in_flight: register_int_gauge!("switchyard_requests_in_flight", "Requests being served now")?,
+            bytes_in: register_int_counter_vec!(
+                "switchyard_request_body_bytes_total",
+                "Request body bytes received from clients",
+                &["provider"]
+            )?,
+            bytes_out: register_int_counter_vec!(
+                "switchyard_response_body_bytes_total",
+                "Response body bytes sent to clients",
+                &["provider"]
+            )?,
+            rejections: register_int_counter_vec!(
+                "switchyard_rejections_total",
+                "Requests refused by the gateway, by reason (auth, ssrf, quota, size, bad_request, no_route, origin_denied)",
+                &["reason"]
+            )?,
+        })
+    }
+
+    pub fn observe(&self, o: &Observation) {
+        self.requests
+            .with_label_values(&[o.provider, status_class(o.status)])
+            .inc();
+        self.request_duration
+            .with_label_values(&[o.provider])
+            .observe(o.duration.as_secs_f64());
+        if let Some(u) = o.upstream {
+            self.upstream_duration
+                .with_label_values(&[o.provider])
+                .observe(u.as_secs_f64());
+        }
+        if let Some(t) = o.ttfb {
+            self.ttfb
+                .with_label_values(&[o.provider])
+                .observe(t.as_secs_f64());
+        }
+        if o.bytes_in > 0 {
+            self.bytes_in
+                .with_label_values(&[o.provider])
+                .inc_by(o.bytes_in);
+        }
+        if o.bytes_out > 0 {
+            self.bytes_out
+                .with_label_values(&[o.provider])
+                .inc_by(o.bytes_out);
+        }
+        if let Some(r) = o.rejection {
+            self.rejections.with_label_values(&[r.label()]).inc();
+        }
+    }
+}

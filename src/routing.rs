@@ -1,0 +1,377 @@
+//! Target resolution: which upstream origin and path a passthrough request goes to.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::config::catalogue::{Catalogue, Provider};
+use crate::error::GatewayError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// The host part of an origin, canonicalised (lower-case name, parsed IP address).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    Name(String),
+    Ip(std::net::IpAddr),
+}
+
+impl Host {
+    /// The name used for SNI, certificate verification and the `Host` header.
+    pub fn as_authority_host(&self) -> String {
+        match self {
+            Host::Name(n) => n.clone(),
+            Host::Ip(std::net::IpAddr::V4(a)) => a.to_string(),
+            Host::Ip(std::net::IpAddr::V6(a)) => format!("[{a}]"),
+        }
+    }
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Host::Name(n) => Some(n),
+            Host::Ip(_) => None,
+        }
+    }
+}
+
+/// scheme://host:port, canonicalised by the WHATWG URL parser: `http://127.1`,
+/// `http://2130706433` and `http://0x7f000001` all become `http://127.0.0.1`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub scheme: Scheme,
+    pub host: Host,
+    pub port: u16,
+}
+
+impl Origin {
+    /// Parses an origin from a URL; any path, query or fragment is returned separately
+    /// so that the caller can decide what to do with it.
+    pub fn parse(value: &str) -> Result<(Origin, String), String> {
+        let url = url::Url::parse(value.trim()).map_err(|e| format!("not a URL ({e})"))?;
+        let scheme = match url.scheme() {
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            other => {
+                return Err(format!(
+                    "scheme '{other}' is not supported (use http or https)"
+                ))
+            }
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("credentials in the URL are not allowed".into());
+        }
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => Host::Name(d.trim_end_matches('.').to_ascii_lowercase()),
+            Some(url::Host::Ipv4(a)) => Host::Ip(a.into()),
+            Some(url::Host::Ipv6(a)) => Host::Ip(a.into()),
+            None => return Err("the URL has no host".into()),
+        };
+        if let Host::Name(n) = &host {
+            if n.is_empty() {
+                return Err("the URL has no host".into());
+            }
+        }
+        let port = url.port().unwrap_or(scheme.default_port());
+        let rest = &url[url::Position::BeforePath..];
+        Ok((Origin { scheme, host, port }, rest.to_string()))
+    }
+
+    /// The value for the upstream `Host` header.
+    pub fn host_header(&self) -> String {
+        let host = self.host.as_authority_host();
+        if self.port == self.scheme.default_port() {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme.as_str(), self.host_header())
+    }
+}
+
+/// How a request reached its upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    TargetHeader,
+    PathPrefix,
+    HostAlias,
+}
+
+/// Where a passthrough request goes.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub origin: Origin,
+    /// Path and query sent upstream, verbatim from the client (minus a provider prefix).
+    pub upstream_path: String,
+    pub provider: Option<Arc<Provider>>,
+    /// The origin is a catalogue provider marked approved (never decided by a client header).
+    pub approved: bool,
+    pub kind: RouteKind,
+}
+
+impl Route {
+    /// The provider name for logs and metrics (bounded: catalogue names or `unknown`).
+    pub fn provider_label(&self) -> &str {
+        self.provider
+            .as_ref()
+            .map_or("unknown", |p| p.name.as_str())
+    }
+}
+
+/// The parts of the request that routing looks at.
+pub struct RequestMeta<'a> {
+    pub target_url: Option<&'a [u8]>,
+    pub target_provider: Option<&'a [u8]>,
+    pub host: Option<&'a str>,
+    /// Path and query as the client sent them.
+    pub path_and_query: &'a str,
+}
+
+/// Resolves a request to a route; `Ok(None)` means no passthrough route matched.
+pub fn resolve(meta: &RequestMeta, catalogue: &Catalogue) -> Result<Option<Route>, GatewayError> {
+    if let Some(raw) = meta.target_url {
+        let value = std::str::from_utf8(raw).map_err(|_| {
+            GatewayError::BadRequest(
+                "Helicone-Target-Url is not valid UTF-8; send an origin such as https://api.openai.com".into(),
+            )
+        })?;
+        let (origin, ignored_path) = Origin::parse(value).map_err(|why| {
+            GatewayError::BadRequest(format!(
+                "Helicone-Target-Url '{value}' is invalid: {why}; send an origin such as https://api.openai.com"
+            ))
+        })?;
+        if ignored_path != "/" && !ignored_path.is_empty() {
+            log::debug!(
+                "Helicone-Target-Url path '{ignored_path}' ignored; the client path is used"
+            );
+        }
+        let by_origin = catalogue.for_origin(&origin);
+        let approved = by_origin.as_ref().is_some_and(|p| p.approved);
+        // the header only names the provider for logs; it never approves an origin
+        let provider = meta
+            .target_provider
+            .and_then(|name| catalogue.by_name(&String::from_utf8_lossy(name).to_ascii_lowercase()))
+            .or(by_origin);
+        return Ok(Some(Route {
+            origin,
+            upstream_path: meta.path_and_query.to_string(),
+            provider,
+            approved,
+            kind: RouteKind::TargetHeader,
+        }));
+    }
+    if let Some((provider, rest)) = catalogue.by_path_prefix(meta.path_and_query) {
+        if let Some(origin) = &provider.origin {
+            return Ok(Some(Route {
+                origin: origin.clone(),
+                upstream_path: rest.to_string(),
+                provider: Some(provider.clone()),
+                approved: provider.approved,
+                kind: RouteKind::PathPrefix,
+            }));
+        }
+    }
+    if let Some(host) = meta.host {
+        if let Some(provider) = catalogue.by_host_alias(host) {
+            if let Some(origin) = &provider.origin {
+                return Ok(Some(Route {
+                    origin: origin.clone(),
+                    upstream_path: meta.path_and_query.to_string(),
+                    provider: Some(provider.clone()),
+                    approved: provider.approved,
+                    kind: RouteKind::HostAlias,
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A host pattern: labels separated by dots, where `*` stands for exactly one label
+/// (`*-suffix` for one label ending in `-suffix`),
+/// except a trailing `*` (aliases only) that stands for one or more labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    labels: Vec<String>,
+}
+
+impl HostPattern {
+    pub fn parse(pattern: &str, allow_trailing_wildcard: bool) -> Result<Self, String> {
+        let p = pattern.trim().trim_end_matches('.').to_ascii_lowercase();
+        if p.is_empty() {
+            return Err("empty host pattern".into());
+        }
+        let labels: Vec<String> = p.split('.').map(str::to_string).collect();
+        for (i, l) in labels.iter().enumerate() {
+            if l.is_empty() {
+                return Err(format!("'{pattern}' has an empty label"));
+            }
+            let literal = l.strip_prefix('*').unwrap_or(l);
+            if l != "*"
+                && !literal
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(format!(
+                    "'{pattern}': label '{l}' is not a DNS label or '*'"
+                ));
+            }
+            if l == "*" && i == labels.len() - 1 && i > 0 && !allow_trailing_wildcard {
+                return Err(format!(
+                    "'{pattern}': a trailing '*' would match any domain; name the domain"
+                ));
+            }
+        }
+        if labels.iter().all(|l| l == "*") {
+            return Err(format!("'{pattern}' matches every host"));
+        }
+        Ok(HostPattern { labels })
+    }
+
+    pub fn is_exact(&self) -> bool {
+        !self.labels.iter().any(|l| l.starts_with('*'))
+    }
+
+    pub fn matches(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.');
+        let mut parts = host.split('.');
+        let n = self.labels.len();
+        for (i, want) in self.labels.iter().enumerate() {
+            if i == n - 1 && want == "*" && n > 1 {
+                // trailing wildcard: one or more remaining labels
+                return parts.next().is_some_and(|l| !l.is_empty());
+            }
+            match parts.next() {
+                Some(got) if !got.is_empty() && label_matches(want, got) => {}
+                _ => return false,
+            }
+        }
+        parts.next().is_none()
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.labels.join("."))
+    }
+}
+
+/// `*` matches any label, `*-suffix` any label ending in `-suffix`, anything else itself.
+fn label_matches(want: &str, got: &str) -> bool {
+    match want.strip_prefix('*') {
+        Some("") => true,
+        Some(suffix) => {
+            got.len() > suffix.len()
+                && got.is_char_boundary(got.len() - suffix.len())
+                && got[got.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        }
+        None => got.eq_ignore_ascii_case(want),
+    }
+}
+
+/// Strips an optional `:port` from a Host header value.
+pub fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_parsing_normalises_ipv4_forms() {
+        for form in [
+            "http://127.1:9000",
+            "http://2130706433:9000",
+            "http://0x7f000001:9000",
+            "http://0177.0.0.1:9000",
+            "http://127.0.0.1:9000/ignored/path",
+        ] {
+            let (o, _) = Origin::parse(form).unwrap();
+            assert_eq!(o.to_string(), "http://127.0.0.1:9000", "{form}");
+        }
+        let (o, _) = Origin::parse("http://[::ffff:127.0.0.1]:81").unwrap();
+        assert_eq!(o.host, Host::Ip("::ffff:127.0.0.1".parse().unwrap()));
+        let (o, rest) = Origin::parse("HTTPS://API.Groq.com/openai/v1?x=1").unwrap();
+        assert_eq!(o.to_string(), "https://api.groq.com");
+        assert_eq!(rest, "/openai/v1?x=1");
+        assert_eq!(o.host_header(), "api.groq.com");
+    }
+
+    #[test]
+    fn origin_parsing_rejects_bad_values() {
+        for bad in [
+            "",
+            "api.openai.com",
+            "ftp://x.com",
+            "http://",
+            "http://user:pw@x.com",
+            "not a url",
+            "file:///etc/passwd",
+        ] {
+            assert!(Origin::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_patterns() {
+        let p = HostPattern::parse("*.openai.azure.com", false).unwrap();
+        assert!(p.matches("myres.openai.azure.com"));
+        assert!(!p.matches("openai.azure.com"));
+        assert!(!p.matches("a.b.openai.azure.com"));
+        assert!(!p.matches("myres.openai.azure.com.evil.tld"));
+        let p = HostPattern::parse("bedrock-runtime.*.amazonaws.com", false).unwrap();
+        assert!(p.matches("bedrock-runtime.us-east-1.amazonaws.com"));
+        assert!(!p.matches("bedrock-runtime.amazonaws.com"));
+        let p = HostPattern::parse("*-aiplatform.googleapis.com", false).unwrap();
+        assert!(p.matches("us-central1-aiplatform.googleapis.com"));
+        assert!(!p.matches("-aiplatform.googleapis.com"));
+        assert!(!p.matches("aiplatform.googleapis.com"));
+        let p = HostPattern::parse("api.openai.com", false).unwrap();
+        assert!(p.matches("API.OPENAI.COM"));
+        assert!(!p.matches("api.openai.com.evil.tld"));
+        assert!(!p.matches("xapi.openai.com"));
+        assert!(HostPattern::parse("api.openai.*", false).is_err());
+        let alias = HostPattern::parse("oai.*", true).unwrap();
+        assert!(alias.matches("oai.gw.example.com"));
+        assert!(alias.matches("oai.localhost"));
+        assert!(!alias.matches("oai"));
+        assert!(!alias.matches("xoai.example.com"));
+        assert!(HostPattern::parse("*", true).is_err());
+        assert!(HostPattern::parse("a..b", true).is_err());
+    }
+
+    #[test]
+    fn host_header_port_is_stripped() {
+        assert_eq!(host_without_port("oai.example.com:8080"), "oai.example.com");
+        assert_eq!(host_without_port("oai.example.com"), "oai.example.com");
+        assert_eq!(host_without_port("[::1]:80"), "[::1]");
+    }
+}
