@@ -1,0 +1,532 @@
+//! Test support: an in-process mock provider, a canary listener, and the real `switchyard`
+//! binary started on ephemeral 127.0.0.1 ports with a generated config.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use sha2::{Digest, Sha256};
+
+// ------------------------------------------------------------------ mock provider
+
+/// One request as the mock received it.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: Vec<(String, String)>,
+    pub body_len: usize,
+    pub body_sha256: String,
+}
+
+impl Captured {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+pub struct MockState {
+    pub requests: Mutex<Vec<Captured>>,
+    /// SSE responses whose client (the gateway) went away before the last event.
+    pub sse_aborted: AtomicUsize,
+    pub sse_completed: AtomicUsize,
+}
+
+pub struct MockProvider {
+    pub addr: SocketAddr,
+    pub state: Arc<MockState>,
+}
+
+impl MockProvider {
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    pub fn hits(&self) -> usize {
+        self.state.requests.lock().unwrap().len()
+    }
+    pub fn last(&self) -> Captured {
+        self.state
+            .requests
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the mock received no request")
+    }
+
+    /// Starts the mock on an ephemeral 127.0.0.1 port, on its own thread and runtime.
+    pub fn start() -> MockProvider {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(MockState::default());
+        let st = state.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let st = st.clone();
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| handle(req, st.clone()));
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+        });
+        MockProvider { addr, state }
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()).boxed())
+        .unwrap()
+}
+
+fn query(uri: &hyper::Uri) -> HashMap<String, String> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+struct SseGuard {
+    state: Arc<MockState>,
+    done: bool,
+}
+
+impl Drop for SseGuard {
+    fn drop(&mut self) {
+        if self.done {
+            self.state.sse_completed.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.state.sse_aborted.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// SSE response of `events`, one every `every`, then `data: [DONE]`.
+fn sse(state: Arc<MockState>, events: Vec<String>, every: Duration) -> Response<Body> {
+    let guard = SseGuard { state, done: false };
+    let stream = futures_util::stream::unfold(
+        (0usize, events, guard),
+        move |(i, events, mut guard)| async move {
+            if i > events.len() {
+                guard.done = true;
+                return None;
+            }
+            if i > 0 {
+                tokio::time::sleep(every).await;
+            }
+            let data = if i == events.len() {
+                "data: [DONE]\n\n".to_string()
+            } else {
+                format!("data: {}\n\n", events[i])
+            };
+            Some((
+                Ok::<_, Infallible>(Frame::data(Bytes::from(data))),
+                (i + 1, events, guard),
+            ))
+        },
+    );
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .unwrap()
+}
+
+async fn handle(req: Request<Incoming>, st: Arc<MockState>) -> Result<Response<Body>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let captured = Captured {
+        method: parts.method.to_string(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).to_string(),
+                )
+            })
+            .collect(),
+        body_len: bytes.len(),
+        body_sha256: hex::encode(Sha256::digest(&bytes)),
+    };
+    st.requests.lock().unwrap().push(captured.clone());
+    let q = query(&parts.uri);
+    let path = parts.uri.path();
+    if let Some(code) = path.strip_prefix("/status/") {
+        let code: u16 = code.parse().unwrap_or(500);
+        return Ok(full(
+            code,
+            "application/json",
+            format!(r#"{{"error":{{"message":"scripted {code}"}}}}"#),
+        ));
+    }
+    Ok(match path {
+        p if p.ends_with("/chat/completions") => {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let model = v["model"].as_str().unwrap_or("gpt-4o-mini").to_string();
+            if v["stream"].as_bool() == Some(true) {
+                let mut events: Vec<String> = ["Hello", " from", " mock"]
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1,"model":model,
+                            "choices":[{"index":0,"delta":{"content":t},"finish_reason":null}]})
+                        .to_string()
+                    })
+                    .collect();
+                events.push(serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1,"model":model,
+                    "choices":[{"index":0,"delta":{},"finish_reason":"stop"}],
+                    "usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}).to_string());
+                sse(st, events, Duration::from_millis(10))
+            } else {
+                let body = serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion","created":1,"model":model,
+                    "choices":[{"index":0,"message":{"role":"assistant","content":"Hello from mock"},"finish_reason":"stop"}],
+                    "usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}});
+                full(200, "application/json", body.to_string())
+            }
+        }
+        p if p.ends_with("/messages") => {
+            let body = serde_json::json!({"id":"msg_mock","type":"message","role":"assistant","model":"claude-mock",
+                "content":[{"type":"text","text":"Hello from mock"}],"stop_reason":"end_turn",
+                "usage":{"input_tokens":5,"output_tokens":3}});
+            full(200, "application/json", body.to_string())
+        }
+        "/sse" => {
+            let n: usize = q.get("n").and_then(|v| v.parse().ok()).unwrap_or(5);
+            let ms: u64 = q.get("ms").and_then(|v| v.parse().ok()).unwrap_or(100);
+            let events = (0..n).map(|i| format!(r#"{{"i":{i}}}"#)).collect();
+            sse(st, events, Duration::from_millis(ms))
+        }
+        "/hang" => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            full(200, "text/plain", "too late")
+        }
+        _ => {
+            // echo: what arrived, for byte-exactness and header checks
+            let body = serde_json::json!({
+                "method": captured.method, "path": captured.path_and_query,
+                "body_len": captured.body_len, "body_sha256": captured.body_sha256,
+                "content_length": parts.headers.get("content-length").map(|v| v.to_str().unwrap_or("").to_string()),
+                "transfer_encoding": parts.headers.get("transfer-encoding").map(|v| v.to_str().unwrap_or("").to_string()),
+            });
+            full(200, "application/json", body.to_string())
+        }
+    })
+}
+
+// ------------------------------------------------------------------ canary
+
+/// A listener that must never be reached: it counts every connection it accepts.
+pub struct Canary {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+}
+
+impl Canary {
+    pub fn start(ip: &str) -> Canary {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let a = accepted.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                a.fetch_add(1, Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+        Canary { addr, accepted }
+    }
+    pub fn hits(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+// ------------------------------------------------------------------ gateway process
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sections of the generated config (YAML snippets, without their key).
+#[derive(Clone)]
+pub struct GatewayConf {
+    pub origins: Vec<String>,
+    pub keys: Vec<String>,
+    pub unapproved: String,
+    pub upstream: String,
+    pub limits: String,
+    pub catalogue: Option<PathBuf>,
+    pub host_aliases: String,
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for GatewayConf {
+    fn default() -> Self {
+        GatewayConf {
+            origins: vec![],
+            keys: vec![],
+            unapproved: "{policy: limit, per_second: 1000, per_day: 1000000}".into(),
+            upstream: "{connect_timeout_ms: 1000, read_timeout_secs: 5}".into(),
+            limits: "{max_body_bytes: 33554432}".into(),
+            catalogue: None,
+            host_aliases: "{}".into(),
+            state_dir: None,
+        }
+    }
+}
+
+impl GatewayConf {
+    /// Allow-lists a loopback mock: approved and exempt from the SSRF guard.
+    pub fn allow(mut self, origin: &str) -> Self {
+        self.origins.push(format!(
+            "{{url: '{origin}', approved: true, allow_private: true}}"
+        ));
+        self
+    }
+    /// Exempts a loopback origin from the SSRF guard without approving it (quotas apply).
+    pub fn allow_unapproved(mut self, origin: &str) -> Self {
+        self.origins.push(format!(
+            "{{url: '{origin}', approved: false, allow_private: true}}"
+        ));
+        self
+    }
+}
+
+pub struct Gateway {
+    child: Option<Child>,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub dir: tempfile::TempDir,
+    pub conf: GatewayConf,
+    log: PathBuf,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_switchyard")
+}
+
+impl Gateway {
+    pub fn start(conf: GatewayConf) -> Gateway {
+        Self::start_with_env(conf, &[])
+    }
+
+    pub fn start_with_env(conf: GatewayConf, env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, conf, env)
+    }
+
+    fn start_in(dir: tempfile::TempDir, conf: GatewayConf, env: &[(&str, &str)]) -> Gateway {
+        let port = free_port();
+        let metrics_port = free_port();
+        let d = dir.path().display().to_string();
+        let state = conf
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("state"));
+        let mut yaml = format!(
+            "server: {{threads: 2, grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1, pid_file: '{d}/pid', upgrade_sock: '{d}/upgrade.sock'}}\n\
+             listeners: [{{address: '127.0.0.1:{port}'}}]\n\
+             metrics: {{address: '127.0.0.1:{metrics_port}'}}\n\
+             origins: [{}]\n\
+             auth: {{keys: [{}]}}\n\
+             unapproved_origins: {}\n\
+             upstream: {}\n\
+             limits: {}\n\
+             host_aliases: {}\n\
+             state_dir: '{}'\n",
+            conf.origins.join(", "),
+            conf.keys.join(", "),
+            conf.unapproved,
+            conf.upstream,
+            conf.limits,
+            conf.host_aliases,
+            state.display(),
+        );
+        if let Some(c) = &conf.catalogue {
+            yaml.push_str(&format!("catalogue: '{}'\n", c.display()));
+        }
+        let cfg = dir.path().join("switchyard.yaml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let log = dir.path().join("gateway.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.arg("-c")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(out)
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let mut g = Gateway {
+            child: Some(child),
+            port,
+            metrics_port,
+            dir,
+            conf,
+            log,
+        };
+        g.wait_ready();
+        g
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("gateway exited with {status}:\n{}", self.log());
+            }
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                use std::io::Write;
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ =
+                    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+                let mut buf = String::new();
+                let _ = s.read_to_string(&mut buf);
+                if buf.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("gateway not ready after 30 s:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn metrics_url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.metrics_port)
+    }
+
+    /// SIGTERM (graceful shutdown) and wait for the process to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops and starts again with the same config and state directory (new ports).
+    pub fn restart(mut self) -> Gateway {
+        self.stop();
+        let mut conf = self.conf.clone();
+        conf.state_dir
+            .get_or_insert_with(|| self.dir.path().join("state"));
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Self::start_in(dir, conf, &[])
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// Writes a catalogue with one approved provider `mock` at `origin` (prefix /mock, alias mock.gw.test).
+pub fn mock_catalogue(dir: &Path, origin: &str) -> PathBuf {
+    let p = dir.join("providers.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "providers:\n  - name: mock\n    origin: {origin}\n    path_prefix: /mock\n    host_aliases: [mock.gw.test]\n    auth: {{header: authorization, scheme: bearer}}\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so that a byte slip cannot go unnoticed.
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
