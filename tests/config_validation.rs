@@ -1,0 +1,82 @@
+//! `switchyard -t -c FILE`: valid configs pass, invalid ones fail naming the field path.
+
+mod common;
+
+use std::process::Command;
+
+fn check(yaml: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    let out = Command::new(common::bin())
+        .arg("-t")
+        .arg("-c")
+        .arg(&p)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn shipped_config_validates() {
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/switchyard.yaml");
+    let out = Command::new(common::bin())
+        .args(["-t", "-c", conf])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is valid"));
+    let out = Command::new(common::bin()).arg("-t").output().unwrap();
+    assert!(
+        out.status.success(),
+        "embedded defaults: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn errors_name_the_field_path() {
+    let cases = [
+        ("listeners: [{address: '127.0.0.1:1'}]\nupstream: {read_timeout: 5}\n", "upstream: unknown field `read_timeout`"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nserver: {threads: lots}\n", "server.threads"),
+        ("listeners: [{address: 'localhost'}]\n", "listeners[0].address"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nauth: {keys: [{id: a, env: SWITCHYARD_SURELY_UNSET_VAR}]}\n", "auth.keys[0].env"),
+        ("listeners: [{address: '127.0.0.1:1'}]\norigins: [{url: 'gopher://x'}]\n", "origins[0].url"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nunapproved_origins: {policy: sometimes}\n", "unapproved_origins.policy"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nhost_aliases: {oai.example.com: nosuchprovider}\n", "host_aliases.oai.example.com"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nbogus: 1\n", "unknown field `bogus`"),
+    ];
+    for (yaml, want) in cases {
+        let (ok, out) = check(yaml);
+        assert!(!ok, "accepted:\n{yaml}");
+        assert!(out.contains(want), "expected `{want}` in:\n{out}");
+    }
+}
+
+#[test]
+fn bad_catalogue_entries_are_reported_with_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = dir.path().join("p.yaml");
+    std::fs::write(
+        &cat,
+        "providers:\n  - name: x\n    hosts: ['api.openai.*']\n    auth: {header: authorization}\n",
+    )
+    .unwrap();
+    let (ok, out) = check(&format!(
+        "listeners: [{{address: '127.0.0.1:1'}}]\ncatalogue: '{}'\n",
+        cat.display()
+    ));
+    assert!(!ok);
+    assert!(out.contains("catalogue.providers[0].hosts[0]"), "{out}");
+}
