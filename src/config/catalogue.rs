@@ -199,7 +199,7 @@ impl Catalogue {
             }
         }
         // longest prefix first so that /openai-eu wins over /openai
-        cat.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        cat.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         cat
     }
 

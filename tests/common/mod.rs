@@ -127,6 +127,12 @@ struct SseGuard {
     done: bool,
 }
 
+impl SseGuard {
+    fn mark_done(&mut self) {
+        self.done = true;
+    }
+}
+
 impl Drop for SseGuard {
     fn drop(&mut self) {
         if self.done {
@@ -144,7 +150,7 @@ fn sse(state: Arc<MockState>, events: Vec<String>, every: Duration) -> Response<
         (0usize, events, guard),
         move |(i, events, mut guard)| async move {
             if i > events.len() {
-                guard.done = true;
+                guard.mark_done();
                 return None;
             }
             if i > 0 {

@@ -1,0 +1,60 @@
+//! The official `openai` and `anthropic` Python SDKs through the real gateway (venv made by .ci/run).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("SWITCHYARD_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run `bash .ci/run` (or python3 -m venv .venv && .venv/bin/pip install openai anthropic)",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn official_sdks_work_by_changing_the_base_url() {
+    let mock = MockProvider::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut conf = GatewayConf::default().allow(&mock.origin());
+    conf.catalogue = Some(mock_catalogue(dir.path(), &mock.origin()));
+    conf.keys = vec!["{id: sdk, env: SWITCHYARD_TEST_SDK_KEY}".into()];
+    let gw = Gateway::start_with_env(conf, &[("SWITCHYARD_TEST_SDK_KEY", "sk-gw-sdk")]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sdk_passthrough.py");
+    let out = Command::new(python())
+        .arg(script)
+        .env("SWITCHYARD_URL", gw.url(""))
+        .env("MOCK_ORIGIN", mock.origin())
+        .env("GATEWAY_KEY", "sk-gw-sdk")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    for line in [
+        "openai sdk, Helicone-Target-Url: ok",
+        "openai sdk, /mock prefix: ok",
+        "openai sdk, wrong key: ok",
+        "anthropic sdk, /mock prefix: ok",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    // what the provider saw: the client's own provider key, no gateway key, SDK paths verbatim
+    let reqs = mock.state.requests.lock().unwrap().clone();
+    let paths: Vec<&str> = reqs.iter().map(|r| r.path_and_query.as_str()).collect();
+    assert!(paths.contains(&"/v1/chat/completions"), "{paths:?}");
+    assert!(paths.contains(&"/v1/messages"), "{paths:?}");
+    for r in &reqs {
+        assert!(r.header("helicone-auth").is_none());
+        let key = r.header("authorization").or(r.header("x-api-key")).unwrap_or("");
+        assert!(key.contains("provider-key"), "{key}");
+        assert!(!r.headers.iter().any(|(_, v)| v.contains("sk-gw-sdk")), "gateway key leaked");
+    }
+}
