@@ -10,7 +10,8 @@ use switchyard::ssrf;
 use switchyard::upstream;
 
 fn client_request() -> RequestHeader {
-    let mut req = RequestHeader::build("POST", b"/openai/v1/chat/completions?api-version=1", None).unwrap();
+    let mut req =
+        RequestHeader::build("POST", b"/openai/v1/chat/completions?api-version=1", None).unwrap();
     for (k, v) in [
         ("host", "gw.example.com"),
         ("content-type", "application/json"),
@@ -82,16 +83,30 @@ fn bench(c: &mut Criterion) {
         )
     });
 
-    let addrs: Vec<std::net::IpAddr> = ["104.18.6.192", "10.0.0.1", "169.254.169.254", "2606:4700::6810:1", "::ffff:127.0.0.1"]
-        .iter()
-        .map(|a| a.parse().unwrap())
-        .collect();
+    let addrs: Vec<std::net::IpAddr> = [
+        "104.18.6.192",
+        "10.0.0.1",
+        "169.254.169.254",
+        "2606:4700::6810:1",
+        "::ffff:127.0.0.1",
+    ]
+    .iter()
+    .map(|a| a.parse().unwrap())
+    .collect();
     c.bench_function("ssrf classify (5 addresses)", |b| {
-        b.iter(|| addrs.iter().filter(|a| ssrf::classify(black_box(**a)).is_some()).count())
+        b.iter(|| {
+            addrs
+                .iter()
+                .filter(|a| ssrf::classify(black_box(**a)).is_some())
+                .count()
+        })
     });
 
     c.bench_function("gateway error response", |b| {
-        b.iter(|| GatewayError::Forbidden(black_box("target refused").into()).response("7b0c4f5e-2f1a-4c3e-9a43-1f2e3d4c5b6a"))
+        b.iter(|| {
+            GatewayError::Forbidden(black_box("target refused").into())
+                .response("7b0c4f5e-2f1a-4c3e-9a43-1f2e3d4c5b6a")
+        })
     });
 }
 

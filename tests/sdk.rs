@@ -28,7 +28,10 @@ fn official_sdks_work_by_changing_the_base_url() {
     conf.catalogue = Some(mock_catalogue(dir.path(), &mock.origin()));
     conf.keys = vec!["{id: sdk, env: SWITCHYARD_TEST_SDK_KEY}".into()];
     let gw = Gateway::start_with_env(conf, &[("SWITCHYARD_TEST_SDK_KEY", "sk-gw-sdk")]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sdk_passthrough.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/sdk_passthrough.py"
+    );
     let out = Command::new(python())
         .arg(script)
         .env("SWITCHYARD_URL", gw.url(""))
@@ -37,7 +40,11 @@ fn official_sdks_work_by_changing_the_base_url() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for line in [
         "openai sdk, Helicone-Target-Url: ok",
         "openai sdk, /mock prefix: ok",
@@ -53,8 +60,14 @@ fn official_sdks_work_by_changing_the_base_url() {
     assert!(paths.contains(&"/v1/messages"), "{paths:?}");
     for r in &reqs {
         assert!(r.header("helicone-auth").is_none());
-        let key = r.header("authorization").or(r.header("x-api-key")).unwrap_or("");
+        let key = r
+            .header("authorization")
+            .or(r.header("x-api-key"))
+            .unwrap_or("");
         assert!(key.contains("provider-key"), "{key}");
-        assert!(!r.headers.iter().any(|(_, v)| v.contains("sk-gw-sdk")), "gateway key leaked");
+        assert!(
+            !r.headers.iter().any(|(_, v)| v.contains("sk-gw-sdk")),
+            "gateway key leaked"
+        );
     }
 }

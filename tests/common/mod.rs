@@ -449,6 +449,47 @@ impl Gateway {
         panic!("gateway not ready after 30 s:\n{}", self.log());
     }
 
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("switchyard.yaml")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("gateway stopped").id()
+    }
+
+    /// Waits up to `timeout` for the process to exit; true when it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.child.as_mut() {
+                None => return true,
+                Some(c) => {
+                    if c.try_wait().unwrap().is_some() {
+                        self.child = None;
+                        return true;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Starts `switchyard -u` on the same config: it takes over the listening sockets once
+    /// the running process gets SIGQUIT (Pingora's graceful upgrade).
+    pub fn spawn_upgrade(&self) -> Child {
+        let out = std::fs::File::create(self.dir.path().join("upgrade.log")).unwrap();
+        Command::new(bin())
+            .arg("-u")
+            .arg("-c")
+            .arg(self.config_path())
+            .stdout(Stdio::null())
+            .stderr(out)
+            .env("RUST_LOG", "info")
+            .spawn()
+            .unwrap()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -1,0 +1,125 @@
+//! Process lifecycle: graceful shutdown finishes in-flight streams; graceful upgrade (SIGQUIT +
+//! `-u`) hands the listening socket to a new process without refusing a single request.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::StreamExt;
+
+fn fresh_client() -> reqwest::Client {
+    // one connection per request, so that a closing process cannot fail a pooled connection
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_streams_finish_and_stops_accepting() {
+    let mock = MockProvider::start();
+    let conf = GatewayConf::default().allow(&mock.origin());
+    let mut gw = Gateway::start(conf);
+    let r = fresh_client()
+        .get(gw.url("/sse?n=6&ms=100"))
+        .header("Helicone-Target-Url", mock.origin())
+        .send()
+        .await
+        .unwrap();
+    let mut stream = r.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: "));
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(gw.pid().to_string())
+        .status()
+        .unwrap();
+    let mut rest = Vec::new();
+    while let Some(c) = stream.next().await {
+        rest.extend_from_slice(&c.expect("the in-flight stream was cut by shutdown"));
+    }
+    assert!(String::from_utf8(rest)
+        .unwrap()
+        .ends_with("data: [DONE]\n\n"));
+    assert!(
+        gw.wait_exit(Duration::from_secs(10)),
+        "gateway did not exit after SIGTERM"
+    );
+    assert!(
+        fresh_client().get(gw.url("/healthz")).send().await.is_err(),
+        "still accepting after exit"
+    );
+}
+
+#[tokio::test]
+async fn graceful_upgrade_hands_over_without_refusing_requests() {
+    let mock = MockProvider::start();
+    let conf = GatewayConf::default().allow(&mock.origin());
+    let mut old = Gateway::start(conf);
+    let url = old.url("/echo");
+    let origin = mock.origin();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let load = tokio::spawn(async move {
+        let c = fresh_client();
+        let mut results = vec![];
+        while !s.load(Ordering::Relaxed) {
+            let r = c
+                .post(&url)
+                .header("Helicone-Target-Url", &origin)
+                .body("{}")
+                .send()
+                .await;
+            results.push(r.map(|r| r.status().as_u16()).map_err(|e| e.to_string()));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        results
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut new = old.spawn_upgrade();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Command::new("kill")
+        .arg("-QUIT")
+        .arg(old.pid().to_string())
+        .status()
+        .unwrap();
+    let t0 = Instant::now();
+    assert!(
+        old.wait_exit(Duration::from_secs(15)),
+        "old process did not exit after SIGQUIT:\n{}",
+        old.log()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let results = load.await.unwrap();
+    let upgrade_log =
+        std::fs::read_to_string(old.dir.path().join("upgrade.log")).unwrap_or_default();
+    assert!(
+        new.try_wait().unwrap().is_none(),
+        "new process died:\n{upgrade_log}"
+    );
+    let failed: Vec<_> = results.iter().filter(|r| *r != &Ok(200)).collect();
+    assert!(results.len() > 50, "too few requests: {}", results.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the upgrade: {failed:?}\nold:\n{}\nnew:\n{upgrade_log}",
+        failed.len(),
+        results.len(),
+        old.log()
+    );
+    // the new process serves on the same port after the old one is gone
+    let r = fresh_client()
+        .get(old.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(t0.elapsed() < Duration::from_secs(15));
+    let _ = new.kill();
+    let _ = new.wait();
+}
