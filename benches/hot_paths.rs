@@ -32,6 +32,7 @@ fn client_request() -> RequestHeader {
 fn bench(c: &mut Criterion) {
     let cfg = config::embedded().unwrap();
     let cat = &cfg.catalogue;
+    let cache = routing::OriginCache::default();
 
     c.bench_function("resolve: Helicone-Target-Url (approved origin)", |b| {
         b.iter(|| {
@@ -41,7 +42,7 @@ fn bench(c: &mut Criterion) {
                 host: Some("gw.example.com"),
                 path_and_query: "/openai/v1/chat/completions",
             };
-            routing::resolve(&meta, cat).unwrap()
+            routing::resolve(&meta, cat, &cache).unwrap()
         })
     });
     c.bench_function("resolve: provider path prefix", |b| {
@@ -52,7 +53,7 @@ fn bench(c: &mut Criterion) {
                 host: Some("gw.example.com"),
                 path_and_query: black_box("/anthropic/v1/messages"),
             };
-            routing::resolve(&meta, cat).unwrap()
+            routing::resolve(&meta, cat, &cache).unwrap()
         })
     });
     c.bench_function("resolve: host alias", |b| {
@@ -63,7 +64,7 @@ fn bench(c: &mut Criterion) {
                 host: Some(black_box("oai.gw.example.com")),
                 path_and_query: "/v1/chat/completions",
             };
-            routing::resolve(&meta, cat).unwrap()
+            routing::resolve(&meta, cat, &cache).unwrap()
         })
     });
 
@@ -73,7 +74,7 @@ fn bench(c: &mut Criterion) {
         host: None,
         path_and_query: "/openai/v1/chat/completions?api-version=1",
     };
-    let route = routing::resolve(&meta, cat).unwrap().unwrap();
+    let route = routing::resolve(&meta, cat, &cache).unwrap().unwrap();
     let template = client_request();
     c.bench_function("upstream header rewrite (10 headers)", |b| {
         b.iter_batched(

@@ -70,6 +70,7 @@ pub fn build(cfg: Config, opt: Opt) -> Result<Server, AppError> {
     let gateway = Gateway {
         cfg: cfg.clone(),
         guard: ssrf::Guard::new(),
+        origins: Default::default(),
         quota: quota.clone(),
         metrics,
         forwarder: Forwarder::new(&server.configuration),

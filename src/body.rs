@@ -71,11 +71,14 @@ pub async fn read(session: &mut Session, cap: usize) -> Result<RequestBody, Gate
             })?;
     }
 
-    let mut buf = BytesMut::with_capacity(content_length.unwrap_or(16 * 1024));
+    // a body that arrives in one piece is kept as is (no copy); more pieces are concatenated
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut total = 0usize;
     let mut armed = false;
     loop {
         let tail = match content_length {
-            Some(cl) => cl.saturating_sub(buf.len()) <= RETRY_BUFFER_LIMIT,
+            Some(cl) => cl.saturating_sub(total) <= RETRY_BUFFER_LIMIT,
             None => true, // chunked: only a body that fits the buffer whole is replayable
         };
         if tail && !armed {
@@ -87,16 +90,26 @@ pub async fn read(session: &mut Session, cap: usize) -> Result<RequestBody, Gate
             .read_request_body()
             .await
             .map_err(|e| GatewayError::BadRequest(format!("cannot read the request body: {e}")))?;
-        match chunk {
-            Some(c) => {
-                if buf.len() + c.len() > cap {
-                    return Err(GatewayError::PayloadTooLarge { limit: cap });
-                }
+        let Some(c) = chunk else { break };
+        total += c.len();
+        if total > cap {
+            return Err(GatewayError::PayloadTooLarge { limit: cap });
+        }
+        match (&mut joined, first.take()) {
+            (Some(buf), _) => buf.extend_from_slice(&c),
+            (None, None) => first = Some(c),
+            (None, Some(f)) => {
+                let mut buf = BytesMut::with_capacity(content_length.unwrap_or(f.len() + c.len()));
+                buf.extend_from_slice(&f);
                 buf.extend_from_slice(&c);
+                joined = Some(buf);
             }
-            None => break,
         }
     }
+    let buf = match joined {
+        Some(b) => b.freeze(),
+        None => first.unwrap_or_default(),
+    };
     if let Some(cl) = content_length {
         if buf.len() != cl {
             return Err(GatewayError::BadRequest(format!(
@@ -109,7 +122,7 @@ pub async fn read(session: &mut Session, cap: usize) -> Result<RequestBody, Gate
     let replayable = buf.is_empty()
         || (!downstream.retry_buffer_truncated() && downstream.get_retry_buffer().is_some());
     Ok(RequestBody {
-        bytes: buf.freeze(),
+        bytes: buf,
         present: true,
         replayable,
     })

@@ -26,6 +26,7 @@ use crate::upstream;
 pub struct Gateway {
     pub cfg: Arc<Config>,
     pub guard: ssrf::Guard,
+    pub origins: routing::OriginCache,
     pub quota: Arc<OriginQuota>,
     pub metrics: Arc<Metrics>,
     pub forwarder: Forwarder,
@@ -127,7 +128,7 @@ impl Gateway {
             host,
             path_and_query,
         };
-        let route = routing::resolve(&meta, &self.cfg.catalogue)
+        let route = routing::resolve(&meta, &self.cfg.catalogue, &self.origins)
             .map_err(|e| (Some(Rejection::BadRequest), e))?
             .ok_or_else(|| {
                 (

@@ -148,9 +148,20 @@ pub struct RequestMeta<'a> {
     pub path_and_query: &'a str,
 }
 
-/// Resolves a request to a route; `Ok(None)` means no passthrough route matched.
-pub fn resolve(meta: &RequestMeta, catalogue: &Catalogue) -> Result<Option<Route>, GatewayError> {
-    if let Some(raw) = meta.target_url {
+/// Parsed `Helicone-Target-Url` values: clients send the same few origins over and over, and
+/// WHATWG parsing (IDNA, IPv4 forms) is the costliest step of routing. Bounded; cleared when full.
+#[derive(Default)]
+pub struct OriginCache {
+    map: std::sync::RwLock<std::collections::HashMap<Box<[u8]>, Origin>>,
+}
+
+const ORIGIN_CACHE_ENTRIES: usize = 1024;
+
+impl OriginCache {
+    fn get_or_parse(&self, raw: &[u8]) -> Result<Origin, GatewayError> {
+        if let Some(o) = self.map.read().ok().and_then(|m| m.get(raw).cloned()) {
+            return Ok(o);
+        }
         let value = std::str::from_utf8(raw).map_err(|_| {
             GatewayError::BadRequest(
                 "Helicone-Target-Url is not valid UTF-8; send an origin such as https://api.openai.com".into(),
@@ -166,6 +177,24 @@ pub fn resolve(meta: &RequestMeta, catalogue: &Catalogue) -> Result<Option<Route
                 "Helicone-Target-Url path '{ignored_path}' ignored; the client path is used"
             );
         }
+        if let Ok(mut m) = self.map.write() {
+            if m.len() >= ORIGIN_CACHE_ENTRIES {
+                m.clear();
+            }
+            m.insert(raw.into(), origin.clone());
+        }
+        Ok(origin)
+    }
+}
+
+/// Resolves a request to a route; `Ok(None)` means no passthrough route matched.
+pub fn resolve(
+    meta: &RequestMeta,
+    catalogue: &Catalogue,
+    cache: &OriginCache,
+) -> Result<Option<Route>, GatewayError> {
+    if let Some(raw) = meta.target_url {
+        let origin = cache.get_or_parse(raw)?;
         let by_origin = catalogue.for_origin(&origin);
         let approved = by_origin.as_ref().is_some_and(|p| p.approved);
         // the header only names the provider for logs; it never approves an origin

@@ -8,10 +8,10 @@ use pingora_http::RequestHeader;
 use crate::config::{OriginPolicy, UpstreamConf};
 use crate::error::GatewayError;
 use crate::headers;
-use crate::routing::{Route, Scheme};
+use crate::routing::{Host, Route, Scheme};
 
 /// The peer for `route`, connecting to the already-checked `addr`; SNI and certificate
-/// verification use the origin's host name.
+/// verification use the origin's host (name or IP literal).
 pub fn peer(
     route: &Route,
     addr: SocketAddr,
@@ -19,9 +19,10 @@ pub fn peer(
     conf: &UpstreamConf,
 ) -> HttpPeer {
     let tls = route.origin.scheme == Scheme::Https;
-    let sni = match route.origin.host.name() {
-        Some(n) => n.to_string(),
-        None => String::new(),
+    // an IP literal is verified against the certificate's IP SANs (rustls fails closed on "")
+    let sni = match &route.origin.host {
+        Host::Name(n) => n.clone(),
+        Host::Ip(ip) => ip.to_string(),
     };
     let mut p = HttpPeer::new(addr, tls, sni);
     let o = &mut p.options;

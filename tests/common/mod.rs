@@ -314,6 +314,8 @@ pub struct GatewayConf {
     pub catalogue: Option<PathBuf>,
     pub host_aliases: String,
     pub state_dir: Option<PathBuf>,
+    /// An extra HTTPS listener: (port, cert, key).
+    pub tls_listener: Option<(u16, PathBuf, PathBuf)>,
 }
 
 impl Default for GatewayConf {
@@ -327,6 +329,7 @@ impl Default for GatewayConf {
             catalogue: None,
             host_aliases: "{}".into(),
             state_dir: None,
+            tls_listener: None,
         }
     }
 }
@@ -381,7 +384,7 @@ impl Gateway {
             .unwrap_or_else(|| dir.path().join("state"));
         let mut yaml = format!(
             "server: {{threads: 2, grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1, pid_file: '{d}/pid', upgrade_sock: '{d}/upgrade.sock'}}\n\
-             listeners: [{{address: '127.0.0.1:{port}'}}]\n\
+             listeners: [{{address: '127.0.0.1:{port}'}}{}]\n\
              metrics: {{address: '127.0.0.1:{metrics_port}'}}\n\
              origins: [{}]\n\
              auth: {{keys: [{}]}}\n\
@@ -390,6 +393,11 @@ impl Gateway {
              limits: {}\n\
              host_aliases: {}\n\
              state_dir: '{}'\n",
+            conf.tls_listener.as_ref().map_or(String::new(), |(p, cert, key)| format!(
+                ", {{address: '127.0.0.1:{p}', tls: {{cert: '{}', key: '{}'}}}}",
+                cert.display(),
+                key.display()
+            )),
             conf.origins.join(", "),
             conf.keys.join(", "),
             conf.unapproved,
