@@ -56,17 +56,19 @@ async fn upstream_tls_is_verified_with_the_per_origin_ca() {
     let by_name = format!("https://localhost:{}", up.port);
     let by_ip = format!("https://127.0.0.1:{}", up.port);
     let ca = fixture("ca.pem");
-    let mut conf = GatewayConf::default();
-    conf.origins = vec![
-        format!(
-            "{{url: '{by_name}', approved: true, allow_private: true, ca_file: '{}'}}",
-            ca.display()
-        ),
-        format!(
-            "{{url: '{by_ip}', approved: true, allow_private: true, ca_file: '{}'}}",
-            ca.display()
-        ),
-    ];
+    let conf = GatewayConf {
+        origins: vec![
+            format!(
+                "{{url: '{by_name}', approved: true, allow_private: true, ca_file: '{}'}}",
+                ca.display()
+            ),
+            format!(
+                "{{url: '{by_ip}', approved: true, allow_private: true, ca_file: '{}'}}",
+                ca.display()
+            ),
+        ],
+        ..GatewayConf::default()
+    };
     let gw = Gateway::start(conf);
     for target in [&by_name, &by_ip] {
         let r = client()
@@ -84,10 +86,12 @@ async fn upstream_tls_is_verified_with_the_per_origin_ca() {
     }
 
     // the same upstream without the CA: the system roots do not trust it -> 502, nothing sent
-    let mut conf = GatewayConf::default();
-    conf.origins = vec![format!(
-        "{{url: '{by_name}', approved: true, allow_private: true}}"
-    )];
+    let conf = GatewayConf {
+        origins: vec![format!(
+            "{{url: '{by_name}', approved: true, allow_private: true}}"
+        )],
+        ..GatewayConf::default()
+    };
     let gw = Gateway::start(conf);
     let r = client()
         .post(gw.url("/v1/x"))
