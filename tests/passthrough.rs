@@ -148,13 +148,7 @@ async fn malformed_target_url_is_400_naming_the_header() {
         "https://",
         "api.openai.com",
     ] {
-        let r = client()
-            .post(gw.url("/v1/chat/completions"))
-            .header("Helicone-Target-Url", bad)
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
+        let r = post_target(&gw, "/v1/chat/completions", bad, "{}").await;
         assert_eq!(r.status(), 400, "{bad}");
         let v: serde_json::Value = r.json().await.unwrap();
         let msg = v["error"]["message"].as_str().unwrap();
@@ -392,26 +386,14 @@ async fn upstream_refused_is_502_and_silent_is_504() {
     .allow(&mock.origin())
     .allow(&closed);
     let gw = Gateway::start(conf);
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .header("Helicone-Target-Url", &closed)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = post_target(&gw, "/v1/chat/completions", &closed, "{}").await;
     assert_eq!(r.status(), 502);
     assert!(r.headers().contains_key("helicone-id"));
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "upstream_unreachable");
 
     let start = Instant::now();
-    let r = client()
-        .post(gw.url("/hang"))
-        .header("Helicone-Target-Url", mock.origin())
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = post_target(&gw, "/hang", &mock.origin(), "{}").await;
     assert_eq!(r.status(), 504);
     assert!(start.elapsed() < Duration::from_secs(10));
     let v: serde_json::Value = r.json().await.unwrap();
@@ -422,13 +404,7 @@ async fn upstream_refused_is_502_and_silent_is_504() {
 async fn upstream_errors_pass_through_untouched() {
     let mock = MockProvider::start();
     let gw = gateway_for(&mock);
-    let r = client()
-        .post(gw.url("/status/429"))
-        .header("Helicone-Target-Url", mock.origin())
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = post_target(&gw, "/status/429", &mock.origin(), "{}").await;
     assert_eq!(r.status(), 429);
     assert_eq!(
         r.text().await.unwrap(),

@@ -31,13 +31,7 @@ async fn ssrf_loopback_encodings_never_reach_the_canary() {
     ];
     let c = client();
     for t in &targets {
-        let r = c
-            .post(gw.url("/v1/chat/completions"))
-            .header("Helicone-Target-Url", t)
-            .body(r#"{"model":"x"}"#)
-            .send()
-            .await
-            .unwrap();
+        let r = post_target(&gw, "/v1/chat/completions", t, r#"{"model":"x"}"#).await;
         assert_eq!(r.status(), 403, "{t} must be refused");
         let v: serde_json::Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], "target_refused", "{t}");
@@ -64,13 +58,7 @@ async fn ssrf_loopback_encodings_never_reach_the_canary() {
         .unwrap();
     assert_eq!(r.status(), 403);
     // the allow-listed mock still works
-    let r = c
-        .post(gw.url("/echo"))
-        .header("Helicone-Target-Url", mock.origin())
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = post_target(&gw, "/echo", &mock.origin(), "{}").await;
     assert_eq!(r.status(), 200);
     assert_eq!(canary.hits(), 0, "a refused target was connected to");
     assert_eq!(canary2.hits(), 0, "a refused target was connected to");
@@ -85,18 +73,11 @@ async fn unapproved_origin_is_limited_per_second() {
     }
     .allow_unapproved(&mock.origin());
     let gw = Gateway::start(conf);
-    let c = client();
     // two back-to-back requests: at most one is admitted within the same second
     let mut statuses = vec![];
     let mut last_429 = None;
     for _ in 0..3 {
-        let r = c
-            .post(gw.url("/echo"))
-            .header("Helicone-Target-Url", mock.origin())
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
+        let r = post_target(&gw, "/echo", &mock.origin(), "{}").await;
         statuses.push(r.status().as_u16());
         if r.status() == 429 {
             assert_eq!(r.headers()["retry-after"], "1");
@@ -117,13 +98,7 @@ async fn unapproved_origin_is_limited_per_second() {
     assert_eq!(mock.hits(), statuses.iter().filter(|s| **s == 200).count());
     // after the window the origin is admitted again
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let r = c
-        .post(gw.url("/echo"))
-        .header("Helicone-Target-Url", mock.origin())
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = post_target(&gw, "/echo", &mock.origin(), "{}").await;
     assert_eq!(r.status(), 200);
 }
 
@@ -138,24 +113,11 @@ async fn unapproved_origin_daily_quota_survives_a_restart() {
     .allow_unapproved(&mock.origin())
     .allow(&approved.origin());
     let gw = Gateway::start(conf);
-    let c = client();
     for _ in 0..3 {
-        let r = c
-            .post(gw.url("/echo"))
-            .header("Helicone-Target-Url", mock.origin())
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
+        let r = post_target(&gw, "/echo", &mock.origin(), "{}").await;
         assert_eq!(r.status(), 200);
     }
-    let r = c
-        .post(gw.url("/echo"))
-        .header("Helicone-Target-Url", mock.origin())
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = post_target(&gw, "/echo", &mock.origin(), "{}").await;
     assert_eq!(r.status(), 429);
     let retry: u64 = r.headers()["retry-after"]
         .to_str()
@@ -173,24 +135,12 @@ async fn unapproved_origin_daily_quota_survives_a_restart() {
     );
     // approved origins are not counted
     for _ in 0..5 {
-        let r = c
-            .post(gw.url("/echo"))
-            .header("Helicone-Target-Url", approved.origin())
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
+        let r = post_target(&gw, "/echo", &approved.origin(), "{}").await;
         assert_eq!(r.status(), 200);
     }
 
     let gw = gw.restart();
-    let r = c
-        .post(gw.url("/echo"))
-        .header("Helicone-Target-Url", mock.origin())
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = post_target(&gw, "/echo", &mock.origin(), "{}").await;
     assert_eq!(r.status(), 429, "the day counter must survive a restart");
     assert_eq!(mock.hits(), 3);
 }
@@ -204,13 +154,7 @@ async fn unapproved_origins_can_be_denied() {
     }
     .allow_unapproved(&mock.origin());
     let gw = Gateway::start(conf);
-    let r = client()
-        .post(gw.url("/echo"))
-        .header("Helicone-Target-Url", mock.origin())
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = post_target(&gw, "/echo", &mock.origin(), "{}").await;
     assert_eq!(r.status(), 403);
     let v: serde_json::Value = r.json().await.unwrap();
     assert!(

@@ -71,13 +71,7 @@ async fn upstream_tls_is_verified_with_the_per_origin_ca() {
     };
     let gw = Gateway::start(conf);
     for target in [&by_name, &by_ip] {
-        let r = client()
-            .post(gw.url("/v1/x?y=1"))
-            .header("Helicone-Target-Url", target)
-            .body("hello")
-            .send()
-            .await
-            .unwrap();
+        let r = post_target(&gw, "/v1/x?y=1", target, "hello").await;
         assert_eq!(r.status(), 200, "{target}: {}", gw.log());
         let v: serde_json::Value = r.json().await.unwrap();
         assert_eq!(v["tls"], true);
@@ -93,13 +87,7 @@ async fn upstream_tls_is_verified_with_the_per_origin_ca() {
         ..GatewayConf::default()
     };
     let gw = Gateway::start(conf);
-    let r = client()
-        .post(gw.url("/v1/x"))
-        .header("Helicone-Target-Url", &by_name)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = post_target(&gw, "/v1/x", &by_name, "{}").await;
     assert_eq!(r.status(), 502);
     let v: serde_json::Value = r.json().await.unwrap();
     let msg = v["error"]["message"].as_str().unwrap().to_lowercase();

@@ -585,3 +585,19 @@ pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// `POST gw+path` with `Helicone-Target-Url: target` and `body`.
+pub async fn post_target(
+    gw: &Gateway,
+    path: &str,
+    target: &str,
+    body: &'static str,
+) -> reqwest::Response {
+    client()
+        .post(gw.url(path))
+        .header("Helicone-Target-Url", target)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
