@@ -79,7 +79,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("upstream header rewrite (10 headers)", |b| {
         b.iter_batched(
             || template.clone(),
-            |mut req| upstream::prepare_request(&mut req, &route, Some(1024)).unwrap(),
+            |mut req| upstream::prepare_request(&mut req, &route, Some(1024), None).unwrap(),
             criterion::BatchSize::SmallInput,
         )
     });

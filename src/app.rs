@@ -10,6 +10,7 @@ use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 
 use crate::config::Config;
+use crate::failover::health::Health;
 use crate::forward::Forwarder;
 use crate::limits::origin_quota::{OriginQuota, QuotaPersister};
 use crate::metrics::Metrics;
@@ -74,6 +75,7 @@ pub fn build(cfg: Config, opt: Opt) -> Result<Server, AppError> {
         quota: quota.clone(),
         metrics,
         forwarder: Forwarder::new(&server.configuration),
+        health: Health::new(cfg.health.clone())?,
         ready: ready.clone(),
     };
     let mut proxy =

@@ -135,20 +135,21 @@ pub struct Replay {
 }
 
 impl Replay {
-    /// Replaces what Pingora replays with the whole body, once per upstream attempt.
+    /// Replaces what Pingora replays with the attempt's whole body, once per upstream attempt.
     pub fn filter(
         &mut self,
         attempt: u32,
-        body: &RequestBody,
+        present: bool,
+        bytes: &Bytes,
         chunk: &mut Option<Bytes>,
         end_of_stream: bool,
     ) {
-        if !body.present {
+        if !present {
             return;
         }
         if self.sent_for_attempt != Some(attempt) {
             self.sent_for_attempt = Some(attempt);
-            *chunk = Some(body.bytes.clone());
+            *chunk = Some(bytes.clone());
         } else {
             *chunk = if end_of_stream {
                 None

@@ -4,10 +4,45 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use serde::Serialize;
+
 use crate::body::{Replay, RequestBody};
 use crate::config::OriginPolicy;
+use crate::error::GatewayError;
+use crate::failover::{CodeSet, Cursor, RetryPolicy};
 use crate::metrics::Rejection;
 use crate::routing::Route;
+
+/// One upstream the request may go to: the primary, or a `Helicone-Fallbacks` entry.
+pub struct Target {
+    pub route: Route,
+    /// The SSRF-checked address the upstream connection goes to.
+    pub addr: SocketAddr,
+    pub policy: OriginPolicy,
+    pub approved: bool,
+    /// `scheme://host[:port]`, for quotas, health and logs.
+    pub origin: String,
+    /// Replaces the client's headers for this target (fallback entries).
+    pub headers: Option<Vec<(HeaderName, HeaderValue)>>,
+    /// This target's body when it differs from the client's (`bodyKeyOverride`).
+    pub body: Option<Bytes>,
+    /// Statuses that move on to the next target (fallback entries).
+    pub on_codes: Option<CodeSet>,
+}
+
+/// One upstream attempt, for the request's log record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub target: String,
+    /// 0 when no response came (see `error`).
+    pub status: u16,
+    pub latency_ms: u64,
+    pub error: Option<String>,
+    /// Retries on this target before this attempt.
+    pub retry: u32,
+}
 
 pub struct RequestCtx {
     /// `Helicone-Id` of this request.
@@ -15,13 +50,25 @@ pub struct RequestCtx {
     pub start: Instant,
     /// Id of the gateway key that authenticated the request (never the key).
     pub key_id: Option<Arc<str>>,
-    pub route: Option<Route>,
-    /// The SSRF-checked address the upstream connection goes to.
-    pub addr: Option<SocketAddr>,
-    pub policy: OriginPolicy,
+    /// Primary target first, then fallbacks.
+    pub targets: Vec<Target>,
+    pub cursor: Cursor,
+    pub retry: Option<RetryPolicy>,
+    /// `Helicone-Fallbacks` drove the plan (adds `Helicone-Fallback-Index`).
+    pub fallback_mode: bool,
+    pub attempts: Vec<Attempt>,
+    pub attempt_start: Option<Instant>,
+    /// The running attempt was already judged (and recorded) by a response hook.
+    pub judged: bool,
+    /// `upstream_response_filter` turned the answer into a retry (kept by `error_while_proxy`).
+    pub retry_pending: bool,
+    /// Wait before the next attempt (backoff), taken by `upstream_peer`.
+    pub next_delay: Option<Duration>,
+    /// An error decided inside a hook that cannot answer itself (`upstream_peer`).
+    pub pending_error: Option<GatewayError>,
     pub body: RequestBody,
     pub replay: Replay,
-    /// Upstream attempts so far (a stale pooled connection may cost a second one).
+    /// Upstream connections made so far (a stale pooled connection may cost one more).
     pub attempt: u32,
     pub upstream_start: Option<Instant>,
     pub ttfb: Option<Duration>,
@@ -36,9 +83,16 @@ impl RequestCtx {
             id: String::new(),
             start: Instant::now(),
             key_id: None,
-            route: None,
-            addr: None,
-            policy: OriginPolicy::default(),
+            targets: Vec::new(),
+            cursor: Cursor::default(),
+            retry: None,
+            fallback_mode: false,
+            attempts: Vec::new(),
+            attempt_start: None,
+            judged: false,
+            retry_pending: false,
+            next_delay: None,
+            pending_error: None,
             body: RequestBody::default(),
             replay: Replay::default(),
             attempt: 0,
@@ -49,8 +103,39 @@ impl RequestCtx {
         }
     }
 
+    pub fn target(&self) -> Option<&Target> {
+        self.targets.get(self.cursor.index)
+    }
+
+    pub fn route(&self) -> Option<&Route> {
+        self.target().map(|t| &t.route)
+    }
+
+    /// The body the current target gets.
+    pub fn body_bytes(&self) -> &Bytes {
+        self.target()
+            .and_then(|t| t.body.as_ref())
+            .unwrap_or(&self.body.bytes)
+    }
+
     pub fn provider_label(&self) -> &str {
-        self.route.as_ref().map_or("none", Route::provider_label)
+        self.route().map_or("none", Route::provider_label)
+    }
+
+    /// Records the end of the running attempt.
+    pub fn record_attempt(&mut self, status: u16, error: Option<String>) {
+        let latency_ms = self
+            .attempt_start
+            .take()
+            .map_or(0, |s| s.elapsed().as_millis() as u64);
+        let target = self.target().map_or_else(String::new, |t| t.origin.clone());
+        self.attempts.push(Attempt {
+            target,
+            status,
+            latency_ms,
+            error,
+            retry: self.cursor.retries,
+        });
     }
 }
 

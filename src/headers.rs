@@ -9,6 +9,9 @@ pub const TARGET_URL: &str = "helicone-target-url";
 pub const TARGET_PROVIDER: &str = "helicone-target-provider";
 pub const HELICONE_AUTH: &str = "helicone-auth";
 pub const REQUEST_ID: &str = "helicone-request-id";
+pub const FALLBACKS: &str = "helicone-fallbacks";
+
+pub static FALLBACK_INDEX: HeaderName = HeaderName::from_static("helicone-fallback-index");
 
 pub static HELICONE_ID: HeaderName = HeaderName::from_static("helicone-id");
 pub static RETRY_AFTER: HeaderName = HeaderName::from_static("retry-after");

@@ -47,6 +47,9 @@ pub struct Metrics {
     bytes_in: IntCounterVec,
     bytes_out: IntCounterVec,
     rejections: IntCounterVec,
+    attempts: IntCounterVec,
+    retries: IntCounterVec,
+    fallbacks: IntCounterVec,
 }
 
 /// What one finished request contributes.
@@ -114,7 +117,43 @@ impl Metrics {
                 "Requests refused by the gateway, by reason (auth, ssrf, quota, size, bad_request, no_route, origin_denied)",
                 &["reason"]
             )?,
+            attempts: register_int_counter_vec!(
+                "switchyard_upstream_attempts_total",
+                "Upstream attempts by provider and outcome (status class, error, skipped)",
+                &["provider", "outcome"]
+            )?,
+            retries: register_int_counter_vec!(
+                "switchyard_retries_total",
+                "Retries made under Helicone-Retry-* (backoff then the same target again)",
+                &["provider"]
+            )?,
+            fallbacks: register_int_counter_vec!(
+                "switchyard_fallback_responses_total",
+                "Responses of Helicone-Fallbacks requests by the 0-based index of the entry that answered",
+                &["index"]
+            )?,
         })
+    }
+
+    /// One upstream attempt ended: `status` 0 with `skipped` for an open circuit, 0 for an error.
+    pub fn attempt(&self, provider: &str, status: u16, skipped: bool) {
+        let outcome = if skipped {
+            "skipped"
+        } else if status == 0 {
+            "error"
+        } else {
+            status_class(status)
+        };
+        self.attempts.with_label_values(&[provider, outcome]).inc();
+    }
+
+    pub fn retry(&self, provider: &str) {
+        self.retries.with_label_values(&[provider]).inc();
+    }
+
+    pub fn fallback_served(&self, index: usize) {
+        let idx = index.to_string();
+        self.fallbacks.with_label_values(&[idx.as_str()]).inc();
     }
 
     pub fn observe(&self, o: &Observation) {

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,13 +13,14 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::body;
 use crate::config::{Config, UnapprovedPolicy};
-use crate::ctx::RequestCtx;
+use crate::ctx::{RequestCtx, Target};
 use crate::error::GatewayError;
-use crate::forward::{Forwarder, Outcome};
+use crate::failover::{self, health::Health, FallbackEntry, Next};
+use crate::forward::Forwarder;
 use crate::headers;
 use crate::limits::origin_quota::OriginQuota;
 use crate::metrics::{Metrics, Observation, Rejection};
-use crate::routing::{self, RequestMeta};
+use crate::routing::{self, RequestMeta, Route, RouteKind};
 use crate::ssrf;
 use crate::upstream;
 
@@ -30,6 +31,7 @@ pub struct Gateway {
     pub quota: Arc<OriginQuota>,
     pub metrics: Arc<Metrics>,
     pub forwarder: Forwarder,
+    pub health: Health,
     /// Cleared when shutdown starts: `/readyz` then answers 503.
     pub ready: Arc<AtomicBool>,
 }
@@ -76,12 +78,14 @@ async fn respond_error(session: &mut Session, ctx: &RequestCtx, e: &GatewayError
 }
 
 impl Gateway {
-    /// Everything `request_filter` decides, in order: health, auth, route, SSRF, quota, body.
+    /// Everything `request_filter` decides, in order: health, auth, plan (route or fallbacks,
+    /// retry policy), SSRF, quota, body.
     async fn admit(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> std::result::Result<Admitted, Refusal> {
+        let bad = |e| (Some(Rejection::BadRequest), e);
         let req = session.req_header();
         ctx.id = header(req, headers::REQUEST_ID)
             .and_then(|v| std::str::from_utf8(v).ok())
@@ -89,7 +93,8 @@ impl Gateway {
             .unwrap_or_else(uuid::Uuid::new_v4)
             .to_string();
         let target = header(req, headers::TARGET_URL);
-        if target.is_none() {
+        let fallbacks = header(req, headers::FALLBACKS);
+        if target.is_none() && fallbacks.is_none() {
             let ready = match req.uri.path() {
                 "/healthz" | "/healthcheck" => Some(true),
                 "/readyz" => Some(self.ready.load(Ordering::Relaxed)),
@@ -116,21 +121,32 @@ impl Gateway {
             ctx.key_id = Some(key.map_err(|e| (Some(Rejection::Auth), e))?);
         }
 
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| req.uri.host());
         let path_and_query = req.uri.path_and_query().map_or("/", |p| p.as_str());
-        let meta = RequestMeta {
-            target_url: target,
-            target_provider: header(req, headers::TARGET_PROVIDER),
-            host,
-            path_and_query,
+        let entries = match fallbacks {
+            Some(raw) => failover::parse_fallbacks(raw).map_err(bad)?,
+            None => Vec::new(),
         };
-        let route = routing::resolve(&meta, &self.cfg.catalogue, &self.origins)
-            .map_err(|e| (Some(Rejection::BadRequest), e))?
-            .ok_or_else(|| {
+        ctx.retry = failover::parse_retry(|n| {
+            req.headers
+                .get(n)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        })
+        .map_err(bad)?;
+        let mut plan: Vec<(Route, Option<FallbackEntry>)> =
+            Vec::with_capacity(entries.len().max(1));
+        if entries.is_empty() {
+            let host = req
+                .headers
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .or_else(|| req.uri.host());
+            let meta = RequestMeta {
+                target_url: target,
+                target_provider: header(req, headers::TARGET_PROVIDER),
+                host,
+                path_and_query,
+            };
+            let route = routing::resolve(&meta, &self.cfg.catalogue, &self.origins).map_err(bad)?.ok_or_else(|| {
                 (
                     Some(Rejection::NoRoute),
                     GatewayError::NotFound(format!(
@@ -140,38 +156,73 @@ impl Gateway {
                     )),
                 )
             })?;
+            plan.push((route, None));
+        } else {
+            ctx.fallback_mode = true;
+            for e in entries {
+                let provider = self.cfg.catalogue.for_origin(&e.origin);
+                let route = Route {
+                    origin: e.origin.clone(),
+                    upstream_path: path_and_query.to_string(),
+                    approved: provider.as_ref().is_some_and(|p| p.approved),
+                    provider,
+                    kind: RouteKind::Fallback,
+                };
+                plan.push((route, Some(e)));
+            }
+        }
 
-        let policy = self
-            .cfg
-            .origin_policy(&route.origin)
-            .cloned()
-            .unwrap_or_default();
-        let approved = route.approved || policy.approved;
-        if !approved && self.cfg.unapproved.policy == UnapprovedPolicy::Deny {
-            return Err((
-                Some(Rejection::Denied),
-                GatewayError::Forbidden(format!(
-                    "origin {} is not an approved provider and this gateway refuses unapproved origins; approve it under `origins:` in the gateway config",
-                    route.origin
-                )),
-            ));
+        // every target passes the same checks before anything is sent anywhere
+        let mut overrides = Vec::with_capacity(plan.len());
+        for (route, entry) in plan {
+            let policy = self
+                .cfg
+                .origin_policy(&route.origin)
+                .cloned()
+                .unwrap_or_default();
+            let approved = route.approved || policy.approved;
+            if !approved && self.cfg.unapproved.policy == UnapprovedPolicy::Deny {
+                return Err((
+                    Some(Rejection::Denied),
+                    GatewayError::Forbidden(format!(
+                        "origin {} is not an approved provider and this gateway refuses unapproved origins; approve it under `origins:` in the gateway config",
+                        route.origin
+                    )),
+                ));
+            }
+            let addr = self
+                .guard
+                .resolve(&route.origin, policy.allow_private)
+                .await
+                .map_err(|e| {
+                    let reason = matches!(e, GatewayError::Forbidden(_)).then_some(Rejection::Ssrf);
+                    (reason, e)
+                })?;
+            let (headers, on_codes, over) = match entry {
+                Some(e) => (Some(e.headers), Some(e.on_codes), e.body_override),
+                None => (None, None, None),
+            };
+            overrides.push(over);
+            ctx.targets.push(Target {
+                origin: route.origin.to_string(),
+                route,
+                addr,
+                policy,
+                approved,
+                headers,
+                body: None,
+                on_codes,
+            });
         }
-        let addr = self
-            .guard
-            .resolve(&route.origin, policy.allow_private)
-            .await
-            .map_err(|e| {
-                let reason = matches!(e, GatewayError::Forbidden(_)).then_some(Rejection::Ssrf);
-                (reason, e)
-            })?;
-        if !approved {
-            self.quota
-                .admit(&route.origin.to_string())
-                .map_err(|e| (Some(Rejection::Quota), e))?;
+        // the first attempt's quota is charged now, before the body is read; later attempts
+        // are charged in `next_attempt`
+        if let Some(first) = ctx.targets.first() {
+            if !first.approved {
+                self.quota
+                    .admit(&first.origin)
+                    .map_err(|e| (Some(Rejection::Quota), e))?;
+            }
         }
-        ctx.addr = Some(addr);
-        ctx.policy = policy;
-        ctx.route = Some(route);
 
         ctx.body = body::read(session, self.cfg.limits.max_body_bytes)
             .await
@@ -183,29 +234,186 @@ impl Gateway {
                 };
                 (Some(reason), e)
             })?;
+        for (i, over) in overrides.iter().enumerate() {
+            if let Some(v) = over {
+                ctx.targets[i].body =
+                    Some(failover::override_body(&ctx.body.bytes, v, i).map_err(bad)?);
+            }
+        }
         if ctx.body.present && !ctx.body.replayable {
-            let peer = self.peer(ctx).map_err(|e| (None, e))?;
-            return match self
-                .forwarder
-                .forward(session, ctx, peer, &self.cfg.upstream)
-                .await
-            {
-                Outcome::Relayed => Ok(Admitted::Done),
-                Outcome::Failed(e) => Err((None, e)),
-            };
+            return self.forward_manually(session, ctx).await;
         }
         Ok(Admitted::Proxy)
     }
 
-    fn peer(&self, ctx: &RequestCtx) -> std::result::Result<HttpPeer, GatewayError> {
-        match (&ctx.route, ctx.addr) {
-            (Some(route), Some(addr)) => {
-                Ok(upstream::peer(route, addr, &ctx.policy, &self.cfg.upstream))
+    /// Before each upstream attempt: backoff wait (async, no thread held), skipping of
+    /// open-circuited fallback entries, and the origin quota of every attempt after the first.
+    async fn next_attempt(&self, ctx: &mut RequestCtx) -> std::result::Result<(), GatewayError> {
+        loop {
+            if let Some(d) = ctx.next_delay.take() {
+                tokio::time::sleep(d).await;
             }
-            _ => Err(GatewayError::Internal(
+            let len = ctx.targets.len();
+            let Some(t) = ctx.target() else {
+                return Err(GatewayError::Internal("no upstream target".into()));
+            };
+            let (origin, approved) = (t.origin.clone(), t.approved);
+            if ctx.fallback_mode && ctx.cursor.index + 1 < len && !self.health.allow(&origin) {
+                self.metrics.attempt(ctx.provider_label(), 0, true);
+                ctx.attempt_start = Some(Instant::now());
+                ctx.record_attempt(0, Some("circuit open: skipped".into()));
+                ctx.cursor.skip(len);
+                continue;
+            }
+            if ctx.attempt > 0 && !approved {
+                if let Err(e) = self.quota.admit(&origin) {
+                    ctx.attempt_start = Some(Instant::now());
+                    if self.judge(ctx, 429, None, Some(e.to_string())) {
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+            ctx.attempt += 1;
+            ctx.judged = false;
+            ctx.attempt_start = Some(Instant::now());
+            ctx.upstream_start.get_or_insert_with(Instant::now);
+            return Ok(());
+        }
+    }
+
+    /// The manual exchange (chunked uploads over 64 KiB), with the same retries and fallbacks.
+    async fn forward_manually(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<Admitted, Refusal> {
+        loop {
+            self.next_attempt(ctx).await.map_err(|e| (None, e))?;
+            let peer = self.peer(ctx).map_err(|e| (None, e))?;
+            let Some(t) = ctx.target() else {
+                return Err((None, GatewayError::Internal("no upstream target".into())));
+            };
+            let mut req = session.req_header().clone();
+            let body = ctx.body_bytes().clone();
+            upstream::prepare_request(&mut req, &t.route, Some(body.len()), t.headers.as_deref())
+                .map_err(|e| (None, e))?;
+            match self
+                .forwarder
+                .send(req, body, &peer, &self.cfg.upstream)
+                .await
+            {
+                Err(e) => {
+                    let status = error_status(&e);
+                    if self.judge(ctx, status, None, Some(e.to_string())) {
+                        continue;
+                    }
+                    let g = GatewayError::from_proxy_error(&e)
+                        .unwrap_or_else(|| GatewayError::BadGateway(e.to_string()));
+                    return Err((None, g));
+                }
+                Ok(up) => {
+                    let Some(resp) = up.response_header() else {
+                        return Err((
+                            None,
+                            GatewayError::BadGateway("upstream sent no response header".into()),
+                        ));
+                    };
+                    let status = resp.status.as_u16();
+                    let retry_after = failover::parse_retry_after(
+                        resp.headers.get("retry-after").map(|v| v.as_bytes()),
+                    );
+                    let mut resp = Box::new(resp.clone());
+                    if self.judge(ctx, status, retry_after, None) {
+                        continue;
+                    }
+                    ctx.ttfb = Some(ctx.start.elapsed());
+                    self.add_response_headers(&mut resp, ctx)
+                        .map_err(|e| (None, GatewayError::Internal(e.to_string())))?;
+                    self.forwarder
+                        .relay(session, up, resp, &peer, &self.cfg.upstream)
+                        .await;
+                    return Ok(Admitted::Done);
+                }
+            }
+        }
+    }
+
+    fn add_response_headers(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+        resp.insert_header(headers::HELICONE_ID.clone(), ctx.id.as_str())?;
+        if ctx.fallback_mode {
+            resp.insert_header(
+                headers::FALLBACK_INDEX.clone(),
+                ctx.cursor.index.to_string(),
+            )?;
+            self.metrics.fallback_served(ctx.cursor.index);
+        }
+        Ok(())
+    }
+
+    fn peer(&self, ctx: &RequestCtx) -> std::result::Result<HttpPeer, GatewayError> {
+        match ctx.target() {
+            Some(t) => Ok(upstream::peer(
+                &t.route,
+                t.addr,
+                &t.policy,
+                &self.cfg.upstream,
+            )),
+            None => Err(GatewayError::Internal(
                 "upstream chosen before routing".into(),
             )),
         }
+    }
+
+    /// Judges the running attempt's outcome and sets up what follows; `true` = try again.
+    fn judge(
+        &self,
+        ctx: &mut RequestCtx,
+        status: u16,
+        retry_after: Option<Duration>,
+        error: Option<String>,
+    ) -> bool {
+        let failed = status >= 500 || error.is_some();
+        if let Some(t) = ctx.target() {
+            self.health.record(&t.origin, failed);
+        }
+        self.metrics.attempt(
+            ctx.provider_label(),
+            if error.is_some() { 0 } else { status },
+            false,
+        );
+        ctx.record_attempt(status, error);
+        ctx.judged = true;
+        let len = ctx.targets.len();
+        let on_codes = ctx.target().and_then(|t| t.on_codes.clone());
+        match ctx.cursor.decide(
+            status,
+            retry_after,
+            ctx.retry.as_ref(),
+            on_codes.as_ref(),
+            len,
+            jitter(),
+        ) {
+            Next::Accept => false,
+            Next::Retry(d) => {
+                self.metrics.retry(ctx.provider_label());
+                ctx.next_delay = Some(d);
+                true
+            }
+            Next::Fallback => true,
+        }
+    }
+}
+
+/// Uniform in [1, 2): the backoff jitter.
+fn jitter() -> f64 {
+    1.0 + (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0
+}
+
+fn error_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
+        _ => 502,
     }
 }
 
@@ -236,11 +444,14 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        ctx.attempt += 1;
-        ctx.upstream_start.get_or_insert_with(Instant::now);
-        self.peer(ctx)
-            .map(Box::new)
-            .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))
+        let fail =
+            |e: GatewayError| Error::explain(ErrorType::HTTPStatus(e.status()), e.to_string());
+        if let Err(e) = self.next_attempt(ctx).await {
+            let err = fail(GatewayError::Internal(String::new()));
+            ctx.pending_error = Some(e);
+            return Err(err);
+        }
+        self.peer(ctx).map(Box::new).map_err(fail)
     }
 
     async fn upstream_request_filter(
@@ -249,11 +460,11 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(route) = ctx.route.as_ref() else {
+        let Some(t) = ctx.target() else {
             return Error::e_explain(ErrorType::InternalError, "no route");
         };
-        let body_len = ctx.body.present.then_some(ctx.body.bytes.len());
-        upstream::prepare_request(upstream_request, route, body_len)
+        let body_len = ctx.body.present.then(|| ctx.body_bytes().len());
+        upstream::prepare_request(upstream_request, &t.route, body_len, t.headers.as_deref())
             .map_err(|e| Error::explain(ErrorType::HTTPStatus(e.status()), e.to_string()))
     }
 
@@ -264,17 +475,36 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let bytes = ctx.body_bytes().clone();
         ctx.replay
-            .filter(ctx.attempt, &ctx.body, body, end_of_stream);
+            .filter(ctx.attempt, ctx.body.present, &bytes, body, end_of_stream);
         Ok(())
     }
 
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        let retry_after = failover::parse_retry_after(
+            upstream_response
+                .headers
+                .get("retry-after")
+                .map(|v| v.as_bytes()),
+        );
+        if self.judge(ctx, status, retry_after, None) {
+            // nothing has reached the client: drop this answer and try again
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(status),
+                format!("upstream answered {status}; trying again"),
+            )
+            .into_up();
+            e.set_retry(true);
+            ctx.retry_pending = true;
+            return Err(e);
+        }
         ctx.ttfb.get_or_insert_with(|| ctx.start.elapsed());
         Ok(())
     }
@@ -285,8 +515,19 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream_response.insert_header(headers::HELICONE_ID.clone(), ctx.id.as_str())?;
-        Ok(())
+        self.add_response_headers(upstream_response, ctx)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let again = self.judge(ctx, error_status(&e), None, Some(e.to_string()));
+        e.set_retry(again && ctx.body.replayable);
+        e
     }
 
     fn error_while_proxy(
@@ -298,13 +539,24 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if std::mem::take(&mut ctx.retry_pending) {
+            e.set_retry(true);
+            return e;
+        }
         let final_sent = session
             .response_written()
             .is_some_and(|r| !r.status.is_informational());
-        // only a stale pooled connection is retried (once more, on a fresh one), and only
-        // while nothing has reached the client and the body can be replayed
-        if *e.esource() == ErrorSource::Upstream && !final_sent && ctx.body.replayable {
-            e.retry.decide_reuse(client_reused);
+        if *e.esource() != ErrorSource::Upstream || final_sent || !ctx.body.replayable || ctx.judged
+        {
+            // the client is gone, bytes already reached it, or the answer was accepted
+            e.set_retry(false);
+            return e;
+        }
+        if self.judge(ctx, error_status(&e), None, Some(e.to_string())) {
+            e.set_retry(true);
+        } else if client_reused {
+            // a stale pooled connection: once more on a fresh one
+            e.retry.decide_reuse(true);
         } else {
             e.set_retry(false);
         }
@@ -321,7 +573,11 @@ impl ProxyHttp for Gateway {
             .response_written()
             .map(|r| r.status.as_u16())
             .filter(|s| *s >= 200);
-        let code = match (written, GatewayError::from_proxy_error(e)) {
+        let decided = ctx
+            .pending_error
+            .take()
+            .or_else(|| GatewayError::from_proxy_error(e));
+        let code = match (written, decided) {
             (Some(status), _) => status,
             (None, Some(g)) => {
                 respond_error(session, ctx, &g).await;
@@ -358,6 +614,13 @@ impl ProxyHttp for Gateway {
         }
         if let Some(e) = e {
             log::debug!("request {} ended with error: {e}", ctx.id);
+        }
+        if ctx.attempts.len() > 1 {
+            log::debug!(
+                "request {} attempts: {}",
+                ctx.id,
+                serde_json::to_string(&ctx.attempts).unwrap_or_default()
+            );
         }
     }
 }

@@ -114,6 +114,8 @@ impl fmt::Display for Origin {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteKind {
     TargetHeader,
+    /// An entry of `Helicone-Fallbacks`.
+    Fallback,
     PathPrefix,
     HostAlias,
 }

@@ -41,23 +41,31 @@ pub fn prepare_request(
     req: &mut RequestHeader,
     route: &Route,
     body_len: Option<usize>,
+    replace: Option<&[(http::HeaderName, http::HeaderValue)]>,
 ) -> Result<(), GatewayError> {
     let uri: http::Uri = route
         .upstream_path
         .parse()
         .map_err(|e| GatewayError::BadRequest(format!("request path cannot be forwarded: {e}")))?;
     req.set_uri(uri);
-    let gateway: Vec<http::HeaderName> = req
+    // a fallback entry's headers replace the client's entirely (no key leaks across providers)
+    let drop: Vec<http::HeaderName> = req
         .headers
         .keys()
-        .filter(|n| headers::is_gateway_header(n.as_str()))
+        .filter(|n| replace.is_some() || headers::is_gateway_header(n.as_str()))
         .cloned()
         .collect();
-    for name in gateway {
+    for name in drop {
         req.remove_header(&name);
     }
     req.remove_header(&http::header::EXPECT);
     let internal = |e| GatewayError::Internal(format!("cannot build the upstream request: {e}"));
+    for (name, value) in replace.unwrap_or_default() {
+        if !headers::is_gateway_header(name.as_str()) {
+            req.append_header(name.clone(), value.clone())
+                .map_err(internal)?;
+        }
+    }
     req.insert_header(http::header::HOST, route.origin.host_header())
         .map_err(internal)?;
     if let Some(len) = body_len {
@@ -96,7 +104,7 @@ mod tests {
             approved: true,
             kind: RouteKind::TargetHeader,
         };
-        prepare_request(&mut req, &route, Some(5)).unwrap();
+        prepare_request(&mut req, &route, Some(5), None).unwrap();
         assert_eq!(req.uri.to_string(), "/openai/v1/chat/completions?x=1");
         assert_eq!(req.headers.get("host").unwrap(), "api.groq.com");
         assert_eq!(

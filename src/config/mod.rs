@@ -13,6 +13,7 @@ use pingora_core::server::configuration::ServerConf;
 use serde::Deserialize;
 
 use crate::auth::KeyStore;
+use crate::failover::health::HealthConf;
 use crate::routing::Origin;
 use catalogue::{Catalogue, CatalogueFile};
 
@@ -45,6 +46,9 @@ pub struct FileConfig {
     pub upstream: UpstreamConf,
     #[serde(default)]
     pub limits: LimitsConf,
+    /// Passive circuit breaker per upstream origin.
+    #[serde(default)]
+    pub health: HealthConf,
     /// Where persistent state (quota counters) lives.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -252,6 +256,7 @@ pub struct Config {
     pub unapproved: UnapprovedConf,
     pub upstream: UpstreamConf,
     pub limits: LimitsConf,
+    pub health: HealthConf,
     pub state_dir: PathBuf,
 }
 
@@ -270,8 +275,8 @@ impl Config {
             error_log: s.error_log.clone(),
             user: s.user.clone(),
             group: s.group.clone(),
-            // retries are decided by the gateway itself (stale pooled connections only)
-            max_retries: 2,
+            // retries and fallbacks are bounded by the gateway itself (failover module)
+            max_retries: 128,
             ..ServerConf::default()
         }
     }
@@ -515,6 +520,12 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
             issues.push(format!("upstream.{f}"), "must be greater than 0".into());
         }
     }
+    if fc.health.failure_threshold == 0 {
+        issues.push(
+            "health.failure_threshold".into(),
+            "must be at least 1".into(),
+        );
+    }
     if fc.limits.max_body_bytes == 0 {
         issues.push(
             "limits.max_body_bytes".into(),
@@ -537,6 +548,7 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         unapproved: fc.unapproved_origins,
         upstream: fc.upstream,
         limits: fc.limits,
+        health: fc.health,
         state_dir: resolve(&fc.state_dir),
         server: fc.server,
     })
