@@ -128,9 +128,11 @@ pub fn parse_fallbacks(raw: &[u8]) -> Result<Vec<FallbackEntry>, GatewayError> {
                             }
                             set.push((from, to));
                         }
-                        _ => return Err(bad(format!(
+                        _ => {
+                            return Err(bad(format!(
                             "entry {i}: onCodes value {c} must be a status or {{\"from\", \"to\"}}"
-                        ))),
+                        )))
+                        }
                     }
                 }
                 CodeSet(set)

@@ -40,8 +40,22 @@ impl Captured {
     }
 }
 
+/// Scripted failures: the first `fail_first` API requests answer `fail_status` (with
+/// `Retry-After` when set); `always` makes every request answer that status.
+#[derive(Default, Clone)]
+pub struct Script {
+    pub always: Option<u16>,
+    pub fail_first: usize,
+    pub fail_status: u16,
+    pub retry_after: Option<&'static str>,
+    /// Never answer (sleep 30 s) on every path.
+    pub hang: bool,
+}
+
 #[derive(Default)]
 pub struct MockState {
+    pub script: Script,
+    pub failed: AtomicUsize,
     pub requests: Mutex<Vec<Captured>>,
     /// SSE responses whose client (the gateway) went away before the last event.
     pub sse_aborted: AtomicUsize,
@@ -72,10 +86,25 @@ impl MockProvider {
 
     /// Starts the mock on an ephemeral 127.0.0.1 port, on its own thread and runtime.
     pub fn start() -> MockProvider {
+        Self::start_scripted(Script::default())
+    }
+
+    /// A mock that answers `status` to everything.
+    pub fn failing(status: u16) -> MockProvider {
+        Self::start_scripted(Script {
+            always: Some(status),
+            ..Script::default()
+        })
+    }
+
+    pub fn start_scripted(script: Script) -> MockProvider {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(MockState::default());
+        let state = Arc::new(MockState {
+            script,
+            ..MockState::default()
+        });
         let st = state.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -205,6 +234,25 @@ async fn handle(req: Request<Incoming>, st: Arc<MockState>) -> Result<Response<B
     st.requests.lock().unwrap().push(captured.clone());
     let q = query(&parts.uri);
     let path = parts.uri.path();
+    let script = &st.script;
+    if script.hang {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+    let scripted = script.always.or_else(|| {
+        (script.fail_first > 0 && st.failed.fetch_add(1, Ordering::SeqCst) < script.fail_first)
+            .then_some(script.fail_status)
+    });
+    if let Some(code) = scripted {
+        let mut r = full(
+            code,
+            "application/json",
+            format!(r#"{{"error":{{"message":"scripted {code}","type":"server_error"}}}}"#),
+        );
+        if let Some(ra) = script.retry_after {
+            r.headers_mut().insert("retry-after", ra.parse().unwrap());
+        }
+        return Ok(r);
+    }
     if let Some(code) = path.strip_prefix("/status/") {
         let code: u16 = code.parse().unwrap_or(500);
         return Ok(full(
@@ -316,6 +364,8 @@ pub struct GatewayConf {
     pub state_dir: Option<PathBuf>,
     /// An extra HTTPS listener: (port, cert, key).
     pub tls_listener: Option<(u16, PathBuf, PathBuf)>,
+    /// Extra top-level YAML appended to the config.
+    pub extra: String,
 }
 
 impl Default for GatewayConf {
@@ -330,6 +380,7 @@ impl Default for GatewayConf {
             host_aliases: "{}".into(),
             state_dir: None,
             tls_listener: None,
+            extra: String::new(),
         }
     }
 }
@@ -406,6 +457,7 @@ impl Gateway {
             conf.host_aliases,
             state.display(),
         );
+        yaml.push_str(&conf.extra);
         if let Some(c) = &conf.catalogue {
             yaml.push_str(&format!("catalogue: '{}'\n", c.display()));
         }
