@@ -68,7 +68,13 @@ async fn respond_json(
 
 async fn respond_error(session: &mut Session, ctx: &RequestCtx, e: &GatewayError) {
     let res = async {
-        let (h, body) = e.response(&ctx.id)?;
+        let (mut h, body) = e.response(&ctx.id)?;
+        if ctx.fallback_mode && !ctx.attempts.is_empty() {
+            h.insert_header(
+                headers::FALLBACK_INDEX.clone(),
+                ctx.cursor.index.to_string(),
+            )?;
+        }
         session.write_response_header(Box::new(h), false).await?;
         session.write_response_body(Some(body), true).await
     };

@@ -495,3 +495,41 @@ async fn fallback_targets_pass_the_ssrf_guard() {
     assert_eq!(good.hits(), 0, "nothing is sent when any target is refused");
     assert_eq!(canary.hits(), 0);
 }
+
+#[tokio::test]
+async fn fallback_attempts_count_against_unapproved_origin_quotas() {
+    let bad = MockProvider::failing(500);
+    let unapproved = MockProvider::start();
+    let conf = GatewayConf {
+        unapproved: "{policy: limit, per_second: 1000, per_day: 1}".into(),
+        ..GatewayConf::default()
+    }
+    .allow(&bad.origin())
+    .allow_unapproved(&unapproved.origin());
+    let gw = Gateway::start(conf);
+    let fb = fallbacks(&[
+        (&bad.origin(), "{}", "[500]"),
+        (&unapproved.origin(), "{}", "[]"),
+    ]);
+    let r = client()
+        .post(gw.url("/echo"))
+        .header("Helicone-Fallbacks", &fb)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // the day's one request to the unapproved fallback is used: its attempt gets the quota's 429
+    let r = client()
+        .post(gw.url("/echo"))
+        .header("Helicone-Fallbacks", &fb)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["helicone-fallback-index"], "1");
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(r.text().await.unwrap().contains("requests for today"));
+    assert_eq!(unapproved.hits(), 1);
+}

@@ -71,3 +71,41 @@ fn official_sdks_work_by_changing_the_base_url() {
         );
     }
 }
+
+#[test]
+fn openai_sdk_survives_a_failing_primary_through_fallbacks() {
+    let primary = MockProvider::failing(503);
+    let secondary = MockProvider::start();
+    let gw = Gateway::start(
+        GatewayConf::default()
+            .allow(&primary.origin())
+            .allow(&secondary.origin()),
+    );
+    let out = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/sdk_fallbacks.py"
+        ))
+        .env("SWITCHYARD_URL", gw.url(""))
+        .env("PRIMARY", primary.origin())
+        .env("SECONDARY", secondary.origin())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("openai sdk, fallbacks: ok"), "{stdout}");
+    assert_eq!(primary.hits(), 2);
+    assert_eq!(secondary.hits(), 2);
+    assert_eq!(
+        primary.last().header("authorization"),
+        Some("Bearer sk-primary")
+    );
+    assert_eq!(
+        secondary.last().header("authorization"),
+        Some("Bearer sk-secondary")
+    );
+}
