@@ -144,3 +144,43 @@ impl Default for RequestCtx {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_record_target_status_error_and_retry_number() {
+        let mut ctx = RequestCtx::new();
+        let (origin, _) = crate::routing::Origin::parse("https://a.example").unwrap();
+        ctx.targets.push(Target {
+            route: Route {
+                origin,
+                upstream_path: "/".into(),
+                provider: None,
+                approved: false,
+                kind: crate::routing::RouteKind::TargetHeader,
+            },
+            addr: "1.1.1.1:443".parse().unwrap(),
+            policy: OriginPolicy::default(),
+            approved: false,
+            origin: "https://a.example".into(),
+            headers: None,
+            body: None,
+            on_codes: None,
+        });
+        ctx.attempt_start = Some(Instant::now());
+        ctx.record_attempt(502, Some("refused".into()));
+        ctx.cursor.retries = 1;
+        ctx.attempt_start = Some(Instant::now());
+        ctx.record_attempt(200, None);
+        let json = serde_json::to_value(&ctx.attempts).unwrap();
+        assert_eq!(json[0]["target"], "https://a.example");
+        assert_eq!(json[0]["status"], 502);
+        assert_eq!(json[0]["error"], "refused");
+        assert_eq!(json[0]["retry"], 0);
+        assert_eq!(json[1]["status"], 200);
+        assert_eq!(json[1]["retry"], 1);
+        assert!(json[1]["error"].is_null());
+    }
+}

@@ -126,4 +126,46 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn fallback_headers_replace_the_clients_entirely() {
+        let mut req = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+        for (k, v) in [
+            ("authorization", "Bearer client"),
+            ("content-type", "text/plain"),
+            ("x-trace", "1"),
+            ("helicone-fallbacks", "[]"),
+        ] {
+            req.append_header(k.to_string(), v).unwrap();
+        }
+        let route = Route {
+            origin: Origin::parse("https://api.groq.com").unwrap().0,
+            upstream_path: "/v1/chat/completions".into(),
+            provider: None,
+            approved: true,
+            kind: RouteKind::Fallback,
+        };
+        let replace = vec![
+            (
+                http::HeaderName::from_static("authorization"),
+                http::HeaderValue::from_static("Bearer entry"),
+            ),
+            (
+                http::HeaderName::from_static("helicone-auth"),
+                http::HeaderValue::from_static("Bearer gw"),
+            ),
+        ];
+        prepare_request(&mut req, &route, Some(2), Some(&replace)).unwrap();
+        assert_eq!(req.headers.get("authorization").unwrap(), "Bearer entry");
+        assert_eq!(req.headers.get("host").unwrap(), "api.groq.com");
+        assert_eq!(req.headers.get("content-length").unwrap(), "2");
+        for gone in [
+            "content-type",
+            "x-trace",
+            "helicone-fallbacks",
+            "helicone-auth",
+        ] {
+            assert!(req.headers.get(gone).is_none(), "{gone}");
+        }
+    }
 }
