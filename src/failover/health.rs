@@ -1,7 +1,7 @@
 //! Passive provider health: a per-origin circuit breaker that fallback chains consult.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use prometheus::{register_int_gauge_vec, IntGaugeVec};
@@ -52,7 +52,7 @@ impl State {
 
 pub struct Health {
     conf: HealthConf,
-    states: Mutex<HashMap<String, State>>,
+    states: RwLock<HashMap<String, State>>,
     gauge: IntGaugeVec,
 }
 
@@ -69,7 +69,7 @@ impl Health {
     pub fn with_gauge(conf: HealthConf, gauge: IntGaugeVec) -> Health {
         Health {
             conf,
-            states: Mutex::new(HashMap::new()),
+            states: RwLock::new(HashMap::new()),
             gauge,
         }
     }
@@ -93,7 +93,10 @@ impl Health {
 
     /// May a fallback chain use `origin` now? An expired open circuit lets exactly one probe through.
     pub fn allow(&self, origin: &str) -> bool {
-        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        if self.healthy(origin) {
+            return true;
+        }
+        let mut states = self.states.write().unwrap_or_else(|p| p.into_inner());
         match states.get(origin).copied() {
             None | Some(State::Closed { .. }) => true,
             Some(State::HalfOpen) => false,
@@ -110,7 +113,11 @@ impl Health {
 
     /// Records an attempt's outcome: `failed` for connection errors, timeouts and 5xx.
     pub fn record(&self, origin: &str, failed: bool) {
-        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        // the common case, a success on a healthy origin, takes only a shared lock
+        if !failed && self.healthy(origin) {
+            return;
+        }
+        let mut states = self.states.write().unwrap_or_else(|p| p.into_inner());
         let current = states.get(origin).copied();
         if current.is_none() && (!failed || states.len() >= MAX_TRACKED) {
             return;
@@ -128,6 +135,15 @@ impl Health {
         self.set(&mut states, origin, next);
     }
 
+    /// Untracked, or closed with no failure counted.
+    fn healthy(&self, origin: &str) -> bool {
+        let states = self.states.read().unwrap_or_else(|p| p.into_inner());
+        matches!(
+            states.get(origin),
+            None | Some(State::Closed { failures: 0 })
+        )
+    }
+
     fn open(&self) -> State {
         State::Open {
             until: Instant::now() + Duration::from_secs(self.conf.cooldown_secs),
@@ -136,7 +152,7 @@ impl Health {
 
     pub fn state(&self, origin: &str) -> Option<State> {
         self.states
-            .lock()
+            .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(origin)
             .copied()
