@@ -10,10 +10,12 @@ use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 
 use crate::config::Config;
+use crate::export;
 use crate::failover::health::Health;
 use crate::forward::Forwarder;
 use crate::limits::origin_quota::{OriginQuota, QuotaPersister};
 use crate::metrics::Metrics;
+use crate::pricing::Pricing;
 use crate::proxy::Gateway;
 use crate::ssrf;
 
@@ -26,6 +28,10 @@ pub enum AppError {
         path: String,
         source: std::io::Error,
     },
+    #[error("pricing registry: {0}")]
+    Pricing(String),
+    #[error("log export: {0}")]
+    Export(String),
     #[error("listener {address}: {message}")]
     Listener { address: String, message: String },
 }
@@ -67,6 +73,8 @@ pub fn build(cfg: Config, opt: Opt) -> Result<Server, AppError> {
         }
     })?;
     let ready = Arc::new(AtomicBool::new(true));
+    let pricing = Pricing::embedded().map_err(|e| AppError::Pricing(e.to_string()))?;
+    let (exporter, export_service) = export::build(&cfg.export).map_err(AppError::Export)?;
     let cfg = Arc::new(cfg);
     let gateway = Gateway {
         cfg: cfg.clone(),
@@ -76,6 +84,8 @@ pub fn build(cfg: Config, opt: Opt) -> Result<Server, AppError> {
         metrics,
         forwarder: Forwarder::new(&server.configuration),
         health: Health::new(cfg.health.clone())?,
+        exporter,
+        pricing,
         ready: ready.clone(),
     };
     let mut proxy =
@@ -106,5 +116,6 @@ pub fn build(cfg: Config, opt: Opt) -> Result<Server, AppError> {
         QuotaPersister { quota },
     ));
     server.add_service(background_service("readiness", Readiness(ready)));
+    server.add_service(background_service("log exporter", export_service));
     Ok(server)
 }

@@ -14,6 +14,7 @@ use crate::error::GatewayError;
 use crate::failover::{CodeSet, Cursor, RetryPolicy};
 use crate::metrics::Rejection;
 use crate::routing::Route;
+use crate::usage::Tap;
 
 /// One upstream the request may go to: the primary, or a `Helicone-Fallbacks` entry.
 pub struct Target {
@@ -48,6 +49,9 @@ pub struct RequestCtx {
     /// `Helicone-Id` of this request.
     pub id: String,
     pub start: Instant,
+    pub started_at: std::time::SystemTime,
+    /// A health probe: answered, counted, not logged as a request.
+    pub health_probe: bool,
     /// Id of the gateway key that authenticated the request (never the key).
     pub key_id: Option<Arc<str>>,
     /// Primary target first, then fallbacks.
@@ -75,6 +79,11 @@ pub struct RequestCtx {
     pub rejection: Option<Rejection>,
     /// `requests_in_flight` was incremented for this request.
     pub in_flight: bool,
+    /// Watches the response for usage and the first token.
+    pub tap: Option<Tap>,
+    /// The start of the response body, kept for the log record (up to the export cap).
+    pub response_capture: Vec<u8>,
+    pub response_total: usize,
 }
 
 impl RequestCtx {
@@ -82,6 +91,8 @@ impl RequestCtx {
         RequestCtx {
             id: String::new(),
             start: Instant::now(),
+            started_at: std::time::SystemTime::now(),
+            health_probe: false,
             key_id: None,
             targets: Vec::new(),
             cursor: Cursor::default(),
@@ -100,6 +111,9 @@ impl RequestCtx {
             ttfb: None,
             rejection: None,
             in_flight: false,
+            tap: None,
+            response_capture: Vec::new(),
+            response_total: 0,
         }
     }
 
@@ -120,6 +134,17 @@ impl RequestCtx {
 
     pub fn provider_label(&self) -> &str {
         self.route().map_or("none", Route::provider_label)
+    }
+
+    /// A response body chunk on its way to the client: usage tap and capture for the record.
+    pub fn observe_body(&mut self, chunk: &[u8], capture_cap: usize) {
+        if let Some(t) = self.tap.as_mut() {
+            t.on_chunk(chunk);
+        }
+        self.response_total += chunk.len();
+        let room = capture_cap.saturating_sub(self.response_capture.len());
+        self.response_capture
+            .extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
 
     /// Records the end of the running attempt.

@@ -59,6 +59,7 @@ impl Forwarder {
         resp: Box<ResponseHeader>,
         peer: &HttpPeer,
         conf: &UpstreamConf,
+        on_chunk: &mut (dyn FnMut(&[u8]) + Send),
     ) {
         if let Err(e) = session.write_response_header(resp, false).await {
             log::debug!("client left before the response header: {e}");
@@ -67,6 +68,7 @@ impl Forwarder {
         loop {
             match up.read_response_body().await {
                 Ok(Some(chunk)) => {
+                    on_chunk(&chunk);
                     if let Err(e) = session.write_response_body(Some(chunk), false).await {
                         log::debug!("client left mid-response: {e}");
                         return;

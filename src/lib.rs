@@ -6,6 +6,7 @@ pub mod body;
 pub mod config;
 pub mod ctx;
 pub mod error;
+pub mod export;
 pub mod failover;
 pub mod forward;
 pub mod headers;

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge, HistogramVec,
-    IntCounterVec, IntGauge,
+    register_counter_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    CounterVec, HistogramVec, IntCounterVec, IntGauge,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -50,6 +50,10 @@ pub struct Metrics {
     attempts: IntCounterVec,
     retries: IntCounterVec,
     fallbacks: IntCounterVec,
+    tokens: IntCounterVec,
+    cost: CounterVec,
+    unpriced: IntCounterVec,
+    ttft: HistogramVec,
 }
 
 /// What one finished request contributes.
@@ -127,6 +131,27 @@ impl Metrics {
                 "Retries made under Helicone-Retry-* (backoff then the same target again)",
                 &["provider"]
             )?,
+            tokens: register_int_counter_vec!(
+                "switchyard_tokens_total",
+                "Tokens reported by providers, by provider, model (registry models; others are `other`) and type (prompt, completion, cached, cache_write, reasoning)",
+                &["provider", "model", "type"]
+            )?,
+            cost: register_counter_vec!(
+                "switchyard_cost_usd_total",
+                "Cost in USD computed from the pricing registry",
+                &["provider", "model"]
+            )?,
+            unpriced: register_int_counter_vec!(
+                "switchyard_unpriced_requests_total",
+                "Requests with known tokens but a model missing from the pricing registry (cost null)",
+                &["provider"]
+            )?,
+            ttft: register_histogram_vec!(
+                "switchyard_time_to_first_token_seconds",
+                "Streams: request start to the first generated content",
+                &["provider"],
+                LATENCY_BUCKETS.to_vec()
+            )?,
             fallbacks: register_int_counter_vec!(
                 "switchyard_fallback_responses_total",
                 "Responses of Helicone-Fallbacks requests by the 0-based index of the entry that answered",
@@ -154,6 +179,40 @@ impl Metrics {
     pub fn fallback_served(&self, index: usize) {
         let idx = index.to_string();
         self.fallbacks.with_label_values(&[idx.as_str()]).inc();
+    }
+
+    /// Usage and cost of one finished request; `model` must be a bounded label.
+    pub fn usage(
+        &self,
+        provider: &str,
+        model: &str,
+        usage: &crate::usage::Usage,
+        cost: Option<f64>,
+        ttft: Option<Duration>,
+    ) {
+        for (kind, v) in [
+            ("prompt", usage.prompt_tokens),
+            ("completion", usage.completion_tokens),
+            ("cached", usage.cached_tokens),
+            ("cache_write", usage.cache_write_tokens),
+            ("reasoning", usage.reasoning_tokens),
+        ] {
+            if let Some(v) = v.filter(|v| *v > 0) {
+                self.tokens
+                    .with_label_values(&[provider, model, kind])
+                    .inc_by(v);
+            }
+        }
+        match cost {
+            Some(c) => self.cost.with_label_values(&[provider, model]).inc_by(c),
+            None if usage.is_known() => self.unpriced.with_label_values(&[provider]).inc(),
+            None => {}
+        }
+        if let Some(t) = ttft {
+            self.ttft
+                .with_label_values(&[provider])
+                .observe(t.as_secs_f64());
+        }
     }
 
     pub fn observe(&self, o: &Observation) {

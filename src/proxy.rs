@@ -15,14 +15,17 @@ use crate::body;
 use crate::config::{Config, UnapprovedPolicy};
 use crate::ctx::{RequestCtx, Target};
 use crate::error::GatewayError;
+use crate::export::{record, Exporter};
 use crate::failover::{self, health::Health, FallbackEntry, Next};
 use crate::forward::Forwarder;
 use crate::headers;
 use crate::limits::origin_quota::OriginQuota;
 use crate::metrics::{Metrics, Observation, Rejection};
+use crate::pricing::Pricing;
 use crate::routing::{self, RequestMeta, Route, RouteKind};
 use crate::ssrf;
 use crate::upstream;
+use crate::usage::Tap;
 
 pub struct Gateway {
     pub cfg: Arc<Config>,
@@ -32,6 +35,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub forwarder: Forwarder,
     pub health: Health,
+    pub exporter: Exporter,
+    pub pricing: Pricing,
     /// Cleared when shutdown starts: `/readyz` then answers 503.
     pub ready: Arc<AtomicBool>,
 }
@@ -107,6 +112,7 @@ impl Gateway {
                 _ => None,
             };
             if let Some(ok) = ready {
+                ctx.health_probe = true;
                 let (status, body) = if ok {
                     (200, r#"{"status":"ok"}"#)
                 } else {
@@ -336,8 +342,16 @@ impl Gateway {
                     ctx.ttfb = Some(ctx.start.elapsed());
                     self.add_response_headers(&mut resp, ctx)
                         .map_err(|e| (None, GatewayError::Internal(e.to_string())))?;
+                    let content_type = resp
+                        .headers
+                        .get(http::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok());
+                    ctx.tap = Some(Tap::new(content_type));
+                    let cap = self.cfg.export.max_body_bytes;
                     self.forwarder
-                        .relay(session, up, resp, &peer, &self.cfg.upstream)
+                        .relay(session, up, resp, &peer, &self.cfg.upstream, &mut |chunk| {
+                            ctx.observe_body(chunk, cap)
+                        })
                         .await;
                     return Ok(Admitted::Done);
                 }
@@ -521,7 +535,25 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let content_type = upstream_response
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        ctx.tap = Some(Tap::new(content_type));
         self.add_response_headers(upstream_response, ctx)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(b) = body.as_ref() {
+            ctx.observe_body(b, self.cfg.export.max_body_bytes);
+        }
+        Ok(None)
     }
 
     fn fail_to_connect(
@@ -617,6 +649,22 @@ impl ProxyHttp for Gateway {
         });
         if ctx.in_flight {
             self.metrics.in_flight.dec();
+        }
+        if !ctx.health_probe {
+            let error = e.map(|e| e.to_string());
+            let built = record::build(
+                session,
+                ctx,
+                &self.pricing,
+                status,
+                error,
+                self.cfg.export.max_body_bytes,
+            );
+            let provider = built.record.provider.as_deref().unwrap_or("none");
+            let ttft = built.record.ttft_ms.map(Duration::from_millis);
+            self.metrics
+                .usage(provider, &built.model_label, &built.usage, built.cost, ttft);
+            self.exporter.submit(built.record);
         }
         if let Some(e) = e {
             log::debug!("request {} ended with error: {e}", ctx.id);

@@ -13,6 +13,7 @@ use pingora_core::server::configuration::ServerConf;
 use serde::Deserialize;
 
 use crate::auth::KeyStore;
+use crate::export::ExportConf;
 use crate::failover::health::HealthConf;
 use crate::routing::Origin;
 use catalogue::{Catalogue, CatalogueFile};
@@ -49,6 +50,9 @@ pub struct FileConfig {
     /// Passive circuit breaker per upstream origin.
     #[serde(default)]
     pub health: HealthConf,
+    /// Request log export (sinks, batching, body capture).
+    #[serde(default)]
+    pub export: ExportConf,
     /// Where persistent state (quota counters) lives.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -257,6 +261,7 @@ pub struct Config {
     pub upstream: UpstreamConf,
     pub limits: LimitsConf,
     pub health: HealthConf,
+    pub export: ExportConf,
     pub state_dir: PathBuf,
 }
 
@@ -533,6 +538,25 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         );
     }
 
+    let mut export = fc.export.clone();
+    if let Some(j) = export.jsonl.as_mut() {
+        j.dir = resolve(&j.dir);
+        if j.max_file_bytes < 4096 {
+            issues.push(
+                "export.jsonl.max_file_bytes".into(),
+                "must be at least 4096".into(),
+            );
+        }
+    }
+    for (f, v) in [
+        ("queue_capacity", export.queue_capacity),
+        ("batch_max_records", export.batch_max_records),
+        ("batch_max_bytes", export.batch_max_bytes),
+    ] {
+        if v == 0 {
+            issues.push(format!("export.{f}"), "must be greater than 0".into());
+        }
+    }
     if !issues.is_empty() {
         return Err(ConfigError::Invalid {
             file: file.to_string(),
@@ -549,6 +573,7 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         upstream: fc.upstream,
         limits: fc.limits,
         health: fc.health,
+        export,
         state_dir: resolve(&fc.state_dir),
         server: fc.server,
     })
