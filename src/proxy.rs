@@ -72,8 +72,24 @@ async fn respond_json(
 }
 
 async fn respond_error(session: &mut Session, ctx: &RequestCtx, e: &GatewayError) {
+    respond_error_closing(session, ctx, e, false).await
+}
+
+/// Writes the error; `close` tells the client the connection ends here (Pingora will not reuse
+/// it after a proxy failure, and a client that reused it would see a reset).
+async fn respond_error_closing(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    e: &GatewayError,
+    close: bool,
+) {
     let res = async {
         let (mut h, body) = e.response(&ctx.id)?;
+        if close {
+            // Pingora writes `Connection:` from the session's keep-alive state
+            session.as_downstream_mut().set_keepalive(None);
+            h.insert_header(http::header::CONNECTION, "close")?;
+        }
         if ctx.fallback_mode && !ctx.attempts.is_empty() {
             h.insert_header(
                 headers::FALLBACK_INDEX.clone(),
@@ -618,7 +634,7 @@ impl ProxyHttp for Gateway {
         let code = match (written, decided) {
             (Some(status), _) => status,
             (None, Some(g)) => {
-                respond_error(session, ctx, &g).await;
+                respond_error_closing(session, ctx, &g, true).await;
                 g.status()
             }
             (None, None) => 0,

@@ -442,14 +442,14 @@ async fn metrics_endpoint_counts_requests_rejections_and_bytes() {
         .send()
         .await
         .unwrap();
-    let text = c
-        .get(gw.metrics_url())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // `logging` runs after the response is sent: wait for the last request's to finish
+    let needles = [
+        r#"switchyard_requests_total{provider="mock",status_class="2xx"} 3"#,
+        r#"switchyard_rejections_total{reason="no_route"} 1"#,
+        r#"switchyard_rejections_total{reason="ssrf"} 1"#,
+        "switchyard_requests_in_flight 0",
+    ];
+    let text = metrics_with(&gw, &needles).await;
     let has = |needle: &str| assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
     has(r#"switchyard_requests_total{provider="mock",status_class="2xx"} 3"#);
     has(r#"switchyard_rejections_total{reason="no_route"} 1"#);

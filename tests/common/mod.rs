@@ -653,3 +653,24 @@ pub async fn post_target(
         .await
         .unwrap()
 }
+
+/// The metrics text once every needle is in it (counters updated in `logging` land just after
+/// the response); returns the last text seen after about 2.5 s otherwise.
+pub async fn metrics_with(gw: &Gateway, needles: &[&str]) -> String {
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = client()
+            .get(gw.metrics_url())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if needles.iter().all(|n| text.contains(n)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    text
+}

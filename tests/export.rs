@@ -1,0 +1,307 @@
+//! Request log export to JSONL: one record per client request of every kind, with usage, cost,
+//! properties and privacy; nothing lost on SIGTERM; no credential in any line.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+
+fn records(gw: &Gateway) -> Vec<serde_json::Value> {
+    let dir = gw.dir.path().join("logs");
+    let mut out = vec![];
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            out.push(
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("bad JSONL line ({e}): {line}")),
+            );
+        }
+    }
+    out
+}
+
+fn raw_logs(gw: &Gateway) -> String {
+    let dir = gw.dir.path().join("logs");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_kind_of_request_gets_exactly_one_record() {
+    let mock = MockProvider::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut conf = GatewayConf::default().allow(&mock.origin());
+    conf.catalogue = Some(mock_catalogue(dir.path(), &mock.origin()));
+    conf.keys = vec!["{id: team-a, env: SWITCHYARD_TEST_EXPORT_KEY}".into()];
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    conf = conf.allow(&closed);
+    let mut gw = Gateway::start_with_env(
+        conf,
+        &[("SWITCHYARD_TEST_EXPORT_KEY", "sk-gw-secret-export")],
+    );
+    let c = client();
+    let auth = "Bearer sk-gw-secret-export";
+    let mut ids: HashMap<&str, String> = HashMap::new();
+    let id = |r: &reqwest::Response| r.headers()["helicone-id"].to_str().unwrap().to_string();
+
+    // 1. proxied JSON with usage, properties, user and session
+    let r = c
+        .post(gw.url("/mock/v1/chat/completions"))
+        .header("Helicone-Auth", auth)
+        .header("Authorization", "Bearer sk-provider-secret-1")
+        .header("Helicone-Property-Team", "search")
+        .header("Helicone-User-Id", "user-7")
+        .header("Helicone-Session-Id", "sess-1")
+        .header("Helicone-Session-Path", "/a/b")
+        .header("Helicone-Session-Name", "checkout")
+        .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    ids.insert("json", id(&r));
+    r.bytes().await.unwrap();
+    // 2. streamed with usage
+    let r = c
+        .post(gw.url("/mock/v1/chat/completions"))
+        .header("Helicone-Auth", auth)
+        .header("Authorization", "Bearer sk-provider-secret-1")
+        .body(r#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    ids.insert("stream", id(&r));
+    r.bytes().await.unwrap();
+    // 3. rejected: no gateway key
+    let r = c
+        .post(gw.url("/mock/v1/chat/completions"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    ids.insert("auth", id(&r));
+    // 4. rejected: SSRF
+    let r = c
+        .post(gw.url("/x"))
+        .header("Helicone-Auth", auth)
+        .header("Helicone-Target-Url", "http://127.0.0.2:9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    ids.insert("ssrf", id(&r));
+    // 5. failed upstream
+    let r = c
+        .post(gw.url("/x"))
+        .header("Helicone-Auth", auth)
+        .header("Helicone-Target-Url", &closed)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    ids.insert("failed", id(&r));
+    // 6. omitted bodies
+    let r = c
+        .post(gw.url("/mock/v1/chat/completions"))
+        .header("Helicone-Auth", auth)
+        .header("Helicone-Omit-Request", "true")
+        .header("Helicone-Omit-Response", "true")
+        .body(r#"{"model":"gpt-4o","messages":[{"role":"user","content":"private prompt"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    ids.insert("omit", id(&r));
+    r.bytes().await.unwrap();
+    // 7. client gone mid-stream
+    let r = c
+        .get(gw.url("/sse?n=50&ms=50"))
+        .header("Helicone-Auth", auth)
+        .header("Helicone-Target-Url", mock.origin())
+        .send()
+        .await
+        .unwrap();
+    ids.insert("disconnect", id(&r));
+    let mut s = r.bytes_stream();
+    s.next().await.unwrap().unwrap();
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // health probes are not requests through the gateway
+    c.get(gw.url("/healthz")).send().await.unwrap();
+
+    gw.stop();
+    let recs = records(&gw);
+    assert_eq!(recs.len(), ids.len(), "{recs:#?}");
+    let by_id: HashMap<String, &serde_json::Value> = recs
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r))
+        .collect();
+    let get = |k: &str| {
+        *by_id
+            .get(&ids[k])
+            .unwrap_or_else(|| panic!("no record for {k}"))
+    };
+
+    let r = get("json");
+    assert_eq!(r["status"], 200);
+    assert_eq!(r["key_id"], "team-a");
+    assert_eq!(r["provider"], "mock");
+    assert_eq!(r["model_requested"], "gpt-4o-mini");
+    assert_eq!(
+        (r["prompt_tokens"].as_u64(), r["completion_tokens"].as_u64()),
+        (Some(5), Some(3))
+    );
+    let cost = r["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - (5.0 * 0.15 + 3.0 * 0.60) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+    assert_eq!(r["properties"]["team"], "search");
+    assert_eq!(r["user_id"], "user-7");
+    assert_eq!(
+        (
+            r["session_id"].as_str(),
+            r["session_path"].as_str(),
+            r["session_name"].as_str()
+        ),
+        (Some("sess-1"), Some("/a/b"), Some("checkout"))
+    );
+    assert!(r["request_body"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("\"hi\""));
+    assert!(r["response_body"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Hello from mock"));
+    assert_eq!(r["attempts"].as_array().unwrap().len(), 1);
+    assert!(r["latency_ms"].is_u64());
+
+    let r = get("stream");
+    assert_eq!(r["stream"], true);
+    assert_eq!(
+        (r["prompt_tokens"].as_u64(), r["completion_tokens"].as_u64()),
+        (Some(5), Some(3))
+    );
+    assert!(r["ttft_ms"].is_u64());
+    assert!(r["cost_usd"].as_f64().unwrap() > 0.0);
+
+    assert_eq!(
+        (
+            get("auth")["status"].as_u64(),
+            get("auth")["rejection"].as_str()
+        ),
+        (Some(401), Some("auth"))
+    );
+    assert_eq!(get("auth")["key_id"], serde_json::Value::Null);
+    assert_eq!(
+        (
+            get("ssrf")["status"].as_u64(),
+            get("ssrf")["rejection"].as_str()
+        ),
+        (Some(403), Some("ssrf"))
+    );
+    let f = get("failed");
+    assert_eq!(f["status"], 502);
+    assert_eq!(f["attempts"][0]["status"], 502);
+    assert!(f["attempts"][0]["error"].as_str().unwrap().len() > 3);
+    let o = get("omit");
+    assert_eq!(o["request_body"]["kind"], "omitted");
+    assert_eq!(o["response_body"]["kind"], "omitted");
+    assert_eq!(
+        o["prompt_tokens"], 5,
+        "usage is still recorded when bodies are omitted"
+    );
+    let d = get("disconnect");
+    assert_eq!(d["status"], 200);
+    assert!(
+        d["error"].as_str().unwrap_or("").contains("Downstream"),
+        "{d}"
+    );
+
+    let raw = raw_logs(&gw);
+    for secret in [
+        "sk-gw-secret-export",
+        "sk-provider-secret-1",
+        "private prompt",
+    ] {
+        assert!(!raw.contains(secret), "{secret} found in the JSONL output");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_mid_load_loses_no_record() {
+    let mock = MockProvider::start();
+    let mut gw = Gateway::start(GatewayConf::default().allow(&mock.origin()));
+    let url = gw.url("/v1/chat/completions");
+    let origin = mock.origin();
+    let mut tasks = vec![];
+    for _ in 0..4 {
+        let (url, origin) = (url.clone(), origin.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
+            let mut answered = vec![];
+            for _ in 0..2000 {
+                match c
+                    .post(&url)
+                    .header("Helicone-Target-Url", &origin)
+                    .body(r#"{"model":"gpt-4o-mini"}"#)
+                    .send()
+                    .await
+                {
+                    Ok(r) => {
+                        let id = r
+                            .headers()
+                            .get("helicone-id")
+                            .map(|v| v.to_str().unwrap().to_string());
+                        if r.bytes().await.is_ok() {
+                            answered.extend(id);
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            answered
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(gw.pid().to_string())
+        .status()
+        .unwrap();
+    let mut answered = vec![];
+    for t in tasks {
+        answered.extend(t.await.unwrap());
+    }
+    assert!(gw.wait_exit(Duration::from_secs(15)));
+    assert!(
+        answered.len() > 50,
+        "only {} requests answered",
+        answered.len()
+    );
+    let recs = records(&gw);
+    let logged: std::collections::HashSet<String> = recs
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let missing: Vec<_> = answered.iter().filter(|id| !logged.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered requests have no record",
+        missing.len(),
+        answered.len()
+    );
+    assert_eq!(logged.len(), recs.len(), "duplicate records");
+}
