@@ -74,7 +74,8 @@ pub fn build(cfg: Config, opt: Opt) -> Result<Server, AppError> {
     })?;
     let ready = Arc::new(AtomicBool::new(true));
     let pricing = Pricing::embedded().map_err(|e| AppError::Pricing(e.to_string()))?;
-    let (exporter, export_service) = export::build(&cfg.export).map_err(AppError::Export)?;
+    let (exporter, export_service) =
+        export::build(&cfg.export, &cfg.state_dir).map_err(AppError::Export)?;
     let cfg = Arc::new(cfg);
     let gateway = Gateway {
         cfg: cfg.clone(),

@@ -539,6 +539,43 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
     }
 
     let mut export = fc.export.clone();
+    if let Some(d) = export.spool_dir.as_mut() {
+        *d = resolve(d);
+    }
+    if let Some(c) = &export.clickhouse {
+        if let Err(e) = Origin::parse(&c.url) {
+            issues.push("export.clickhouse.url".into(), e);
+        }
+        for (f, v) in [("database", &c.database), ("table", &c.table)] {
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                issues.push(
+                    format!("export.clickhouse.{f}"),
+                    format!("'{v}' must be an identifier (letters, digits, _)"),
+                );
+            }
+        }
+        if let Some(v) = &c.password_env {
+            if std::env::var(v).is_err() {
+                issues.push(
+                    "export.clickhouse.password_env".into(),
+                    format!("environment variable {v} is not set"),
+                );
+            }
+        }
+    }
+    if let Some(w) = &export.webhook {
+        if let Err(e) = Origin::parse(&w.url) {
+            issues.push("export.webhook.url".into(), e);
+        }
+        if let Some(v) = &w.token_env {
+            if std::env::var(v).is_err() {
+                issues.push(
+                    "export.webhook.token_env".into(),
+                    format!("environment variable {v} is not set"),
+                );
+            }
+        }
+    }
     if let Some(j) = export.jsonl.as_mut() {
         j.dir = resolve(&j.dir);
         if j.max_file_bytes < 4096 {
