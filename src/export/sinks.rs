@@ -277,10 +277,8 @@ impl Sink for ClickHouse {
             Vec::with_capacity(raw.len() / 4),
             flate2::Compression::fast(),
         );
-        match gz.write_all(&raw).and_then(|_| gz.finish()) {
-            Ok(v) => v,
-            Err(_) => Vec::new(),
-        }
+        let gzipped: std::io::Result<Vec<u8>> = gz.write_all(&raw).and_then(|_| gz.finish());
+        gzipped.unwrap_or_default()
     }
 
     async fn send(&self, payload: Bytes) -> Result<(), String> {
