@@ -395,6 +395,11 @@ impl BackgroundService for ExportService {
                 }
             }
         }
-        // `state` drops here (or when the runtime drops this task): queue drained and written
+        // the queue closed (the proxy service is gone): send what is left while the runtime
+        // still runs; whatever cannot be sent is spooled by `flush` or by `Drop`
+        state.flush().await;
+        for i in 0..state.slots.len() {
+            state.replay(i).await;
+        }
     }
 }

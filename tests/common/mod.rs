@@ -29,6 +29,7 @@ pub struct Captured {
     pub headers: Vec<(String, String)>,
     pub body_len: usize,
     pub body_sha256: String,
+    pub body: Bytes,
 }
 
 impl Captured {
@@ -230,6 +231,7 @@ async fn handle(req: Request<Incoming>, st: Arc<MockState>) -> Result<Response<B
             .collect(),
         body_len: bytes.len(),
         body_sha256: hex::encode(Sha256::digest(&bytes)),
+        body: bytes.clone(),
     };
     st.requests.lock().unwrap().push(captured.clone());
     let q = query(&parts.uri);
