@@ -3,10 +3,11 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::server::configuration::Opt;
-use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::server::{RunArgs, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 
 use crate::config::Config;
@@ -47,8 +48,31 @@ impl BackgroundService for Readiness {
     }
 }
 
+/// The server with every service added, and what must finish before the process exits.
+pub struct App {
+    server: Server,
+    drained: Arc<export::Drained>,
+}
+
+/// How long the process waits at exit for the log exporter's last flush.
+const EXPORT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl App {
+    /// Serves until a signal stops the server, waits for the log exporter's last flush, exits.
+    pub fn run(self) -> ! {
+        let App { server, drained } = self;
+        server.run(RunArgs::default());
+        if !drained.wait(EXPORT_DRAIN_TIMEOUT) {
+            log::error!(
+                "the log exporter did not finish within {EXPORT_DRAIN_TIMEOUT:?}: records still queued are lost"
+            );
+        }
+        std::process::exit(0)
+    }
+}
+
 /// Creates the server with every service added; the caller runs it.
-pub fn build(cfg: Config, opt: Opt) -> Result<Server, AppError> {
+pub fn build(cfg: Config, opt: Opt) -> Result<App, AppError> {
     let mut server = Server::new_with_opt_and_conf(opt, cfg.server_conf());
     server.bootstrap();
 
@@ -74,7 +98,7 @@ pub fn build(cfg: Config, opt: Opt) -> Result<Server, AppError> {
     })?;
     let ready = Arc::new(AtomicBool::new(true));
     let pricing = Pricing::embedded().map_err(|e| AppError::Pricing(e.to_string()))?;
-    let (exporter, export_service) =
+    let (exporter, export_service, drained) =
         export::build(&cfg.export, &cfg.state_dir).map_err(AppError::Export)?;
     let cfg = Arc::new(cfg);
     let gateway = Gateway {
@@ -118,5 +142,5 @@ pub fn build(cfg: Config, opt: Opt) -> Result<Server, AppError> {
     ));
     server.add_service(background_service("readiness", Readiness(ready)));
     server.add_service(background_service("log exporter", export_service));
-    Ok(server)
+    Ok(App { server, drained })
 }

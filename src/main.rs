@@ -56,9 +56,9 @@ fn main() -> ExitCode {
         conf: None,
     };
     match switchyard::app::build(cfg, opt) {
-        Ok(server) => {
+        Ok(app) => {
             log::info!("switchyard serving ({name})");
-            server.run_forever()
+            app.run()
         }
         Err(e) => {
             eprintln!("switchyard: {e}");

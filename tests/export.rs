@@ -41,6 +41,9 @@ async fn every_kind_of_request_gets_exactly_one_record() {
     conf.keys = vec!["{id: team-a, env: SWITCHYARD_TEST_EXPORT_KEY}".into()];
     let closed = format!("http://127.0.0.1:{}", free_port());
     conf = conf.allow(&closed);
+    let unapproved = MockProvider::start();
+    conf = conf.allow_unapproved(&unapproved.origin());
+    conf.unapproved = "{policy: limit, per_second: 1, per_day: 1000}".into();
     let mut gw = Gateway::start_with_env(
         conf,
         &[("SWITCHYARD_TEST_EXPORT_KEY", "sk-gw-secret-export")],
@@ -67,17 +70,52 @@ async fn every_kind_of_request_gets_exactly_one_record() {
     assert_eq!(r.status(), 200);
     ids.insert("json", id(&r));
     r.bytes().await.unwrap();
-    // 2. streamed with usage
+    // 2. streamed, usage asked for
     let r = c
         .post(gw.url("/mock/v1/chat/completions"))
         .header("Helicone-Auth", auth)
         .header("Authorization", "Bearer sk-provider-secret-1")
-        .body(r#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#)
+        .body(r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#)
         .send()
         .await
         .unwrap();
     ids.insert("stream", id(&r));
     r.bytes().await.unwrap();
+    // 2b. streamed without usage: tokens are unknown, not guessed
+    let r = c
+        .post(gw.url("/mock/v1/chat/completions"))
+        .header("Helicone-Auth", auth)
+        .body(r#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    ids.insert("stream_no_usage", id(&r));
+    r.bytes().await.unwrap();
+    // 2c. a model the pricing registry does not know: cost null, not 0
+    let r = c
+        .post(gw.url("/mock/v1/chat/completions"))
+        .header("Helicone-Auth", auth)
+        .body(r#"{"model":"mystery-model-1","messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    ids.insert("unpriced", id(&r));
+    r.bytes().await.unwrap();
+    // 2d. rejected by the unapproved-origin quota (1 per second): the first passes, the second not
+    for k in ["quota_ok", "quota"] {
+        let r = c
+            .post(gw.url("/v1/embeddings"))
+            .header("Helicone-Auth", auth)
+            .header("Helicone-Target-Url", unapproved.origin())
+            .body(r#"{"model":"text-embedding-3-small","input":"x"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), if k == "quota" { 429 } else { 200 });
+        ids.insert(k, id(&r));
+        r.bytes().await.unwrap();
+    }
     // 3. rejected: no gateway key
     let r = c
         .post(gw.url("/mock/v1/chat/completions"))
@@ -136,6 +174,41 @@ async fn every_kind_of_request_gets_exactly_one_record() {
     // health probes are not requests through the gateway
     c.get(gw.url("/healthz")).send().await.unwrap();
 
+    // what was logged is also counted: tokens by provider/model/type, cost, TTFT, unpriced,
+    // and the exporter's own batches
+    let m = metrics_with(
+        &gw,
+        &[
+            r#"switchyard_export_batches_total{outcome="sent",sink="jsonl"}"#,
+            "switchyard_unpriced_requests_total{provider=\"mock\"} 1",
+        ],
+    )
+    .await;
+    for line in [
+        // json + stream with usage, 5 prompt tokens each; the stream without usage adds nothing
+        r#"switchyard_tokens_total{model="gpt-4o-mini",provider="mock",type="prompt"} 10"#,
+        r#"switchyard_tokens_total{model="gpt-4o-mini",provider="mock",type="completion"} 6"#,
+        r#"switchyard_tokens_total{model="gpt-4o",provider="mock",type="prompt"} 5"#,
+        r#"switchyard_unpriced_requests_total{provider="mock"} 1"#,
+        r#"switchyard_time_to_first_token_seconds_count{provider="mock"} 2"#,
+        "switchyard_export_queue_depth 0",
+        "switchyard_export_records_dropped_total 0",
+    ] {
+        assert!(m.contains(line), "missing {line} in\n{m}");
+    }
+    let cost: f64 = m
+        .lines()
+        .find(|l| {
+            l.starts_with(r#"switchyard_cost_usd_total{model="gpt-4o-mini",provider="mock"}"#)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no gpt-4o-mini cost in\n{m}"));
+    assert!(
+        (cost - 2.0 * (5.0 * 0.15 + 3.0 * 0.60) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+
     gw.stop();
     let recs = records(&gw);
     assert_eq!(recs.len(), ids.len(), "{recs:#?}");
@@ -192,6 +265,32 @@ async fn every_kind_of_request_gets_exactly_one_record() {
     );
     assert!(r["ttft_ms"].is_u64());
     assert!(r["cost_usd"].as_f64().unwrap() > 0.0);
+    let r = get("stream_no_usage");
+    assert_eq!(r["stream"], true);
+    assert!(r["ttft_ms"].is_u64(), "{r}");
+    assert_eq!(
+        (&r["prompt_tokens"], &r["completion_tokens"], &r["cost_usd"]),
+        (
+            &serde_json::Value::Null,
+            &serde_json::Value::Null,
+            &serde_json::Value::Null
+        ),
+        "tokens not reported must stay unknown: {r}"
+    );
+    let r = get("unpriced");
+    assert_eq!(r["prompt_tokens"], 5);
+    assert_eq!(r["model_responded"], "mystery-model-1");
+    assert_eq!(r["cost_usd"], serde_json::Value::Null, "{r}");
+    assert_eq!(get("quota_ok")["status"], 200);
+    assert_eq!(get("quota_ok")["provider"], serde_json::Value::Null);
+    assert_eq!(get("quota_ok")["target"], unapproved.origin());
+    assert_eq!(
+        (
+            get("quota")["status"].as_u64(),
+            get("quota")["rejection"].as_str()
+        ),
+        (Some(429), Some("quota"))
+    );
 
     assert_eq!(
         (
@@ -233,6 +332,10 @@ async fn every_kind_of_request_gets_exactly_one_record() {
         "private prompt",
     ] {
         assert!(!raw.contains(secret), "{secret} found in the JSONL output");
+        assert!(
+            !gw.log().contains(secret),
+            "{secret} found in the gateway's log"
+        );
     }
 }
 
@@ -304,4 +407,81 @@ async fn sigterm_mid_load_loses_no_record() {
         answered.len()
     );
     assert_eq!(logged.len(), recs.len(), "duplicate records");
+}
+
+/// Bodies above `export.max_body_bytes` are cut with a marker and their full size.
+#[tokio::test]
+async fn large_bodies_are_truncated_with_a_marker() {
+    let mock = MockProvider::start();
+    let mut conf = GatewayConf::default().allow(&mock.origin());
+    conf.extra = "export: {max_body_bytes: 100}\n".into();
+    let mut gw = Gateway::start(conf);
+    let prompt = "x".repeat(5000);
+    let body =
+        format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{prompt}"}}]}}"#);
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("Helicone-Target-Url", mock.origin())
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    let answer = r.bytes().await.unwrap();
+    gw.stop();
+    let recs = records(&gw);
+    assert_eq!(recs.len(), 1);
+    let rq = &recs[0]["request_body"];
+    assert_eq!(rq["truncated"], true);
+    assert_eq!(rq["bytes"], body.len());
+    assert_eq!(rq["text"].as_str().unwrap(), &body[..100]);
+    let rs = &recs[0]["response_body"];
+    assert_eq!(rs["truncated"], true);
+    assert_eq!(rs["bytes"], answer.len());
+    assert_eq!(rs["text"].as_str().unwrap().len(), 100);
+    assert_eq!(recs[0]["request_bytes"], body.len());
+    assert_eq!(
+        recs[0]["prompt_tokens"], 5,
+        "usage still comes from the whole response"
+    );
+}
+
+/// SIGINT (fast shutdown: no grace period, runtimes stopped at once) with every record still in
+/// the queue: the exporter's last-chance flush writes them all.
+#[tokio::test]
+async fn fast_shutdown_with_a_full_queue_loses_no_record() {
+    let mock = MockProvider::start();
+    let mut conf = GatewayConf::default().allow(&mock.origin());
+    // nothing would be written for ten minutes: only the exit path can save these records
+    conf.extra =
+        "export: {batch_max_delay_ms: 600000, batch_max_records: 100000, batch_max_bytes: 1000000000}\n"
+            .into();
+    let mut gw = Gateway::start(conf);
+    let c = client();
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..300 {
+        let r = c
+            .post(gw.url("/v1/chat/completions"))
+            .header("Helicone-Target-Url", mock.origin())
+            .body(r#"{"model":"gpt-4o-mini"}"#)
+            .send()
+            .await
+            .unwrap();
+        ids.insert(r.headers()["helicone-id"].to_str().unwrap().to_string());
+        r.bytes().await.unwrap();
+    }
+    // the records are queued, none written yet
+    let m = metrics_with(&gw, &["switchyard_export_queue_depth 300"]).await;
+    assert!(m.contains("switchyard_export_queue_depth 300"), "{m}");
+    assert!(records(&gw).is_empty());
+    std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(gw.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(gw.wait_exit(Duration::from_secs(10)));
+    let logged: std::collections::HashSet<String> = records(&gw)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(logged, ids, "{}", gw.log());
 }

@@ -1,40 +1,44 @@
-//! Request log export: `logging` hands each record to a bounded queue with `try_send` (the
-//! request path never waits); a Pingora background service batches records by count, bytes and
-//! delay into the configured sinks, keeps flushing through the grace period, and drains the
-//! queue when the process exits.
+//! Request log export: `logging` hands each record to a queue bounded in records and bytes with
+//! `try_send` (the request path never waits); a Pingora background service cuts batches by
+//! count, bytes and delay and hands them to one worker per sink, keeps flushing through the
+//! grace period, and drains the queue when the process exits.
 
 pub mod http;
 pub mod jsonl;
 pub mod record;
 pub mod sinks;
 pub mod spool;
+mod worker;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use prometheus::{
-    register_int_counter, register_int_counter_vec, register_int_gauge, IntCounter, IntCounterVec,
-    IntGauge,
+    register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+    IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use bytes::Bytes;
 use jsonl::{JsonlConf, JsonlSink};
 use record::Record;
 use sinks::{ClickHouse, ClickHouseConf, Jsonl, Sink, Webhook, WebhookConf};
 use spool::Spool;
+use worker::{SinkShared, Worker};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExportConf {
     /// Records waiting for the exporter; when full, new records are dropped and counted.
     pub queue_capacity: usize,
+    /// Bytes (bodies included) of the records waiting; beyond it new records are dropped and
+    /// counted, so a stalled exporter cannot take the machine's memory.
+    pub queue_max_bytes: usize,
     pub batch_max_records: usize,
     pub batch_max_bytes: usize,
     pub batch_max_delay_ms: u64,
@@ -56,6 +60,7 @@ impl Default for ExportConf {
     fn default() -> Self {
         ExportConf {
             queue_capacity: 65_536,
+            queue_max_bytes: 256 * 1024 * 1024,
             batch_max_records: 1000,
             batch_max_bytes: 4 * 1024 * 1024,
             batch_max_delay_ms: 200,
@@ -73,248 +78,286 @@ impl Default for ExportConf {
     }
 }
 
-struct ExportMetrics {
+pub(crate) struct ExportMetrics {
     queue: IntGauge,
     dropped: IntCounter,
     batches: IntCounterVec,
     records: IntCounterVec,
+    spool_bytes: IntGaugeVec,
 }
 
 impl ExportMetrics {
     fn register() -> Result<Self, prometheus::Error> {
         Ok(ExportMetrics {
-            queue: register_int_gauge!("switchyard_export_queue_depth", "Log records waiting for the exporter")?,
+            queue: register_int_gauge!(
+                "switchyard_export_queue_depth",
+                "Log records waiting for the exporter"
+            )?,
             dropped: register_int_counter!(
                 "switchyard_export_records_dropped_total",
-                "Log records lost: queue full, or a sink failing for longer than the in-memory buffer lasts"
+                "Log records lost: export queue full, or a sink's spool full"
             )?,
             batches: register_int_counter_vec!(
                 "switchyard_export_batches_total",
-                "Batches written, by sink and outcome (sent, failed)",
+                "Batches by sink and outcome (sent, failed = one failed try, spooled, replayed)",
                 &["sink", "outcome"]
             )?,
-            records: register_int_counter_vec!("switchyard_export_records_total", "Log records written, by sink", &["sink"])?,
+            records: register_int_counter_vec!(
+                "switchyard_export_records_total",
+                "Log records delivered, by sink (replays from the spool not included)",
+                &["sink"]
+            )?,
+            spool_bytes: register_int_gauge_vec!(
+                "switchyard_export_spool_bytes",
+                "Bytes of batches waiting in a sink's disk spool",
+                &["sink"]
+            )?,
         })
     }
+}
+
+/// Counts the exporter's parts (batcher, sink workers) still alive. A runtime stopped without a
+/// timeout (SIGINT, or the end of `graceful_shutdown_timeout_seconds`) drops its tasks, and so
+/// runs their last-chance flush, on its own threads while `main` is already returning: `main`
+/// waits here before the process exits.
+#[derive(Default)]
+pub struct Drained {
+    left: Mutex<usize>,
+    cv: std::sync::Condvar,
+}
+
+impl Drained {
+    /// Waits until every part has flushed and gone; `false` after `timeout`.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let left = self.left.lock().unwrap_or_else(|p| p.into_inner());
+        let (left, _) = self
+            .cv
+            .wait_timeout_while(left, timeout, |n| *n > 0)
+            .unwrap_or_else(|p| p.into_inner());
+        *left == 0
+    }
+
+    fn part(self: &Arc<Self>) -> PartGuard {
+        *self.left.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        PartGuard(self.clone())
+    }
+}
+
+/// Held by a part; dropped after the part's own `Drop` has flushed.
+pub(crate) struct PartGuard(Arc<Drained>);
+
+impl Drop for PartGuard {
+    fn drop(&mut self) {
+        let mut n = self.0.left.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        self.0.cv.notify_all();
+    }
+}
+
+/// A cut batch, shared by every sink's worker.
+#[derive(Clone)]
+pub(crate) struct Batch {
+    /// UUID sent with the batch (webhook consumers deduplicate on it).
+    id: String,
+    /// Creation order (nanoseconds, sequence): names the batch in a spool so replays keep order.
+    key: String,
+    records: Arc<Vec<Record>>,
 }
 
 /// The handle `logging` uses.
 pub struct Exporter {
     tx: mpsc::Sender<Record>,
-    metrics: std::sync::Arc<ExportMetrics>,
+    /// Wakes the exporter early when a whole batch is waiting (otherwise it drains on its timer:
+    /// no cross-thread wake-up per request).
+    full_batch: Arc<tokio::sync::Notify>,
+    batch_records: usize,
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+    metrics: Arc<ExportMetrics>,
     last_drop_log: AtomicU64,
 }
 
 impl Exporter {
     /// Queues a record without waiting; a full queue drops it (counted, logged at most once a second).
     pub fn submit(&self, rec: Record) {
+        let size = rec.approx_bytes();
+        let queued = self.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        if queued + size > self.max_bytes {
+            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            return self.dropped("holds export.queue_max_bytes already");
+        }
         match self.tx.try_send(rec) {
-            Ok(()) => self.metrics.queue.inc(),
-            Err(e) => {
-                self.metrics.dropped.inc();
-                let now = chrono::Utc::now().timestamp() as u64;
-                if self.last_drop_log.swap(now, Ordering::Relaxed) != now {
-                    log::error!(
-                        "log record dropped: export queue {}",
-                        match e {
-                            mpsc::error::TrySendError::Full(_) =>
-                                "full (raise export.queue_capacity or check the sinks)",
-                            mpsc::error::TrySendError::Closed(_) => "closed",
-                        }
-                    );
+            Ok(()) => {
+                self.metrics.queue.inc();
+                if self.tx.max_capacity() - self.tx.capacity() >= self.batch_records {
+                    self.full_batch.notify_one();
                 }
             }
+            Err(e) => {
+                self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+                self.dropped(match e {
+                    mpsc::error::TrySendError::Full(_) => "is full (export.queue_capacity)",
+                    mpsc::error::TrySendError::Closed(_) => "is closed",
+                });
+            }
+        }
+    }
+
+    fn dropped(&self, why: &str) {
+        self.metrics.dropped.inc();
+        let now = chrono::Utc::now().timestamp() as u64;
+        if self.last_drop_log.swap(now, Ordering::Relaxed) != now {
+            log::error!("log record dropped: the export queue {why}; raise it or check the sinks");
         }
     }
 }
 
-/// One sink and its spool.
-struct Slot {
-    sink: Box<dyn Sink>,
-    spool: Spool,
-    /// Earliest time to try replaying the spool again, and the current backoff.
-    next_replay: std::time::Instant,
-    backoff: Duration,
-}
-
-/// Everything the exporter task owns; dropping it (runtime shutdown at exit) drains the queue
-/// and writes the rest (local sinks directly, remote sinks into their spool).
-struct State {
+/// Takes records off the queue and cuts batches; dropping it (runtime shutdown at exit) drains
+/// the queue and writes the rest (local sinks directly, remote sinks into their spool).
+struct Batcher {
     rx: mpsc::Receiver<Record>,
     records: Vec<Record>,
     bytes: usize,
-    slots: Vec<Slot>,
-    metrics: std::sync::Arc<ExportMetrics>,
+    queued_bytes: Arc<AtomicUsize>,
+    sinks: Vec<(Arc<SinkShared>, mpsc::Sender<Batch>)>,
+    metrics: Arc<ExportMetrics>,
+    seq: u64,
+    _part: PartGuard,
 }
 
-/// Replays of a failing sink back off up to this (a refused connection costs little).
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Batches a sink's worker may have waiting before the batcher spools for it instead.
+const SINK_QUEUE: usize = 8;
 
-impl State {
+impl Batcher {
     fn push(&mut self, rec: Record) {
+        let size = rec.approx_bytes();
         self.metrics.queue.dec();
-        self.bytes += 512 + rec.request_bytes.min(64 * 1024) as usize;
+        self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+        self.bytes += size;
         self.records.push(rec);
     }
 
-    fn count(&self, slot: &Slot, outcome: &str) {
-        self.metrics
-            .batches
-            .with_label_values(&[slot.sink.name(), outcome])
-            .inc();
-    }
-
-    fn spool(&self, slot: &Slot, payload: &[u8], records: usize) {
-        match slot.spool.push(payload) {
-            Ok(true) => self.count(slot, "spooled"),
-            Ok(false) => {
-                self.metrics.dropped.inc_by(records as u64);
-                log::error!(
-                    "{} spool is full ({} bytes): {records} log records dropped",
-                    slot.sink.name(),
-                    slot.spool.bytes()
-                );
-            }
-            Err(e) => {
-                self.metrics.dropped.inc_by(records as u64);
-                log::error!(
-                    "{} spool write failed ({e}): {records} log records dropped",
-                    slot.sink.name()
-                );
-            }
-        }
-    }
-
-    /// Replays spooled batches oldest first; stops at the first failure (and backs off).
-    async fn replay(&mut self, i: usize) {
-        let now = std::time::Instant::now();
-        if self.slots[i].spool.is_empty() || now < self.slots[i].next_replay {
-            return;
-        }
-        while let Some((path, data)) = self.slots[i].spool.oldest() {
-            let len = data.len();
-            match self.slots[i].sink.send(Bytes::from(data)).await {
-                Ok(()) => {
-                    self.slots[i].spool.remove(&path, len);
-                    self.count(&self.slots[i], "replayed");
-                    self.slots[i].backoff = Duration::from_millis(500);
-                }
-                Err(e) => {
-                    let slot = &mut self.slots[i];
-                    slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
-                    slot.next_replay = std::time::Instant::now() + slot.backoff;
-                    log::warn!(
-                        "{} still failing ({e}); {} bytes spooled, next try in {:?}",
-                        slot.sink.name(),
-                        slot.spool.bytes(),
-                        slot.backoff
-                    );
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Sends the pending batch to every sink: in order behind anything spooled, retried twice
-    /// with backoff, then spooled.
-    async fn flush(&mut self) {
+    fn cut(&mut self) -> Option<Batch> {
         if self.records.is_empty() {
-            return;
+            return None;
         }
-        let records = std::mem::take(&mut self.records);
         self.bytes = 0;
-        let batch_id = uuid::Uuid::new_v4().to_string();
-        for i in 0..self.slots.len() {
-            self.replay(i).await;
-            let payload = Bytes::from(self.slots[i].sink.encode(&records, &batch_id));
-            if !self.slots[i].spool.is_empty() {
-                self.spool(&self.slots[i], &payload, records.len());
-                continue;
+        self.seq += 1;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Some(Batch {
+            id: uuid::Uuid::new_v4().to_string(),
+            key: format!("{nanos:024}-{:010}", self.seq),
+            records: Arc::new(std::mem::take(&mut self.records)),
+        })
+    }
+
+    /// Hands the pending batch to every sink's worker; a worker that is behind gets it spooled.
+    fn dispatch(&mut self) {
+        let Some(batch) = self.cut() else { return };
+        for (shared, tx) in &self.sinks {
+            if let Err(e) = tx.try_send(batch.clone()) {
+                let b = match e {
+                    mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+                };
+                log::warn!(
+                    "{} is {SINK_QUEUE} batches behind: spooling a batch of {} records",
+                    shared.sink.name(),
+                    b.records.len()
+                );
+                let payload = shared.sink.encode(&b.records, &b.id);
+                shared.spool(&b.key, &payload, b.records.len());
             }
-            let mut delay = Duration::from_millis(100);
-            let mut sent = false;
-            for attempt in 0..3 {
-                match self.slots[i].sink.send(payload.clone()).await {
-                    Ok(()) => {
-                        sent = true;
-                        break;
-                    }
-                    Err(e) => {
-                        self.count(&self.slots[i], "failed");
-                        log::warn!(
-                            "{} batch of {} records failed (try {}): {e}",
-                            self.slots[i].sink.name(),
-                            records.len(),
-                            attempt + 1
-                        );
-                        if attempt < 2 {
-                            tokio::time::sleep(delay).await;
-                            delay *= 3;
-                        }
+        }
+    }
+
+    /// Takes everything queued, cutting a batch whenever one fills; `false` once the queue is
+    /// closed (the proxy service is gone).
+    fn drain(&mut self, max_records: usize, max_bytes: usize) -> bool {
+        loop {
+            match self.rx.try_recv() {
+                Ok(rec) => {
+                    self.push(rec);
+                    if self.records.len() >= max_records || self.bytes >= max_bytes {
+                        self.dispatch();
                     }
                 }
-            }
-            if sent {
-                self.count(&self.slots[i], "sent");
-                self.metrics
-                    .records
-                    .with_label_values(&[self.slots[i].sink.name()])
-                    .inc_by(records.len() as u64);
-            } else {
-                let slot = &mut self.slots[i];
-                slot.backoff = Duration::from_secs(1);
-                slot.next_replay = std::time::Instant::now() + slot.backoff;
-                self.spool(&self.slots[i], &payload, records.len());
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
             }
         }
+    }
+
+    async fn run(
+        &mut self,
+        conf: &ExportConf,
+        wake: &tokio::sync::Notify,
+        mut shutdown: ShutdownWatch,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(conf.batch_max_delay_ms.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = wake.notified() => {}
+                // SIGTERM / SIGQUIT: in-flight requests still log during the grace period, so
+                // keep running (and flush now rather than after the delay)
+                r = shutdown.changed(), if !*shutdown.borrow() => {
+                    if r.is_err() { break; }
+                }
+            }
+            let open = self.drain(conf.batch_max_records, conf.batch_max_bytes);
+            self.dispatch();
+            if !open {
+                break;
+            }
+        }
+        self.drain(conf.batch_max_records, conf.batch_max_bytes);
+        self.dispatch();
     }
 }
 
-impl Drop for State {
+impl Drop for Batcher {
     fn drop(&mut self) {
         while let Ok(rec) = self.rx.try_recv() {
             self.push(rec);
         }
-        if self.records.is_empty() {
-            return;
-        }
-        let batch_id = uuid::Uuid::new_v4().to_string();
-        for slot in &self.slots {
-            let payload = slot.sink.encode(&self.records, &batch_id);
-            // local sinks take it now (unless they are behind their spool); remote ones spool
-            match (slot.spool.is_empty(), slot.sink.write_now(&payload)) {
-                (true, Some(Ok(()))) => {}
-                _ => self.spool(slot, &payload, self.records.len()),
-            }
+        let Some(b) = self.cut() else { return };
+        for (shared, _) in &self.sinks {
+            let payload = shared.sink.encode(&b.records, &b.id);
+            shared.deliver_now(&b.key, &payload, b.records.len());
         }
     }
 }
 
 pub struct ExportService {
-    state: Mutex<Option<State>>,
+    parts: Mutex<Option<(Batcher, Vec<Worker>)>>,
     conf: ExportConf,
+    full_batch: Arc<tokio::sync::Notify>,
 }
 
 /// Creates the handle and the background service that drains it.
 pub fn build(
     conf: &ExportConf,
     state_dir: &std::path::Path,
-) -> Result<(Exporter, ExportService), String> {
-    let metrics = std::sync::Arc::new(ExportMetrics::register().map_err(|e| e.to_string())?);
+) -> Result<(Exporter, ExportService, Arc<Drained>), String> {
+    let drained = Arc::new(Drained::default());
+    let metrics = Arc::new(ExportMetrics::register().map_err(|e| e.to_string())?);
     let (tx, rx) = mpsc::channel(conf.queue_capacity.max(1));
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
     if let Some(j) = &conf.jsonl {
         let sink = JsonlSink::new(j.clone())
             .map_err(|e| format!("export.jsonl.dir {}: {e}", j.dir.display()))?;
-        sinks.push(Box::new(Jsonl(Mutex::new(sink))));
+        sinks.push(Arc::new(Jsonl(Mutex::new(sink))));
     }
     if let Some(c) = &conf.clickhouse {
-        sinks.push(Box::new(
+        sinks.push(Arc::new(
             ClickHouse::new(c.clone()).map_err(|e| format!("export.clickhouse: {e}"))?,
         ));
     }
     if let Some(w) = &conf.webhook {
-        sinks.push(Box::new(
+        sinks.push(Arc::new(
             Webhook::new(w.clone()).map_err(|e| format!("export.webhook: {e}"))?,
         ));
     }
@@ -322,7 +365,8 @@ pub fn build(
         .spool_dir
         .clone()
         .unwrap_or_else(|| state_dir.join("spool"));
-    let mut slots = Vec::new();
+    let mut handles = Vec::new();
+    let mut workers = Vec::new();
     for sink in sinks {
         let dir = spool_root.join(sink.name());
         let spool = Spool::open(&dir, conf.spool_max_bytes)
@@ -334,72 +378,58 @@ pub fn build(
                 spool.bytes()
             );
         }
-        slots.push(Slot {
+        let shared = Arc::new(SinkShared {
             sink,
             spool,
-            next_replay: std::time::Instant::now(),
-            backoff: Duration::from_millis(500),
+            metrics: metrics.clone(),
         });
+        let (btx, brx) = mpsc::channel(SINK_QUEUE);
+        workers.push(Worker::new(shared.clone(), brx, drained.part()));
+        handles.push((shared, btx));
     }
-    let state = State {
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let batcher = Batcher {
         rx,
         records: Vec::new(),
         bytes: 0,
-        slots,
+        queued_bytes: queued_bytes.clone(),
+        sinks: handles,
         metrics: metrics.clone(),
+        seq: 0,
+        _part: drained.part(),
     };
+    let full_batch = Arc::new(tokio::sync::Notify::new());
     Ok((
         Exporter {
             tx,
+            full_batch: full_batch.clone(),
+            batch_records: conf.batch_max_records.max(1),
+            queued_bytes,
+            max_bytes: conf.queue_max_bytes.max(1),
             metrics,
             last_drop_log: AtomicU64::new(0),
         },
         ExportService {
-            state: Mutex::new(Some(state)),
+            parts: Mutex::new(Some((batcher, workers))),
             conf: conf.clone(),
+            full_batch,
         },
+        drained,
     ))
 }
 
 #[async_trait]
 impl BackgroundService for ExportService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(mut state) = self.state.lock().ok().and_then(|mut s| s.take()) else {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let Some((batcher, workers)) = self.parts.lock().ok().and_then(|mut s| s.take()) else {
             return;
         };
-        let mut tick =
-            tokio::time::interval(Duration::from_millis(self.conf.batch_max_delay_ms.max(1)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                rec = state.rx.recv() => match rec {
-                    Some(rec) => {
-                        state.push(rec);
-                        if state.records.len() >= self.conf.batch_max_records || state.bytes >= self.conf.batch_max_bytes {
-                            state.flush().await;
-                        }
-                    }
-                    None => break,
-                },
-                _ = tick.tick() => {
-                    state.flush().await;
-                    for i in 0..state.slots.len() {
-                        state.replay(i).await;
-                    }
-                }
-                // SIGTERM / SIGQUIT: in-flight requests still log during the grace period, so
-                // keep running; flush now so nothing waits for the delay
-                r = shutdown.changed(), if !*shutdown.borrow() => {
-                    if r.is_err() { break; }
-                    state.flush().await;
-                }
-            }
-        }
-        // the queue closed (the proxy service is gone): send what is left while the runtime
-        // still runs; whatever cannot be sent is spooled by `flush` or by `Drop`
-        state.flush().await;
-        for i in 0..state.slots.len() {
-            state.replay(i).await;
-        }
+        let batching = async move {
+            let mut b = batcher;
+            b.run(&self.conf, &self.full_batch, shutdown).await;
+            // dropping the batcher closes the workers' queues: they finish what they hold
+        };
+        let delivering = futures_util::future::join_all(workers.into_iter().map(Worker::run));
+        tokio::join!(batching, delivering);
     }
 }

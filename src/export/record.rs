@@ -78,6 +78,29 @@ pub struct Record {
     pub error: Option<String>,
 }
 
+impl LoggedBody {
+    fn len(&self) -> usize {
+        match self {
+            LoggedBody::Omitted => 0,
+            LoggedBody::Text { text, .. } => text.len(),
+        }
+    }
+}
+
+impl Record {
+    /// About what the record holds in memory (bounds the export queue in bytes).
+    pub fn approx_bytes(&self) -> usize {
+        512 + self.attempts.len() * 128
+            + self.request_body.as_ref().map_or(0, LoggedBody::len)
+            + self.response_body.as_ref().map_or(0, LoggedBody::len)
+            + self
+                .properties
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
 use pingora_proxy::Session;
 
 use crate::ctx::RequestCtx;

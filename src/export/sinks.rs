@@ -181,15 +181,23 @@ impl ClickHouse {
         })
     }
 
-    fn query_path(&self, query: &str) -> String {
-        let mut p = format!("/?query={}", urlencode(query));
-        if let Some(u) = &self.conf.user {
-            p.push_str(&format!("&user={}", urlencode(u)));
+    fn query_path(query: &str) -> String {
+        format!("/?query={}", urlencode(query))
+    }
+
+    /// Credentials go in an `Authorization: Basic` header, never in the URL (URLs end up in
+    /// access logs and error messages).
+    fn headers(&self, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        use base64::Engine;
+        let mut h: Vec<(&'static str, String)> =
+            extra.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        if self.conf.user.is_some() || self.password.is_some() {
+            let user = self.conf.user.as_deref().unwrap_or("default");
+            let pw = self.password.as_deref().unwrap_or("");
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
+            h.push(("authorization", format!("Basic {token}")));
         }
-        if let Some(pw) = &self.password {
-            p.push_str(&format!("&password={}", urlencode(pw)));
-        }
-        p
+        h
     }
 
     async fn ensure_table(&self) -> Result<(), String> {
@@ -199,8 +207,8 @@ impl ClickHouse {
         let db = &self.conf.database;
         self.poster
             .post(
-                &self.query_path(&format!("CREATE DATABASE IF NOT EXISTS {db}")),
-                &[],
+                &Self::query_path(&format!("CREATE DATABASE IF NOT EXISTS {db}")),
+                &self.headers(&[]),
                 Bytes::new(),
             )
             .await?;
@@ -212,7 +220,7 @@ impl ClickHouse {
             .replace("{db}", db)
             .replace("{table}", &self.conf.table);
         self.poster
-            .post(&self.query_path(""), &[], Bytes::from(ddl))
+            .post(&Self::query_path(""), &self.headers(&[]), Bytes::from(ddl))
             .await?;
         self.ready.store(true, std::sync::atomic::Ordering::Relaxed);
         log::info!("ClickHouse table {db}.{} is ready", self.conf.table);
@@ -289,12 +297,12 @@ impl Sink for ClickHouse {
         );
         let path = format!(
             "{}&input_format_skip_unknown_fields=1",
-            self.query_path(&insert)
+            Self::query_path(&insert)
         );
-        let headers = [
-            ("content-encoding", "gzip".to_string()),
-            ("content-type", "application/x-ndjson".to_string()),
-        ];
+        let headers = self.headers(&[
+            ("content-encoding", "gzip"),
+            ("content-type", "application/x-ndjson"),
+        ]);
         self.poster.post(&path, &headers, payload).await
     }
 }

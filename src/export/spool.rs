@@ -3,17 +3,26 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Batches waiting for one sink, one file each, named by the batch's creation key so that replay
+/// follows the order the batches were cut in, whoever spooled them and when.
 pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     used: AtomicU64,
-    seq: AtomicU64,
+    files: AtomicU64,
 }
 
 impl Spool {
     pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Spool> {
         std::fs::create_dir_all(dir)?;
-        let used = Self::files(dir)?
+        // a `.tmp` left by a crash mid-write is incomplete: drop it
+        for e in std::fs::read_dir(dir)?.flatten() {
+            if e.path().extension().is_some_and(|x| x == "tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let files = Self::files(dir)?;
+        let used = files
             .iter()
             .filter_map(|p| std::fs::metadata(p).ok())
             .map(|m| m.len())
@@ -22,7 +31,7 @@ impl Spool {
             dir: dir.to_path_buf(),
             max_bytes,
             used: AtomicU64::new(used),
-            seq: AtomicU64::new(0),
+            files: AtomicU64::new(files.len() as u64),
         })
     }
 
@@ -35,20 +44,18 @@ impl Spool {
         Ok(v)
     }
 
-    /// Stores a batch; `Ok(false)` when the spool is full (the batch is not kept).
-    pub fn push(&self, payload: &[u8]) -> std::io::Result<bool> {
+    /// Stores a batch under its ordering key; `Ok(false)` when the spool is full (the batch is
+    /// not kept). The file appears whole or not at all (written aside, then renamed).
+    pub fn push(&self, key: &str, payload: &[u8]) -> std::io::Result<bool> {
         if self.used.load(Ordering::Relaxed) + payload.len() as u64 > self.max_bytes {
             return Ok(false);
         }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{nanos:024}-{seq:08}.batch");
+        let name = format!("{key}.batch");
         let tmp = self.dir.join(format!("{name}.tmp"));
         std::fs::write(&tmp, payload)?;
         std::fs::rename(&tmp, self.dir.join(name))?;
         self.used.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        self.files.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -62,12 +69,12 @@ impl Spool {
     pub fn remove(&self, path: &Path, len: usize) {
         if std::fs::remove_file(path).is_ok() {
             self.used.fetch_sub(len as u64, Ordering::Relaxed);
+            self.files.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.used.load(Ordering::Relaxed) == 0
-            && Self::files(&self.dir).map_or(true, |f| f.is_empty())
+        self.files.load(Ordering::Relaxed) == 0
     }
 
     pub fn bytes(&self) -> u64 {
@@ -80,18 +87,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keeps_order_survives_reopen_and_is_bounded() {
+    fn keeps_key_order_survives_reopen_and_is_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let s = Spool::open(dir.path(), 10).unwrap();
         assert!(s.is_empty());
-        assert!(s.push(b"one").unwrap());
-        assert!(s.push(b"two").unwrap());
-        assert!(!s.push(b"three-too-big").unwrap(), "over the bound");
+        // spooled out of order: replay follows the keys
+        assert!(s.push("0002", b"two").unwrap());
+        assert!(s.push("0001", b"one").unwrap());
+        assert!(!s.push("0003", b"three-too-big").unwrap(), "over the bound");
+        std::fs::write(dir.path().join("0000.batch.tmp"), b"half").unwrap();
         let s = Spool::open(dir.path(), 10).unwrap();
         assert_eq!(s.bytes(), 6);
+        assert!(
+            !dir.path().join("0000.batch.tmp").exists(),
+            "partial write dropped"
+        );
         let (p, d) = s.oldest().unwrap();
         assert_eq!(d, b"one");
         s.remove(&p, d.len());
-        assert_eq!(s.oldest().unwrap().1, b"two");
+        let (p, d) = s.oldest().unwrap();
+        assert_eq!(d, b"two");
+        s.remove(&p, d.len());
+        assert!(s.is_empty());
+        assert_eq!(s.bytes(), 0);
     }
 }

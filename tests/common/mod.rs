@@ -277,8 +277,12 @@ async fn handle(req: Request<Incoming>, st: Arc<MockState>) -> Result<Response<B
                     })
                     .collect();
                 events.push(serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1,"model":model,
-                    "choices":[{"index":0,"delta":{},"finish_reason":"stop"}],
-                    "usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}).to_string());
+                    "choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}).to_string());
+                // as OpenAI does: usage only when asked for, in a last chunk without choices
+                if v["stream_options"]["include_usage"].as_bool() == Some(true) {
+                    events.push(serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1,"model":model,
+                        "choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}).to_string());
+                }
                 sse(st, events, Duration::from_millis(10))
             } else {
                 let body = serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion","created":1,"model":model,

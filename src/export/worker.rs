@@ -1,0 +1,235 @@
+//! One sink's delivery loop: sends the batches the batcher hands it with retries, spools them
+//! when the sink stays down, and replays the spool in order once it answers again. Each sink has
+//! its own worker, so a slow or failing sink never holds up the others.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::sinks::Sink;
+use super::spool::Spool;
+use super::{Batch, ExportMetrics, PartGuard};
+
+/// Tries per batch before it is spooled.
+const TRIES: u32 = 3;
+/// First retry delay; tripled after each failed try.
+const RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Replays of a failing sink back off from this ...
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+/// ... up to this (a refused connection costs little, and a recovered sink is noticed soon).
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What the batcher and the worker of one sink share.
+pub(super) struct SinkShared {
+    pub sink: Arc<dyn Sink>,
+    pub spool: Spool,
+    pub metrics: Arc<ExportMetrics>,
+}
+
+impl SinkShared {
+    pub fn count(&self, outcome: &str) {
+        self.metrics
+            .batches
+            .with_label_values(&[self.sink.name(), outcome])
+            .inc();
+    }
+
+    fn delivered(&self, records: usize) {
+        self.metrics
+            .records
+            .with_label_values(&[self.sink.name()])
+            .inc_by(records as u64);
+    }
+
+    fn spool_gauge(&self) {
+        self.metrics
+            .spool_bytes
+            .with_label_values(&[self.sink.name()])
+            .set(self.spool.bytes() as i64);
+    }
+
+    /// Keeps a batch on disk for later; when the spool is full the records are lost, and that
+    /// is counted and logged.
+    pub fn spool(&self, key: &str, payload: &[u8], records: usize) {
+        match self.spool.push(key, payload) {
+            Ok(true) => self.count("spooled"),
+            Ok(false) => {
+                self.metrics.dropped.inc_by(records as u64);
+                log::error!(
+                    "{} spool is full ({} bytes, export.spool_max_bytes): {records} log records dropped",
+                    self.sink.name(),
+                    self.spool.bytes()
+                );
+            }
+            Err(e) => {
+                self.metrics.dropped.inc_by(records as u64);
+                log::error!(
+                    "{} spool write failed ({e}): {records} log records dropped",
+                    self.sink.name()
+                );
+            }
+        }
+        self.spool_gauge();
+    }
+
+    /// Last chance at exit (no runtime to wait on): a local sink that is not behind its spool
+    /// takes the batch now; anything else is spooled for the next start.
+    pub fn deliver_now(&self, key: &str, payload: &[u8], records: usize) {
+        if self.spool.is_empty() {
+            if let Some(Ok(())) = self.sink.write_now(payload) {
+                self.count("sent");
+                self.delivered(records);
+                return;
+            }
+        }
+        self.spool(key, payload, records);
+    }
+}
+
+/// A batch encoded for one sink.
+struct Encoded {
+    key: String,
+    payload: Bytes,
+    records: usize,
+}
+
+pub(super) struct Worker {
+    shared: Arc<SinkShared>,
+    rx: mpsc::Receiver<Batch>,
+    /// The batch being sent: if the runtime stops mid-send, `Drop` keeps it.
+    current: Option<Encoded>,
+    next_replay: Instant,
+    backoff: Duration,
+    _part: PartGuard,
+}
+
+impl Worker {
+    pub fn new(shared: Arc<SinkShared>, rx: mpsc::Receiver<Batch>, part: PartGuard) -> Worker {
+        shared.spool_gauge();
+        Worker {
+            shared,
+            rx,
+            current: None,
+            next_replay: Instant::now(),
+            backoff: MIN_BACKOFF,
+            _part: part,
+        }
+    }
+
+    fn encode(&self, b: &Batch) -> Encoded {
+        Encoded {
+            key: b.key.clone(),
+            payload: Bytes::from(self.shared.sink.encode(&b.records, &b.id)),
+            records: b.records.len(),
+        }
+    }
+
+    /// Runs until the batcher is gone, then makes one last attempt at the spool.
+    pub async fn run(mut self) {
+        loop {
+            let spooled = !self.shared.spool.is_empty();
+            let replay_at = tokio::time::Instant::from_std(self.next_replay);
+            tokio::select! {
+                b = self.rx.recv() => match b {
+                    Some(b) => self.take(b).await,
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(replay_at), if spooled => self.replay().await,
+            }
+        }
+        self.next_replay = Instant::now();
+        self.replay().await;
+    }
+
+    async fn take(&mut self, b: Batch) {
+        let e = self.encode(&b);
+        if !self.shared.spool.is_empty() {
+            // behind the spool: queue up after it (with whatever else is waiting), keeping order
+            self.shared.spool(&e.key, &e.payload, e.records);
+            while let Ok(b) = self.rx.try_recv() {
+                let e = self.encode(&b);
+                self.shared.spool(&e.key, &e.payload, e.records);
+            }
+            self.replay().await;
+            return;
+        }
+        self.current = Some(e);
+        let mut delay = RETRY_DELAY;
+        for attempt in 1..=TRIES {
+            let Some(cur) = &self.current else { return };
+            let (payload, records) = (cur.payload.clone(), cur.records);
+            match self.shared.sink.send(payload).await {
+                Ok(()) => {
+                    self.current = None;
+                    self.shared.count("sent");
+                    self.shared.delivered(records);
+                    return;
+                }
+                Err(err) => {
+                    self.shared.count("failed");
+                    log::warn!(
+                        "{} batch of {records} records failed (try {attempt} of {TRIES}): {err}",
+                        self.shared.sink.name()
+                    );
+                    if attempt < TRIES {
+                        tokio::time::sleep(delay).await;
+                        delay *= 3;
+                    }
+                }
+            }
+        }
+        if let Some(e) = self.current.take() {
+            self.shared.spool(&e.key, &e.payload, e.records);
+        }
+        self.backoff = MIN_BACKOFF;
+        self.next_replay = Instant::now() + self.backoff;
+    }
+
+    /// Replays spooled batches oldest first; stops at the first failure and backs off.
+    async fn replay(&mut self) {
+        if Instant::now() < self.next_replay {
+            return;
+        }
+        let name = self.shared.sink.name();
+        while let Some((path, data)) = self.shared.spool.oldest() {
+            let len = data.len();
+            match self.shared.sink.send(Bytes::from(data)).await {
+                Ok(()) => {
+                    self.shared.spool.remove(&path, len);
+                    self.shared.spool_gauge();
+                    self.shared.count("replayed");
+                    self.backoff = MIN_BACKOFF;
+                    if self.shared.spool.is_empty() {
+                        log::info!("{name} is back: the spool is replayed");
+                    }
+                }
+                Err(e) => {
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    self.next_replay = Instant::now() + self.backoff;
+                    log::warn!(
+                        "{name} still failing ({e}); {} bytes spooled, next try in {:?}",
+                        self.shared.spool.bytes(),
+                        self.backoff
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(e) = self.current.take() {
+            // possibly delivered already: ids in the records let ClickHouse and webhook
+            // consumers drop the duplicate
+            self.shared.deliver_now(&e.key, &e.payload, e.records);
+        }
+        while let Ok(b) = self.rx.try_recv() {
+            let e = self.encode(&b);
+            self.shared.deliver_now(&e.key, &e.payload, e.records);
+        }
+    }
+}
