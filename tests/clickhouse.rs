@@ -237,3 +237,293 @@ async fn webhook_gets_json_batches_with_the_bearer_token() {
     }
     assert_eq!(total, 5);
 }
+
+fn jsonl_text(dir: &std::path::Path) -> String {
+    std::fs::read_dir(dir.join("logs"))
+        .map(|d| {
+            d.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn jsonl_ids(dir: &std::path::Path) -> Vec<String> {
+    jsonl_text(dir)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Record ids in every batch a webhook mock received.
+fn hook_ids(hook: &MockProvider) -> Vec<String> {
+    let posts = hook.state.requests.lock().unwrap().clone();
+    posts
+        .iter()
+        .flat_map(|p| {
+            let v: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
+            v["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// JSONL, ClickHouse (with credentials) and a webhook at once, fed requests carrying every kind
+/// of credential: each sink gets every record, and no credential shows up in any sink or in
+/// the gateway's own log.
+#[tokio::test]
+async fn all_sinks_at_once_and_no_credential_in_any_of_them() {
+    let mock = MockProvider::start();
+    let hook = MockProvider::start();
+    let db = db_name();
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let mut conf = GatewayConf::default().allow(&mock.origin()).allow(&closed);
+    conf.keys = vec!["{id: team-a, env: SWITCHYARD_TEST_GW_KEY}".into()];
+    conf.extra = format!(
+        "export: {{batch_max_delay_ms: 50, \
+           clickhouse: {{url: '{}', database: {db}, user: default, password_env: SWITCHYARD_TEST_CH_PASSWORD}}, \
+           webhook: {{url: '{}/ingest', token_env: SWITCHYARD_TEST_HOOK_TOKEN}}}}\n",
+        clickhouse_url(),
+        hook.origin()
+    );
+    let mut gw = Gateway::start_with_env(
+        conf,
+        &[
+            ("SWITCHYARD_TEST_GW_KEY", "sk-gw-secret-allsinks"),
+            ("SWITCHYARD_TEST_CH_PASSWORD", ""),
+            ("SWITCHYARD_TEST_HOOK_TOKEN", "hook-token-secret"),
+        ],
+    );
+    let c = client();
+    let gw_auth = "Bearer sk-gw-secret-allsinks";
+    let mut ids = vec![];
+    let mut send = |r: reqwest::Response| {
+        ids.push(r.headers()["helicone-id"].to_str().unwrap().to_string());
+        r
+    };
+    let fallbacks = format!(
+        r#"[{{"target-url":"{closed}","headers":{{"authorization":"Bearer sk-fallback-a-secret"}},"onCodes":[{{"from":500,"to":599}}]}},
+            {{"target-url":"{}","headers":{{"authorization":"Bearer sk-fallback-b-secret"}},"onCodes":[]}}]"#,
+        mock.origin()
+    );
+    let requests = vec![
+        c.post(gw.url("/v1/chat/completions"))
+            .header("Helicone-Target-Url", mock.origin())
+            .header("Authorization", "Bearer sk-openai-secret")
+            .body(r#"{"model":"gpt-4o-mini","messages":[]}"#),
+        c.post(gw.url("/v1/chat/completions"))
+            .header("Helicone-Target-Url", mock.origin())
+            .header("Authorization", "Bearer sk-openai-secret")
+            .body(
+                r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true}}"#,
+            ),
+        c.post(gw.url("/v1/messages"))
+            .header("Helicone-Target-Url", mock.origin())
+            .header("x-api-key", "sk-ant-secret")
+            .body(r#"{"model":"claude-3-5-haiku-20241022","max_tokens":5,"messages":[]}"#),
+        c.post(gw.url("/openai/deployments/x/chat/completions?api-version=1"))
+            .header("Helicone-Target-Url", mock.origin())
+            .header("api-key", "azure-key-secret")
+            .body(r#"{"messages":[]}"#),
+        c.post(gw.url("/v1/chat/completions"))
+            .header("Helicone-Fallbacks", fallbacks.replace('\n', ""))
+            .body(r#"{"model":"gpt-4o-mini","messages":[]}"#),
+    ];
+    for rb in requests {
+        let r = send(rb.header("Helicone-Auth", gw_auth).send().await.unwrap());
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    // a wrong gateway key is refused and logged, but not the key itself
+    let r = send(
+        c.post(gw.url("/v1/chat/completions"))
+            .header("Helicone-Auth", "Bearer sk-gw-wrong-secret")
+            .header("Helicone-Target-Url", mock.origin())
+            .send()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(r.status(), 401);
+    gw.stop();
+
+    let want: HashSet<String> = ids.iter().cloned().collect();
+    let jsonl = jsonl_text(gw.dir.path());
+    let in_jsonl: HashSet<String> = jsonl_ids(gw.dir.path()).into_iter().collect();
+    assert_eq!(in_jsonl, want);
+    let hooked = hook_ids(&hook);
+    assert_eq!(hooked.len(), want.len());
+    assert_eq!(hooked.into_iter().collect::<HashSet<_>>(), want);
+    let rows = ch(&format!(
+        "SELECT * FROM {db}.requests FINAL FORMAT JSONEachRow"
+    ))
+    .await;
+    let in_ch: HashSet<String> = rows
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(in_ch, want);
+    assert_eq!(
+        ch(&format!(
+            "SELECT count() FROM {db}.requests WHERE key_id = 'team-a'"
+        ))
+        .await,
+        "5"
+    );
+    let hook_bodies: String = hook
+        .state
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| String::from_utf8_lossy(&p.body).into_owned())
+        .collect();
+    for secret in [
+        "sk-gw-secret-allsinks",
+        "sk-gw-wrong-secret",
+        "sk-openai-secret",
+        "sk-ant-secret",
+        "azure-key-secret",
+        "sk-fallback-a-secret",
+        "sk-fallback-b-secret",
+        "hook-token-secret",
+    ] {
+        for (sink, text) in [
+            ("JSONL", &jsonl),
+            ("ClickHouse", &rows),
+            ("webhook", &hook_bodies),
+            ("gateway log", &gw.log()),
+        ] {
+            assert!(
+                !text.contains(secret),
+                "{secret} found in the {sink} output"
+            );
+        }
+    }
+    ch(&format!("DROP DATABASE {db}")).await;
+}
+
+/// A webhook that never answers: JSONL keeps up regardless, the webhook's batches wait in its
+/// spool across a restart, and are delivered once, in full, when a working endpoint answers.
+#[tokio::test]
+async fn a_hung_sink_holds_up_no_other_and_its_spool_survives_a_restart() {
+    let mock = MockProvider::start();
+    let hung = MockProvider::start_scripted(Script {
+        hang: true,
+        ..Default::default()
+    });
+    let mut conf = GatewayConf::default().allow(&mock.origin());
+    conf.extra = format!(
+        "export: {{batch_max_delay_ms: 50, webhook: {{url: '{}/ingest', timeout_secs: 1}}}}\n",
+        hung.origin()
+    );
+    let mut gw = Gateway::start(conf.clone());
+    let mut ids = vec![];
+    for _ in 0..20 {
+        let r = post_target(
+            &gw,
+            "/v1/chat/completions",
+            &mock.origin(),
+            r#"{"model":"gpt-4o-mini"}"#,
+        )
+        .await;
+        ids.push(r.headers()["helicone-id"].to_str().unwrap().to_string());
+        r.bytes().await.unwrap();
+    }
+    // the webhook's first batch alone takes 3 tries of 1 s: JSONL must not wait for it
+    let t0 = Instant::now();
+    while jsonl_ids(gw.dir.path()).len() < ids.len() && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(jsonl_ids(gw.dir.path()).len(), ids.len());
+    assert!(
+        t0.elapsed() < Duration::from_millis(800),
+        "JSONL waited {:?} for the hung webhook",
+        t0.elapsed()
+    );
+    gw.stop();
+    let spool = gw.dir.path().join("state/spool/webhook");
+    let spooled = std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0);
+    assert!(spooled > 0, "nothing spooled:\n{}", gw.log());
+
+    // back with a working endpoint: the spool is replayed, every record exactly once
+    let hook = MockProvider::start();
+    let mut conf2 = conf;
+    conf2.state_dir = Some(gw.dir.path().join("state"));
+    conf2.extra = format!(
+        "export: {{batch_max_delay_ms: 50, webhook: {{url: '{}/ingest', timeout_secs: 1}}}}\n",
+        hook.origin()
+    );
+    let mut gw2 = Gateway::start(conf2);
+    let t0 = Instant::now();
+    while hook_ids(&hook).len() < ids.len() && t0.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw2.stop();
+    let got = hook_ids(&hook);
+    assert_eq!(got.len(), ids.len(), "{}", gw2.log());
+    assert_eq!(
+        got.into_iter().collect::<HashSet<_>>(),
+        ids.into_iter().collect::<HashSet<_>>()
+    );
+    assert_eq!(
+        std::fs::read_dir(&spool).unwrap().count(),
+        0,
+        "spool not emptied"
+    );
+}
+
+/// A sink down with its spool full: records are dropped for that sink only, counted and logged.
+#[tokio::test]
+async fn a_full_spool_drops_counts_and_logs() {
+    let mock = MockProvider::start();
+    let mut conf = GatewayConf::default().allow(&mock.origin());
+    conf.extra = format!(
+        "export: {{batch_max_delay_ms: 50, spool_max_bytes: 10, clickhouse: {{url: 'http://127.0.0.1:{}', timeout_secs: 1}}}}\n",
+        free_port()
+    );
+    let mut gw = Gateway::start(conf);
+    for _ in 0..10 {
+        let r = post_target(
+            &gw,
+            "/v1/chat/completions",
+            &mock.origin(),
+            r#"{"model":"gpt-4o-mini"}"#,
+        )
+        .await;
+        r.bytes().await.unwrap();
+    }
+    let m = metrics_with(&gw, &["switchyard_export_records_dropped_total 10"]).await;
+    assert!(
+        m.contains("switchyard_export_records_dropped_total 10"),
+        "{m}"
+    );
+    assert!(m.contains(r#"switchyard_export_batches_total{outcome="failed",sink="clickhouse"}"#));
+    assert!(
+        m.contains(r#"switchyard_export_records_total{sink="jsonl"} 10"#),
+        "{m}"
+    );
+    gw.stop();
+    assert_eq!(
+        jsonl_ids(gw.dir.path()).len(),
+        10,
+        "the other sink lost nothing"
+    );
+    assert!(
+        gw.log().contains("clickhouse spool is full"),
+        "{}",
+        gw.log()
+    );
+}

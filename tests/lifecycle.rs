@@ -1,5 +1,6 @@
 //! Process lifecycle: graceful shutdown finishes in-flight streams; graceful upgrade (SIGQUIT +
-//! `-u`) hands the listening socket to a new process without refusing a single request.
+//! `-u`) hands the listening socket to a new process without refusing a single request or
+//! losing a single log record.
 
 mod common;
 
@@ -75,7 +76,13 @@ async fn graceful_upgrade_hands_over_without_refusing_requests() {
                 .body("{}")
                 .send()
                 .await;
-            results.push(r.map(|r| r.status().as_u16()).map_err(|e| e.to_string()));
+            results.push(
+                r.map(|r| {
+                    let id = r.headers()["helicone-id"].to_str().unwrap().to_string();
+                    (r.status().as_u16(), id)
+                })
+                .map_err(|e| e.to_string()),
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         results
@@ -103,7 +110,10 @@ async fn graceful_upgrade_hands_over_without_refusing_requests() {
         new.try_wait().unwrap().is_none(),
         "new process died:\n{upgrade_log}"
     );
-    let failed: Vec<_> = results.iter().filter(|r| *r != &Ok(200)).collect();
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|r| !matches!(r, Ok((200, _))))
+        .collect();
     assert!(results.len() > 50, "too few requests: {}", results.len());
     assert!(
         failed.is_empty(),
@@ -120,6 +130,43 @@ async fn graceful_upgrade_hands_over_without_refusing_requests() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(t0.elapsed() < Duration::from_secs(15));
+    // every request either process answered is logged exactly once, in the JSONL files both
+    // processes append to
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(new.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while new.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let _ = new.kill();
     let _ = new.wait();
+    let mut logged: Vec<String> = vec![];
+    for e in std::fs::read_dir(old.dir.path().join("logs")).unwrap() {
+        for line in std::fs::read_to_string(e.unwrap().path()).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v["path"] == "/echo" {
+                logged.push(v["id"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    let unique: std::collections::HashSet<&String> = logged.iter().collect();
+    assert_eq!(unique.len(), logged.len(), "a record was written twice");
+    let answered: Vec<&String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|(_, id)| id)
+        .collect();
+    let missing: Vec<_> = answered
+        .iter()
+        .filter(|id| !unique.contains(**id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} requests answered across the upgrade have no record",
+        missing.len(),
+        answered.len()
+    );
 }
