@@ -16,7 +16,6 @@ use crate::failover::health::Health;
 use crate::forward::Forwarder;
 use crate::limits::origin_quota::{OriginQuota, QuotaPersister};
 use crate::metrics::Metrics;
-use crate::pricing::Pricing;
 use crate::proxy::Gateway;
 use crate::ssrf;
 
@@ -29,8 +28,6 @@ pub enum AppError {
         path: String,
         source: std::io::Error,
     },
-    #[error("pricing registry: {0}")]
-    Pricing(String),
     #[error("log export: {0}")]
     Export(String),
     #[error("listener {address}: {message}")]
@@ -72,7 +69,7 @@ impl App {
 }
 
 /// Creates the server with every service added; the caller runs it.
-pub fn build(cfg: Config, opt: Opt) -> Result<App, AppError> {
+pub fn build(mut cfg: Config, opt: Opt) -> Result<App, AppError> {
     let mut server = Server::new_with_opt_and_conf(opt, cfg.server_conf());
     server.bootstrap();
 
@@ -97,7 +94,12 @@ pub fn build(cfg: Config, opt: Opt) -> Result<App, AppError> {
         }
     })?;
     let ready = Arc::new(AtomicBool::new(true));
-    let pricing = Pricing::embedded().map_err(|e| AppError::Pricing(e.to_string()))?;
+    let pricing = std::mem::take(&mut cfg.pricing);
+    log::info!(
+        "pricing registry: {} model prices as of {}",
+        pricing.len(),
+        pricing.as_of
+    );
     let (exporter, export_service, drained) =
         export::build(&cfg.export, &cfg.state_dir).map_err(AppError::Export)?;
     let cfg = Arc::new(cfg);

@@ -37,6 +37,21 @@ fn shipped_config_validates() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("is valid"));
+    // the systemd unit's config (its key comes from /etc/switchyard/env)
+    let out = Command::new(common::bin())
+        .args([
+            "-t",
+            "-c",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/switchyard.yaml"),
+        ])
+        .env("SWITCHYARD_KEY_DEFAULT", "k")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd/switchyard.yaml: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(common::bin()).arg("-t").output().unwrap();
     assert!(
         out.status.success(),
@@ -56,6 +71,12 @@ fn errors_name_the_field_path() {
         ("listeners: [{address: '127.0.0.1:1'}]\nunapproved_origins: {policy: sometimes}\n", "unapproved_origins.policy"),
         ("listeners: [{address: '127.0.0.1:1'}]\nhost_aliases: {oai.example.com: nosuchprovider}\n", "host_aliases.oai.example.com"),
         ("listeners: [{address: '127.0.0.1:1'}]\nbogus: 1\n", "unknown field `bogus`"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nexport: {queue_capacity: 0}\n", "export.queue_capacity: must be greater than 0"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nexport: {batch_size: 10}\n", "export: unknown field `batch_size`"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nexport: {jsonl: {dir: logs, durability: sometimes}}\n", "export.jsonl.durability"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nexport: {clickhouse: {url: 'gopher://x'}}\n", "export.clickhouse.url"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nexport: {clickhouse: {url: 'http://127.0.0.1:8123', table: 'x; DROP'}}\n", "export.clickhouse.table"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nexport: {webhook: {url: 'http://127.0.0.1:1', token_env: SWITCHYARD_SURELY_UNSET_VAR}}\n", "export.webhook.token_env"),
     ];
     for (yaml, want) in cases {
         let (ok, out) = check(yaml);
@@ -79,4 +100,28 @@ fn bad_catalogue_entries_are_reported_with_their_path() {
     ));
     assert!(!ok);
     assert!(out.contains("catalogue.providers[0].hosts[0]"), "{out}");
+}
+
+#[test]
+fn bad_pricing_entries_are_reported_with_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("m.yaml");
+    std::fs::write(
+        &models,
+        "as_of: 2026-01-01\nmodels:\n  - {provider: openai, model: gpt-x, input: 1, output: 2}\n  - {provider: openai, model: gpt-y, input: -1, output: 2}\n",
+    )
+    .unwrap();
+    let (ok, out) = check(&format!(
+        "listeners: [{{address: '127.0.0.1:1'}}]\npricing: '{}'\n",
+        models.display()
+    ));
+    assert!(!ok);
+    assert!(out.contains("pricing.models[1].input"), "{out}");
+    std::fs::write(&models, "as_of: 2026-01-01\nmodels:\n  - {provider: openai, model: gpt-x, input: cheap, output: 2}\n").unwrap();
+    let (ok, out) = check(&format!(
+        "listeners: [{{address: '127.0.0.1:1'}}]\npricing: '{}'\n",
+        models.display()
+    ));
+    assert!(!ok);
+    assert!(out.contains("models[0].input"), "{out}");
 }

@@ -485,3 +485,32 @@ async fn fast_shutdown_with_a_full_queue_loses_no_record() {
         .collect();
     assert_eq!(logged, ids, "{}", gw.log());
 }
+
+/// `pricing:` points at the operator's own registry: its prices are what records cost.
+#[tokio::test]
+async fn an_own_pricing_file_sets_the_cost() {
+    let mock = MockProvider::start();
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models.yaml");
+    std::fs::write(
+        &models,
+        "as_of: 2026-12-01\nmodels:\n  - {provider: openai, model: gpt-4o-mini, input: 1000, output: 0}\n",
+    )
+    .unwrap();
+    let mut conf = GatewayConf::default().allow(&mock.origin());
+    conf.extra = format!("pricing: '{}'\n", models.display());
+    let mut gw = Gateway::start(conf);
+    let r = post_target(
+        &gw,
+        "/v1/chat/completions",
+        &mock.origin(),
+        r#"{"model":"gpt-4o-mini-2024-07-18"}"#,
+    )
+    .await;
+    r.bytes().await.unwrap();
+    gw.stop();
+    let recs = records(&gw);
+    // 5 prompt tokens at $1000 per million; the dated variant matches its base model
+    assert_eq!(recs[0]["cost_usd"].as_f64(), Some(0.005), "{:?}", recs[0]);
+    assert!(gw.log().contains("as of 2026-12-01"), "{}", gw.log());
+}

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::auth::KeyStore;
 use crate::export::ExportConf;
 use crate::failover::health::HealthConf;
+use crate::pricing::{Pricing, PricingFile};
 use crate::routing::Origin;
 use catalogue::{Catalogue, CatalogueFile};
 
@@ -53,6 +54,9 @@ pub struct FileConfig {
     /// Request log export (sinks, batching, body capture).
     #[serde(default)]
     pub export: ExportConf,
+    /// Path of the pricing registry; the embedded `conf/models.yaml` when absent.
+    #[serde(default)]
+    pub pricing: Option<PathBuf>,
     /// Where persistent state (quota counters) lives.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -262,6 +266,7 @@ pub struct Config {
     pub limits: LimitsConf,
     pub health: HealthConf,
     pub export: ExportConf,
+    pub pricing: Pricing,
     pub state_dir: PathBuf,
 }
 
@@ -394,6 +399,36 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
             parse_yaml(&p.display().to_string(), &text)?
         }
     };
+    let pricing_file: PricingFile = match &fc.pricing {
+        None => parse_yaml("embedded conf/models.yaml", crate::pricing::EMBEDDED)?,
+        Some(p) => {
+            let p = resolve(p);
+            let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
+                path: p.display().to_string(),
+                source,
+            })?;
+            parse_yaml(&p.display().to_string(), &text)?
+        }
+    };
+    for (i, m) in pricing_file.models.iter().enumerate() {
+        for (f, v) in [
+            ("input", Some(m.input)),
+            ("output", Some(m.output)),
+            ("cached_input", m.cached_input),
+            ("cache_write", m.cache_write),
+        ] {
+            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                issues.push(
+                    format!("pricing.models[{i}].{f}"),
+                    format!(
+                        "{} {}: a price must be a number >= 0 (USD per million tokens)",
+                        m.provider, m.model
+                    ),
+                );
+            }
+        }
+    }
+    let pricing = Pricing::from_file(pricing_file);
     let mut aliases: Vec<(String, String)> = fc
         .host_aliases
         .iter()
@@ -611,6 +646,7 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         limits: fc.limits,
         health: fc.health,
         export,
+        pricing,
         state_dir: resolve(&fc.state_dir),
         server: fc.server,
     })
