@@ -1,13 +1,36 @@
 //! Criterion benchmarks of the per-request hot paths: target resolution, upstream header
-//! rewrite, the SSRF address classifier and the error body.
+//! rewrite, the SSRF address classifier, the error body, the usage tap, and the log record's
+//! encoding for each sink.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora_http::RequestHeader;
 use switchyard::config;
 use switchyard::error::GatewayError;
+use switchyard::export::record;
+use switchyard::export::sinks::{ClickHouse, ClickHouseConf, Sink, Webhook, WebhookConf};
 use switchyard::routing::{self, RequestMeta};
 use switchyard::ssrf;
 use switchyard::upstream;
+use switchyard::usage::Tap;
+
+/// A 1 KB OpenAI chat completion, and the same answer as 40 SSE chunks with usage at the end.
+fn chat_json() -> String {
+    let content = "The gateway adds well under a millisecond. ".repeat(20);
+    format!(
+        r#"{{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini-2024-07-18","choices":[{{"index":0,"message":{{"role":"assistant","content":"{content}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":812,"completion_tokens":164,"total_tokens":976,"prompt_tokens_details":{{"cached_tokens":0}},"completion_tokens_details":{{"reasoning_tokens":0}}}}}}"#
+    )
+}
+
+fn chat_sse() -> String {
+    let mut s = String::new();
+    for i in 0..40 {
+        s.push_str(&format!(
+            "data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"token{i} \"}},\"finish_reason\":null}}]}}\n\n"
+        ));
+    }
+    s.push_str("data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":812,\"completion_tokens\":40}}\n\ndata: [DONE]\n\n");
+    s
+}
 
 fn client_request() -> RequestHeader {
     let mut req =
@@ -111,5 +134,66 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+fn bench_logging(c: &mut Criterion) {
+    let json = chat_json();
+    c.bench_function("usage tap: 1 KB chat completion JSON", |b| {
+        b.iter(|| {
+            let mut t = Tap::new(Some("application/json"));
+            t.on_chunk(black_box(json.as_bytes()));
+            t.finish()
+        })
+    });
+    let sse = chat_sse();
+    c.bench_function("usage tap: SSE stream of 41 chunks", |b| {
+        b.iter(|| {
+            let mut t = Tap::new(Some("text/event-stream"));
+            for chunk in black_box(sse.as_bytes()).chunks(512) {
+                t.on_chunk(chunk);
+            }
+            t.finish()
+        })
+    });
+    let records: Vec<record::Record> = (0..1000).map(record::sample).collect();
+    let one = &records[..1];
+    let mut out = Vec::with_capacity(1 << 20);
+    c.bench_function("record to JSON (one 3 KB record, bodies included)", |b| {
+        b.iter(|| {
+            out.clear();
+            serde_json::to_writer(&mut out, black_box(&one[0])).unwrap();
+            out.len()
+        })
+    });
+    let ch = ClickHouse::new(ClickHouseConf {
+        url: "http://127.0.0.1:8123".into(),
+        database: "switchyard".into(),
+        table: "requests".into(),
+        user: None,
+        password_env: None,
+        create_table: false,
+        timeout_secs: 1,
+    })
+    .unwrap();
+    c.bench_function("ClickHouse encode (1000 records, gzip JSONEachRow)", |b| {
+        b.iter(|| {
+            out.clear();
+            ch.encode(black_box(&records), "batch", &mut out);
+            out.len()
+        })
+    });
+    let hook = Webhook::new(WebhookConf {
+        url: "http://127.0.0.1:9/x".into(),
+        token_env: None,
+        timeout_secs: 1,
+    })
+    .unwrap();
+    c.bench_function("webhook encode (1000 records)", |b| {
+        b.iter(|| {
+            out.clear();
+            hook.encode(black_box(&records), "batch", &mut out);
+            out.len()
+        })
+    });
+}
+
+criterion_group!(benches, bench, bench_logging);
 criterion_main!(benches);

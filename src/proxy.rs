@@ -105,6 +105,15 @@ async fn respond_error_closing(
 }
 
 impl Gateway {
+    /// How much of a response body the log record keeps (nothing when no sink is configured).
+    fn capture_cap(&self) -> usize {
+        if self.exporter.enabled() {
+            self.cfg.export.max_body_bytes
+        } else {
+            0
+        }
+    }
+
     /// Everything `request_filter` decides, in order: health, auth, plan (route or fallbacks,
     /// retry policy), SSRF, quota, body.
     async fn admit(
@@ -363,7 +372,7 @@ impl Gateway {
                         .get(http::header::CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok());
                     ctx.tap = Some(Tap::new(content_type));
-                    let cap = self.cfg.export.max_body_bytes;
+                    let cap = self.capture_cap();
                     self.forwarder
                         .relay(session, up, resp, &peer, &self.cfg.upstream, &mut |chunk| {
                             ctx.observe_body(chunk, cap)
@@ -567,7 +576,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
         if let Some(b) = body.as_ref() {
-            ctx.observe_body(b, self.cfg.export.max_body_bytes);
+            ctx.observe_body(b, self.capture_cap());
         }
         Ok(None)
     }
@@ -680,7 +689,9 @@ impl ProxyHttp for Gateway {
             let ttft = built.record.ttft_ms.map(Duration::from_millis);
             self.metrics
                 .usage(provider, &built.model_label, &built.usage, built.cost, ttft);
-            self.exporter.submit(built.record);
+            if self.exporter.enabled() {
+                self.exporter.submit(built.record);
+            }
         }
         if let Some(e) = e {
             log::debug!("request {} ended with error: {e}", ctx.id);

@@ -36,7 +36,9 @@ pub fn peer(
 }
 
 /// Rewrites the client's request header into the upstream one: path, `Host`, framing, and
-/// no gateway header (`helicone-*`, `x-helicone-*`, the gateway key) ever leaves.
+/// no gateway header (`helicone-*`, `x-helicone-*`, the gateway key) ever leaves. Responses
+/// are asked for uncompressed (`Accept-Encoding: identity`): the gateway reads usage from them
+/// and logs them, and LLM answers are small (streams are never compressed anyway).
 pub fn prepare_request(
     req: &mut RequestHeader,
     route: &Route,
@@ -68,6 +70,8 @@ pub fn prepare_request(
     }
     req.insert_header(http::header::HOST, route.origin.host_header())
         .map_err(internal)?;
+    req.insert_header(http::header::ACCEPT_ENCODING, "identity")
+        .map_err(internal)?;
     if let Some(len) = body_len {
         req.remove_header(&http::header::TRANSFER_ENCODING);
         req.insert_header(http::header::CONTENT_LENGTH, len.to_string())
@@ -94,6 +98,7 @@ mod tests {
             ("transfer-encoding", "chunked"),
             ("expect", "100-continue"),
             ("host", "gw.local"),
+            ("accept-encoding", "gzip, br"),
         ] {
             req.append_header(k.to_string(), v).unwrap();
         }
@@ -112,6 +117,8 @@ mod tests {
             "Bearer sk-provider"
         );
         assert_eq!(req.headers.get("content-length").unwrap(), "5");
+        // the gateway reads usage from the answer: it must come uncompressed
+        assert_eq!(req.headers.get("accept-encoding").unwrap(), "identity");
         for gone in [
             "helicone-auth",
             "helicone-target-url",

@@ -130,6 +130,43 @@ fn has_content(v: &Value) -> bool {
     }
 }
 
+/// The top-level fields `Usage::absorb` reads from a whole JSON body. Everything else (the
+/// choices and their content, most of the bytes) is skipped by the parser without being built.
+#[derive(serde::Deserialize)]
+struct UsageFields {
+    model: Option<Value>,
+    #[serde(rename = "modelVersion")]
+    model_version: Option<Value>,
+    #[serde(rename = "type")]
+    kind: Option<Value>,
+    usage: Option<Value>,
+    #[serde(rename = "usageMetadata")]
+    usage_metadata: Option<Value>,
+    message: Option<Box<UsageFields>>,
+    response: Option<Box<UsageFields>>,
+}
+
+impl UsageFields {
+    fn into_value(self) -> Value {
+        let mut m = serde_json::Map::new();
+        let nested = |f: Option<Box<UsageFields>>| f.map(|f| f.into_value());
+        for (k, v) in [
+            ("model", self.model),
+            ("modelVersion", self.model_version),
+            ("type", self.kind),
+            ("usage", self.usage),
+            ("usageMetadata", self.usage_metadata),
+            ("message", nested(self.message)),
+            ("response", nested(self.response)),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.to_string(), v);
+            }
+        }
+        Value::Object(m)
+    }
+}
+
 /// Watches a response body go by without holding it back.
 #[derive(Debug, Default)]
 pub struct Tap {
@@ -139,6 +176,8 @@ pub struct Tap {
     line: BytesMut,
     pub usage: Usage,
     pub first_token: Option<Instant>,
+    /// The whole (non-SSE) body parsed as one JSON document.
+    parsed_json: bool,
 }
 
 impl Tap {
@@ -151,6 +190,11 @@ impl Tap {
 
     pub fn is_sse(&self) -> bool {
         self.sse
+    }
+
+    /// After `finish`: the body was one valid JSON document.
+    pub fn parsed_json(&self) -> bool {
+        self.parsed_json
     }
 
     pub fn on_chunk(&mut self, chunk: &[u8]) {
@@ -190,6 +234,14 @@ impl Tap {
         if !data.starts_with(b"{") {
             return;
         }
+        // once the first token and the model are known, only events that carry usage matter:
+        // skip parsing the (many) content deltas
+        if self.first_token.is_some()
+            && self.usage.model.is_some()
+            && memchr::memmem::find(data, b"sage").is_none()
+        {
+            return;
+        }
         if let Ok(v) = serde_json::from_slice::<Value>(data) {
             if self.first_token.is_none() && has_content(&v) {
                 self.first_token = Some(Instant::now());
@@ -206,8 +258,9 @@ impl Tap {
                 self.on_line(&line);
             }
         } else if !self.json.is_empty() {
-            if let Ok(v) = serde_json::from_slice::<Value>(&self.json) {
-                self.usage.absorb(&v);
+            if let Ok(f) = serde_json::from_slice::<UsageFields>(&self.json) {
+                self.usage.absorb(&f.into_value());
+                self.parsed_json = true;
             }
             self.json = BytesMut::new();
         }

@@ -81,6 +81,19 @@ async fn every_kind_of_request_gets_exactly_one_record() {
         .unwrap();
     ids.insert("stream", id(&r));
     r.bytes().await.unwrap();
+    // 2a. a client that accepts gzip, as the SDKs do: the gateway asks for an uncompressed
+    // answer so that it can read the usage (the mock compresses whenever it may)
+    let r = c
+        .post(gw.url("/mock/v1/chat/completions"))
+        .header("Helicone-Auth", auth)
+        .header("Accept-Encoding", "gzip, deflate")
+        .body(r#"{"model":"gpt-4o-mini","messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mock.last().header("accept-encoding"), Some("identity"));
+    ids.insert("gzip_client", id(&r));
+    assert!(String::from_utf8_lossy(&r.bytes().await.unwrap()).contains("Hello from mock"));
     // 2b. streamed without usage: tokens are unknown, not guessed
     let r = c
         .post(gw.url("/mock/v1/chat/completions"))
@@ -185,9 +198,10 @@ async fn every_kind_of_request_gets_exactly_one_record() {
     )
     .await;
     for line in [
-        // json + stream with usage, 5 prompt tokens each; the stream without usage adds nothing
-        r#"switchyard_tokens_total{model="gpt-4o-mini",provider="mock",type="prompt"} 10"#,
-        r#"switchyard_tokens_total{model="gpt-4o-mini",provider="mock",type="completion"} 6"#,
+        // json, stream with usage and gzip client, 5 prompt tokens each; the stream without
+        // usage adds nothing
+        r#"switchyard_tokens_total{model="gpt-4o-mini",provider="mock",type="prompt"} 15"#,
+        r#"switchyard_tokens_total{model="gpt-4o-mini",provider="mock",type="completion"} 9"#,
         r#"switchyard_tokens_total{model="gpt-4o",provider="mock",type="prompt"} 5"#,
         r#"switchyard_unpriced_requests_total{provider="mock"} 1"#,
         r#"switchyard_time_to_first_token_seconds_count{provider="mock"} 2"#,
@@ -205,7 +219,7 @@ async fn every_kind_of_request_gets_exactly_one_record() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no gpt-4o-mini cost in\n{m}"));
     assert!(
-        (cost - 2.0 * (5.0 * 0.15 + 3.0 * 0.60) / 1e6).abs() < 1e-12,
+        (cost - 3.0 * (5.0 * 0.15 + 3.0 * 0.60) / 1e6).abs() < 1e-12,
         "{cost}"
     );
 
@@ -246,19 +260,25 @@ async fn every_kind_of_request_gets_exactly_one_record() {
         ),
         (Some("sess-1"), Some("/a/b"), Some("checkout"))
     );
-    assert!(r["request_body"]["text"]
-        .as_str()
-        .unwrap()
-        .contains("\"hi\""));
-    assert!(r["response_body"]["text"]
-        .as_str()
-        .unwrap()
-        .contains("Hello from mock"));
+    // complete JSON bodies are embedded as JSON
+    assert_eq!(r["request_body"]["kind"], "json");
+    assert_eq!(r["request_body"]["json"]["messages"][0]["content"], "hi");
+    assert_eq!(r["response_body"]["kind"], "json");
+    assert_eq!(
+        r["response_body"]["json"]["choices"][0]["message"]["content"],
+        "Hello from mock"
+    );
     assert_eq!(r["attempts"].as_array().unwrap().len(), 1);
     assert!(r["latency_ms"].is_u64());
 
     let r = get("stream");
     assert_eq!(r["stream"], true);
+    // an SSE body is not one JSON document: kept as text
+    assert_eq!(r["response_body"]["kind"], "text");
+    assert!(r["response_body"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("data: "));
     assert_eq!(
         (r["prompt_tokens"].as_u64(), r["completion_tokens"].as_u64()),
         (Some(5), Some(3))
@@ -277,6 +297,12 @@ async fn every_kind_of_request_gets_exactly_one_record() {
         ),
         "tokens not reported must stay unknown: {r}"
     );
+    let r = get("gzip_client");
+    assert_eq!(
+        (r["prompt_tokens"].as_u64(), r["completion_tokens"].as_u64()),
+        (Some(5), Some(3))
+    );
+    assert_eq!(r["response_body"]["kind"], "json");
     let r = get("unpriced");
     assert_eq!(r["prompt_tokens"], 5);
     assert_eq!(r["model_responded"], "mystery-model-1");

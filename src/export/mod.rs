@@ -175,9 +175,15 @@ pub struct Exporter {
     max_bytes: usize,
     metrics: Arc<ExportMetrics>,
     last_drop_log: AtomicU64,
+    sinks: usize,
 }
 
 impl Exporter {
+    /// `false` when no sink is configured: records are then not kept at all.
+    pub fn enabled(&self) -> bool {
+        self.sinks > 0
+    }
+
     /// Queues a record without waiting; a full queue drops it (counted, logged at most once a second).
     pub fn submit(&self, rec: Record) {
         let size = rec.approx_bytes();
@@ -266,7 +272,8 @@ impl Batcher {
                     shared.sink.name(),
                     b.records.len()
                 );
-                let payload = shared.sink.encode(&b.records, &b.id);
+                let mut payload = Vec::new();
+                shared.sink.encode(&b.records, &b.id, &mut payload);
                 shared.spool(&b.key, &payload, b.records.len());
             }
         }
@@ -324,8 +331,10 @@ impl Drop for Batcher {
             self.push(rec);
         }
         let Some(b) = self.cut() else { return };
+        let mut payload = Vec::new();
         for (shared, _) in &self.sinks {
-            let payload = shared.sink.encode(&b.records, &b.id);
+            payload.clear();
+            shared.sink.encode(&b.records, &b.id, &mut payload);
             shared.deliver_now(&b.key, &payload, b.records.len());
         }
     }
@@ -388,6 +397,7 @@ pub fn build(
         handles.push((shared, btx));
     }
     let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let sink_count = handles.len();
     let batcher = Batcher {
         rx,
         records: Vec::new(),
@@ -408,6 +418,7 @@ pub fn build(
             max_bytes: conf.queue_max_bytes.max(1),
             metrics,
             last_drop_log: AtomicU64::new(0),
+            sinks: sink_count,
         },
         ExportService {
             parts: Mutex::new(Some((batcher, workers))),

@@ -2,35 +2,158 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use serde::Serialize;
 
 use crate::ctx::Attempt;
 
+/// Body bytes kept as they came (no copy, no UTF-8 check on the request path); serialized by
+/// the exporter, invalid UTF-8 replaced by U+FFFD.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BodyText {
+    pub bytes: Bytes,
+    /// The gateway parsed these bytes as one JSON document already (request `model`, response
+    /// usage), so the exporter can embed them as JSON without checking them again.
+    pub valid_json: bool,
+}
+
+impl BodyText {
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+    pub fn to_str_lossy(&self) -> std::borrow::Cow<'_, str> {
+        // the validator of `from_utf8` is much faster than the lossy decoder on valid text
+        match std::str::from_utf8(&self.bytes) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(&self.bytes),
+        }
+    }
+}
+
+impl From<&str> for BodyText {
+    fn from(s: &str) -> Self {
+        BodyText {
+            bytes: Bytes::copy_from_slice(s.as_bytes()),
+            valid_json: false,
+        }
+    }
+}
+
+impl Serialize for BodyText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_str_lossy())
+    }
+}
+
+/// Known-valid JSON text written into the output as it is. serde_json writes a struct with
+/// this name verbatim; this is how its own `RawValue` serializes (the `raw_value` feature),
+/// without a second validation pass (`tests::complete_json_is_embedded...` guards it).
+struct RawJson<'a>(&'a str);
+
+impl Serialize for RawJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        const TOKEN: &str = "$serde_json::private::RawValue";
+        let mut st = s.serialize_struct(TOKEN, 1)?;
+        st.serialize_field(TOKEN, self.0)?;
+        st.end()
+    }
+}
+
 /// A body kept in the record: omitted on request, or truncated at the configured size.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+///
+/// Serialized as `{"kind": "json", "json": <the body>, "bytes": n}` when the body is complete,
+/// valid JSON (embedded as it is, so no escaping and a record that `jq` can walk), otherwise
+/// `{"kind": "text", "text": "...", "truncated": bool, "bytes": n}`, or `{"kind": "omitted"}`.
+#[derive(Debug, Clone, PartialEq)]
 pub enum LoggedBody {
     Omitted,
     Text {
-        text: String,
+        text: BodyText,
         truncated: bool,
         bytes: usize,
     },
 }
 
+/// Valid JSON on one line: raw newlines in valid JSON can only be whitespace between tokens, so
+/// they become spaces (JSONL keeps one record per line).
+fn one_line(json: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if memchr::memchr2(b'\n', b'\r', json).is_some() {
+        std::borrow::Cow::Owned(
+            json.iter()
+                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+                .collect(),
+        )
+    } else {
+        std::borrow::Cow::Borrowed(json)
+    }
+}
+
+impl Serialize for LoggedBody {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            LoggedBody::Omitted => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("kind", "omitted")?;
+                m.end()
+            }
+            LoggedBody::Text {
+                text,
+                truncated,
+                bytes,
+            } => {
+                if text.valid_json && !truncated {
+                    let line = one_line(&text.bytes);
+                    if let Ok(json) = std::str::from_utf8(&line) {
+                        let mut m = s.serialize_map(Some(3))?;
+                        m.serialize_entry("kind", "json")?;
+                        m.serialize_entry("json", &RawJson(json))?;
+                        m.serialize_entry("bytes", bytes)?;
+                        return m.end();
+                    }
+                }
+                let mut m = s.serialize_map(Some(4))?;
+                m.serialize_entry("kind", "text")?;
+                m.serialize_entry("text", text)?;
+                m.serialize_entry("truncated", truncated)?;
+                m.serialize_entry("bytes", bytes)?;
+                m.end()
+            }
+        }
+    }
+}
+
 impl LoggedBody {
-    pub fn capture(bytes: &[u8], omit: bool, cap: usize) -> Option<LoggedBody> {
+    /// The first `cap` bytes of `bytes` (shared, not copied); `valid_json`: the whole body
+    /// was parsed as JSON.
+    pub fn capture(bytes: &Bytes, omit: bool, cap: usize, valid_json: bool) -> Option<LoggedBody> {
+        Self::keep(
+            bytes.slice(..bytes.len().min(cap)),
+            bytes.len(),
+            omit,
+            valid_json,
+        )
+    }
+
+    /// `kept`: what was captured of a body of `total` bytes.
+    pub fn keep(kept: Bytes, total: usize, omit: bool, valid_json: bool) -> Option<LoggedBody> {
         if omit {
             return Some(LoggedBody::Omitted);
         }
-        if bytes.is_empty() {
+        if total == 0 {
             return None;
         }
-        let keep = &bytes[..bytes.len().min(cap)];
         Some(LoggedBody::Text {
-            text: String::from_utf8_lossy(keep).into_owned(),
-            truncated: keep.len() < bytes.len(),
-            bytes: bytes.len(),
+            truncated: kept.len() < total,
+            text: BodyText {
+                bytes: kept,
+                valid_json,
+            },
+            bytes: total,
         })
     }
 }
@@ -101,6 +224,67 @@ impl Record {
     }
 }
 
+/// A representative record of a proxied chat completion (about 3 KB as JSON, bodies included),
+/// for benchmarks and the exporter throughput example.
+pub fn sample(i: usize) -> Record {
+    let request = format!(
+        r#"{{"model":"gpt-4o-mini","messages":[{{"role":"system","content":"You are a concise assistant for an on-call team."}},{{"role":"user","content":"Summarise the attached incident report in three bullet points for the on-call channel. {}"}}],"user":"user-{}"}}"#,
+        "Report: the upstream timed out, 'retries' piled up, and the queue grew. ".repeat(12),
+        i % 1000
+    );
+    let response = format!(
+        r#"{{"id":"chatcmpl-{i}","object":"chat.completion","created":1764590400,"model":"gpt-4o-mini-2024-07-18","choices":[{{"index":0,"message":{{"role":"assistant","content":"{}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":812,"completion_tokens":164,"total_tokens":976}}}}"#,
+        "- The outage began at 09:12 UTC when the provider slowed down.\\n".repeat(6)
+    );
+    let (request_len, response_len) = (request.len(), response.len());
+    let mut properties = BTreeMap::new();
+    properties.insert("team".to_string(), format!("t{}", i % 17));
+    Record {
+        id: format!("00000000-0000-4000-8000-{i:012}"),
+        start_time: "2026-12-01T12:00:00.000Z".into(),
+        key_id: Some("team-a".into()),
+        method: "POST".into(),
+        path: "/v1/chat/completions".into(),
+        target: Some("https://api.openai.com".into()),
+        provider: Some("openai".into()),
+        model_requested: Some("gpt-4o-mini".into()),
+        model_responded: Some("gpt-4o-mini-2024-07-18".into()),
+        status: 200,
+        attempts: vec![Attempt {
+            target: "https://api.openai.com".into(),
+            status: 200,
+            latency_ms: 412,
+            error: None,
+            retry: 0,
+        }],
+        fallback_index: None,
+        retries: 0,
+        latency_ms: 415,
+        ttfb_ms: Some(180),
+        ttft_ms: None,
+        stream: false,
+        prompt_tokens: Some(812),
+        completion_tokens: Some(164),
+        cached_tokens: Some(0),
+        cache_write_tokens: None,
+        reasoning_tokens: Some(0),
+        cost_usd: Some(0.000_220_2),
+        cache: None,
+        rate_limit: None,
+        rejection: None,
+        user_id: Some(format!("user-{}", i % 1000)),
+        session_id: None,
+        session_path: None,
+        session_name: None,
+        properties,
+        request_body: LoggedBody::keep(Bytes::from(request), request_len, false, true),
+        response_body: LoggedBody::keep(Bytes::from(response), response_len, false, true),
+        request_bytes: request_len as u64,
+        response_bytes: response_len as u64,
+        error: None,
+    }
+}
+
 use pingora_proxy::Session;
 
 use crate::ctx::RequestCtx;
@@ -150,19 +334,20 @@ pub fn build(
         }
     }
     // the request's own JSON: requested model and `user`
-    let (model_requested, body_user) = if ctx.body.bytes.first() == Some(&b'{') {
+    let (model_requested, body_user, request_json) = if ctx.body.bytes.first() == Some(&b'{') {
         #[derive(serde::Deserialize)]
         struct Head {
             model: Option<String>,
             user: Option<String>,
         }
-        serde_json::from_slice::<Head>(&ctx.body.bytes).map_or((None, None), |h| (h.model, h.user))
+        serde_json::from_slice::<Head>(&ctx.body.bytes)
+            .map_or((None, None, false), |h| (h.model, h.user, true))
     } else {
-        (None, None)
+        (None, None, false)
     };
-    let (usage, first_token, stream) = match ctx.tap.as_mut() {
-        Some(t) => (t.finish(), t.first_token, t.is_sse()),
-        None => (Usage::default(), None, false),
+    let (usage, first_token, stream, response_json) = match ctx.tap.as_mut() {
+        Some(t) => (t.finish(), t.first_token, t.is_sse(), t.parsed_json()),
+        None => (Usage::default(), None, false, false),
     };
     let provider = ctx
         .route()
@@ -179,17 +364,12 @@ pub fn build(
         None => (None, "none".to_string()),
     };
     let ms = |d: std::time::Duration| d.as_millis() as u64;
-    let response_body = if omit_response {
-        Some(LoggedBody::Omitted)
-    } else if ctx.response_total == 0 {
-        None
-    } else {
-        Some(LoggedBody::Text {
-            text: String::from_utf8_lossy(&ctx.response_capture).into_owned(),
-            truncated: ctx.response_capture.len() < ctx.response_total,
-            bytes: ctx.response_total,
-        })
-    };
+    let response_body = LoggedBody::keep(
+        Bytes::from(std::mem::take(&mut ctx.response_capture)),
+        ctx.response_total,
+        omit_response,
+        response_json,
+    );
     let record = Record {
         id: ctx.id.clone(),
         start_time: chrono::DateTime::<chrono::Utc>::from(ctx.started_at)
@@ -223,7 +403,7 @@ pub fn build(
         session_path: header(session, "helicone-session-path"),
         session_name: header(session, "helicone-session-name"),
         properties,
-        request_body: LoggedBody::capture(&ctx.body.bytes, omit_request, body_cap),
+        request_body: LoggedBody::capture(&ctx.body.bytes, omit_request, body_cap, request_json),
         response_body,
         request_bytes: ctx.body.bytes.len() as u64,
         response_bytes: session.body_bytes_sent() as u64,
@@ -234,5 +414,58 @@ pub fn build(
         usage,
         cost,
         model_label,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ser(body: &str, cap: usize) -> serde_json::Value {
+        // as the gateway knows it: parsed as JSON (for the model, or the usage) or not
+        let valid = serde_json::from_str::<serde_json::Value>(body).is_ok();
+        let b = LoggedBody::capture(&Bytes::copy_from_slice(body.as_bytes()), false, cap, valid)
+            .unwrap();
+        let line = serde_json::to_string(&b).unwrap();
+        assert!(!line.contains('\n'), "one line: {line}");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[test]
+    fn complete_json_is_embedded_on_one_line_anything_else_is_text() {
+        let v = ser("{\n  \"model\": \"gpt-4o\",\r\n  \"n\": [1, 2]\n}\n", 1000);
+        assert_eq!(v["kind"], "json");
+        assert_eq!(v["json"]["model"], "gpt-4o");
+        assert_eq!(v["json"]["n"][1], 2);
+        assert_eq!(v["bytes"], 40);
+        // a string's escaped newline stays a newline in the value
+        assert_eq!(ser(r#"{"a":"x\ny"}"#, 100)["json"]["a"], "x\ny");
+        for (body, cap) in [
+            ("{\"model\": \"gpt-4o\"", 1000),              // invalid
+            ("{\"model\": \"gpt-4o\"}", 5),                // truncated
+            ("data: {\"a\":1}\n\ndata: [DONE]\n\n", 1000), // SSE
+            ("plain words", 1000),
+            ("{\"a\":1} trailing", 1000),
+        ] {
+            let v = ser(body, cap);
+            assert_eq!(v["kind"], "text", "{body}");
+            assert_eq!(v["text"], &body[..body.len().min(cap)]);
+            assert_eq!(v["truncated"], cap < body.len());
+        }
+        let bad = LoggedBody::capture(&Bytes::from_static(b"\xff\xfe{"), false, 10, false).unwrap();
+        let v: serde_json::Value = serde_json::to_value(&bad).unwrap();
+        assert_eq!(
+            v["text"], "\u{fffd}\u{fffd}{",
+            "invalid UTF-8 is replaced, not dropped"
+        );
+    }
+
+    #[test]
+    fn the_benchmark_sample_is_a_realistic_record() {
+        let line = serde_json::to_string(&sample(7)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["request_body"]["kind"], "json");
+        assert_eq!(v["response_body"]["json"]["usage"]["prompt_tokens"], 812);
+        assert!((2500..4000).contains(&line.len()), "{}", line.len());
     }
 }

@@ -13,26 +13,28 @@ use super::jsonl::JsonlSink;
 use super::record::{LoggedBody, Record};
 use crate::routing::Origin;
 
-/// Where a batch goes. `encode` runs once per batch; what it returns is what gets spooled.
+/// Where a batch goes. `encode` runs once per batch, into a buffer the caller reuses (no fresh
+/// pages per batch); what it writes is what gets sent, retried and spooled.
 #[async_trait]
 pub trait Sink: Send + Sync {
     fn name(&self) -> &'static str;
-    fn encode(&self, records: &[Record], batch_id: &str) -> Vec<u8>;
-    async fn send(&self, payload: Bytes) -> Result<(), String>;
+    fn encode(&self, records: &[Record], batch_id: &str, out: &mut Vec<u8>);
+    async fn send(&self, payload: &[u8]) -> Result<(), String>;
     /// Local sinks write synchronously at exit (remote ones spool instead).
     fn write_now(&self, _payload: &[u8]) -> Option<Result<(), String>> {
         None
     }
 }
 
-fn jsonl_lines(records: &[Record]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(records.len() * 1024);
+fn jsonl_lines(records: &[Record], out: &mut Vec<u8>) {
     for r in records {
-        if serde_json::to_writer(&mut out, r).is_ok() {
+        let mark = out.len();
+        if serde_json::to_writer(&mut *out, r).is_ok() {
             out.push(b'\n');
+        } else {
+            out.truncate(mark);
         }
     }
-    out
 }
 
 pub struct Jsonl(pub Mutex<JsonlSink>);
@@ -42,12 +44,12 @@ impl Sink for Jsonl {
     fn name(&self) -> &'static str {
         "jsonl"
     }
-    fn encode(&self, records: &[Record], _batch_id: &str) -> Vec<u8> {
-        jsonl_lines(records)
+    fn encode(&self, records: &[Record], _batch_id: &str, out: &mut Vec<u8>) {
+        jsonl_lines(records, out)
     }
-    async fn send(&self, payload: Bytes) -> Result<(), String> {
+    async fn send(&self, payload: &[u8]) -> Result<(), String> {
         // a local append of one batch: short blocking I/O on the exporter's own runtime
-        self.write_now(&payload).unwrap_or(Ok(()))
+        self.write_now(payload).unwrap_or(Ok(()))
     }
     fn write_now(&self, payload: &[u8]) -> Option<Result<(), String>> {
         let mut sink = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -144,9 +146,9 @@ fn body_text(b: &Option<LoggedBody>) -> String {
             bytes,
         }) => {
             if *truncated {
-                format!("{text}[truncated: {bytes} bytes in all]")
+                format!("{}[truncated: {bytes} bytes in all]", text.to_str_lossy())
             } else {
-                text.clone()
+                text.to_str_lossy().into_owned()
             }
         }
     }
@@ -157,6 +159,8 @@ pub struct ClickHouse {
     password: Option<String>,
     poster: Poster,
     ready: std::sync::atomic::AtomicBool,
+    /// Uncompressed rows of the batch being encoded (reused).
+    raw: Mutex<Vec<u8>>,
 }
 
 fn urlencode(s: &str) -> String {
@@ -178,6 +182,7 @@ impl ClickHouse {
             password,
             poster,
             ready: std::sync::atomic::AtomicBool::new(false),
+            raw: Mutex::new(Vec::new()),
         })
     }
 
@@ -234,8 +239,9 @@ impl Sink for ClickHouse {
         "clickhouse"
     }
 
-    fn encode(&self, records: &[Record], batch_id: &str) -> Vec<u8> {
-        let mut raw = Vec::with_capacity(records.len() * 1024);
+    fn encode(&self, records: &[Record], batch_id: &str, out: &mut Vec<u8>) {
+        let mut raw = self.raw.lock().unwrap_or_else(|p| p.into_inner());
+        raw.clear();
         for r in records {
             let row = Row {
                 event_date: r.start_time.get(..10).unwrap_or("1970-01-01").to_string(),
@@ -277,19 +283,20 @@ impl Sink for ClickHouse {
                 error: &r.error,
                 batch_id,
             };
-            if serde_json::to_writer(&mut raw, &row).is_ok() {
+            let mark = raw.len();
+            if serde_json::to_writer(&mut *raw, &row).is_ok() {
                 raw.push(b'\n');
+            } else {
+                raw.truncate(mark);
             }
         }
-        let mut gz = flate2::write::GzEncoder::new(
-            Vec::with_capacity(raw.len() / 4),
-            flate2::Compression::fast(),
-        );
-        let gzipped: std::io::Result<Vec<u8>> = gz.write_all(&raw).and_then(|_| gz.finish());
-        gzipped.unwrap_or_default()
+        let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+        if let Err(e) = gz.write_all(&raw).and_then(|_| gz.try_finish()) {
+            log::error!("ClickHouse batch not encoded: {e}");
+        }
     }
 
-    async fn send(&self, payload: Bytes) -> Result<(), String> {
+    async fn send(&self, payload: &[u8]) -> Result<(), String> {
         self.ensure_table().await?;
         let insert = format!(
             "INSERT INTO {}.{} FORMAT JSONEachRow",
@@ -303,7 +310,9 @@ impl Sink for ClickHouse {
             ("content-encoding", "gzip"),
             ("content-type", "application/x-ndjson"),
         ]);
-        self.poster.post(&path, &headers, payload).await
+        self.poster
+            .post(&path, &headers, Bytes::copy_from_slice(payload))
+            .await
     }
 }
 
@@ -353,14 +362,18 @@ impl Sink for Webhook {
     fn name(&self) -> &'static str {
         "webhook"
     }
-    fn encode(&self, records: &[Record], batch_id: &str) -> Vec<u8> {
-        serde_json::to_vec(&WebhookBatch { batch_id, records }).unwrap_or_default()
+    fn encode(&self, records: &[Record], batch_id: &str, out: &mut Vec<u8>) {
+        if let Err(e) = serde_json::to_writer(&mut *out, &WebhookBatch { batch_id, records }) {
+            log::error!("webhook batch not encoded: {e}");
+        }
     }
-    async fn send(&self, payload: Bytes) -> Result<(), String> {
+    async fn send(&self, payload: &[u8]) -> Result<(), String> {
         let mut headers = vec![("content-type", "application/json".to_string())];
         if let Some(t) = &self.token {
             headers.push(("authorization", format!("Bearer {t}")));
         }
-        self.poster.post(&self.path, &headers, payload).await
+        self.poster
+            .post(&self.path, &headers, Bytes::copy_from_slice(payload))
+            .await
     }
 }

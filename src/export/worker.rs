@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::sinks::Sink;
@@ -88,17 +87,18 @@ impl SinkShared {
     }
 }
 
-/// A batch encoded for one sink.
+/// The batch in `Worker::buf`.
 struct Encoded {
     key: String,
-    payload: Bytes,
     records: usize,
 }
 
 pub(super) struct Worker {
     shared: Arc<SinkShared>,
     rx: mpsc::Receiver<Batch>,
-    /// The batch being sent: if the runtime stops mid-send, `Drop` keeps it.
+    /// Encoding buffer, reused from batch to batch.
+    buf: Vec<u8>,
+    /// The batch in `buf` while it is being sent: if the runtime stops mid-send, `Drop` keeps it.
     current: Option<Encoded>,
     next_replay: Instant,
     backoff: Duration,
@@ -111,6 +111,7 @@ impl Worker {
         Worker {
             shared,
             rx,
+            buf: Vec::new(),
             current: None,
             next_replay: Instant::now(),
             backoff: MIN_BACKOFF,
@@ -118,10 +119,16 @@ impl Worker {
         }
     }
 
-    fn encode(&self, b: &Batch) -> Encoded {
+    /// Encodes `b` into `buf`.
+    fn encode(&mut self, b: &Batch) -> Encoded {
+        self.buf.clear();
+        self.shared.sink.encode(&b.records, &b.id, &mut self.buf);
+        // a huge batch once should not pin its memory for good
+        if self.buf.capacity() > 4 * self.buf.len().max(1 << 20) {
+            self.buf.shrink_to(self.buf.len());
+        }
         Encoded {
             key: b.key.clone(),
-            payload: Bytes::from(self.shared.sink.encode(&b.records, &b.id)),
             records: b.records.len(),
         }
     }
@@ -147,20 +154,19 @@ impl Worker {
         let e = self.encode(&b);
         if !self.shared.spool.is_empty() {
             // behind the spool: queue up after it (with whatever else is waiting), keeping order
-            self.shared.spool(&e.key, &e.payload, e.records);
+            self.shared.spool(&e.key, &self.buf, e.records);
             while let Ok(b) = self.rx.try_recv() {
                 let e = self.encode(&b);
-                self.shared.spool(&e.key, &e.payload, e.records);
+                self.shared.spool(&e.key, &self.buf, e.records);
             }
             self.replay().await;
             return;
         }
+        let records = e.records;
         self.current = Some(e);
         let mut delay = RETRY_DELAY;
         for attempt in 1..=TRIES {
-            let Some(cur) = &self.current else { return };
-            let (payload, records) = (cur.payload.clone(), cur.records);
-            match self.shared.sink.send(payload).await {
+            match self.shared.sink.send(&self.buf).await {
                 Ok(()) => {
                     self.current = None;
                     self.shared.count("sent");
@@ -181,7 +187,7 @@ impl Worker {
             }
         }
         if let Some(e) = self.current.take() {
-            self.shared.spool(&e.key, &e.payload, e.records);
+            self.shared.spool(&e.key, &self.buf, e.records);
         }
         self.backoff = MIN_BACKOFF;
         self.next_replay = Instant::now() + self.backoff;
@@ -195,7 +201,7 @@ impl Worker {
         let name = self.shared.sink.name();
         while let Some((path, data)) = self.shared.spool.oldest() {
             let len = data.len();
-            match self.shared.sink.send(Bytes::from(data)).await {
+            match self.shared.sink.send(&data).await {
                 Ok(()) => {
                     self.shared.spool.remove(&path, len);
                     self.shared.spool_gauge();
@@ -225,11 +231,11 @@ impl Drop for Worker {
         if let Some(e) = self.current.take() {
             // possibly delivered already: ids in the records let ClickHouse and webhook
             // consumers drop the duplicate
-            self.shared.deliver_now(&e.key, &e.payload, e.records);
+            self.shared.deliver_now(&e.key, &self.buf, e.records);
         }
         while let Ok(b) = self.rx.try_recv() {
             let e = self.encode(&b);
-            self.shared.deliver_now(&e.key, &e.payload, e.records);
+            self.shared.deliver_now(&e.key, &self.buf, e.records);
         }
     }
 }

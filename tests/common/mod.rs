@@ -288,6 +288,22 @@ async fn handle(req: Request<Incoming>, st: Arc<MockState>) -> Result<Response<B
                 let body = serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion","created":1,"model":model,
                     "choices":[{"index":0,"message":{"role":"assistant","content":"Hello from mock"},"finish_reason":"stop"}],
                     "usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}});
+                // like real providers: compressed when the client accepts it
+                if parts
+                    .headers
+                    .get("accept-encoding")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("gzip"))
+                {
+                    use std::io::Write;
+                    let mut gz =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    gz.write_all(body.to_string().as_bytes()).unwrap();
+                    let mut r = full(200, "application/json", gz.finish().unwrap());
+                    r.headers_mut()
+                        .insert("content-encoding", "gzip".parse().unwrap());
+                    return Ok(r);
+                }
                 full(200, "application/json", body.to_string())
             }
         }
