@@ -342,6 +342,41 @@ async fn all_sinks_at_once_and_no_credential_in_any_of_them() {
         assert_eq!(r.status(), 200);
         r.bytes().await.unwrap();
     }
+    // refused by the SSRF guard, failed upstream, and a client gone mid-stream
+    let r = send(
+        c.post(gw.url("/x"))
+            .header("Helicone-Auth", gw_auth)
+            .header("Helicone-Target-Url", "http://127.0.0.2:9")
+            .send()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(r.status(), 403);
+    let r = send(
+        c.post(gw.url("/x"))
+            .header("Helicone-Auth", gw_auth)
+            .header("Helicone-Target-Url", &closed)
+            .header("Authorization", "Bearer sk-openai-secret")
+            .send()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(r.status(), 502);
+    let r = send(
+        c.get(gw.url("/sse?n=50&ms=50"))
+            .header("Helicone-Auth", gw_auth)
+            .header("Helicone-Target-Url", mock.origin())
+            .send()
+            .await
+            .unwrap(),
+    );
+    let mut s = futures_util::StreamExt::boxed(r.bytes_stream());
+    futures_util::StreamExt::next(&mut s)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     // a wrong gateway key is refused and logged, but not the key itself
     let r = send(
         c.post(gw.url("/v1/chat/completions"))
@@ -380,8 +415,22 @@ async fn all_sinks_at_once_and_no_credential_in_any_of_them() {
             "SELECT count() FROM {db}.requests WHERE key_id = 'team-a'"
         ))
         .await,
-        "5"
+        "8"
     );
+    // what each kind looks like in ClickHouse
+    assert_eq!(
+        ch(&format!(
+            "SELECT status, rejection, prompt_tokens, stream FROM {db}.requests FINAL \
+             WHERE path != '/sse' ORDER BY status, stream FORMAT TSV"
+        ))
+        .await,
+        "200\t\\N\t5\t0\n200\t\\N\t5\t0\n200\t\\N\t5\t0\n200\t\\N\t5\t0\n200\t\\N\t5\t1\n401\tauth\t\\N\t0\n403\tssrf\t\\N\t0\n502\t\\N\t\\N\t0"
+    );
+    let disconnected = ch(&format!(
+        "SELECT status, position(error, 'Downstream') > 0 FROM {db}.requests FINAL WHERE path = '/sse'"
+    ))
+    .await;
+    assert_eq!(disconnected, "200\t1");
     let hook_bodies: String = hook
         .state
         .requests

@@ -27,7 +27,7 @@ fn official_sdks_work_by_changing_the_base_url() {
     let mut conf = GatewayConf::default().allow(&mock.origin());
     conf.catalogue = Some(mock_catalogue(dir.path(), &mock.origin()));
     conf.keys = vec!["{id: sdk, env: SWITCHYARD_TEST_SDK_KEY}".into()];
-    let gw = Gateway::start_with_env(conf, &[("SWITCHYARD_TEST_SDK_KEY", "sk-gw-sdk")]);
+    let mut gw = Gateway::start_with_env(conf, &[("SWITCHYARD_TEST_SDK_KEY", "sk-gw-sdk")]);
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/python/sdk_passthrough.py"
@@ -69,7 +69,50 @@ fn official_sdks_work_by_changing_the_base_url() {
             !r.headers.iter().any(|(_, v)| v.contains("sk-gw-sdk")),
             "gateway key leaked"
         );
+        // the SDKs ask for gzip; the gateway asks the provider for an answer it can read
+        assert_eq!(r.header("accept-encoding"), Some("identity"));
     }
+    // every SDK call is logged with its usage: 2 x (JSON + stream), the refused key, Anthropic
+    gw.stop();
+    let mut recs = vec![];
+    for e in std::fs::read_dir(gw.dir.path().join("logs")).unwrap() {
+        for line in std::fs::read_to_string(e.unwrap().path()).unwrap().lines() {
+            recs.push(serde_json::from_str::<serde_json::Value>(line).unwrap());
+        }
+    }
+    assert_eq!(recs.len(), 6, "{recs:#?}");
+    let openai: Vec<_> = recs
+        .iter()
+        .filter(|r| {
+            r["path"].as_str().unwrap().ends_with("/chat/completions") && r["status"] == 200
+        })
+        .collect();
+    assert_eq!(openai.len(), 4);
+    for r in &openai {
+        assert_eq!(
+            (r["prompt_tokens"].as_u64(), r["completion_tokens"].as_u64()),
+            (Some(5), Some(3)),
+            "{r}"
+        );
+        assert!(r["cost_usd"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["key_id"], "sdk");
+    }
+    assert_eq!(openai.iter().filter(|r| r["stream"] == true).count(), 2);
+    let refused: Vec<_> = recs.iter().filter(|r| r["status"] == 401).collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["rejection"], "auth");
+    let anthropic: Vec<_> = recs
+        .iter()
+        .filter(|r| r["path"] == "/mock/v1/messages")
+        .collect();
+    assert_eq!(anthropic.len(), 1);
+    assert_eq!(
+        (
+            anthropic[0]["prompt_tokens"].as_u64(),
+            anthropic[0]["completion_tokens"].as_u64()
+        ),
+        (Some(5), Some(3))
+    );
 }
 
 #[test]
