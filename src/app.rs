@@ -49,20 +49,30 @@ impl BackgroundService for Readiness {
 pub struct App {
     server: Server,
     drained: Arc<export::Drained>,
+    quota: Arc<OriginQuota>,
 }
 
 /// How long the process waits at exit for the log exporter's last flush.
 const EXPORT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl App {
-    /// Serves until a signal stops the server, waits for the log exporter's last flush, exits.
+    /// Serves until a signal stops the server, then finishes what the stopped runtimes may
+    /// still be doing on their own threads (their tasks are dropped, not joined): the log
+    /// exporter's last flush, and the quota counters' last flush. Then exits.
     pub fn run(self) -> ! {
-        let App { server, drained } = self;
+        let App {
+            server,
+            drained,
+            quota,
+        } = self;
         server.run(RunArgs::default());
         if !drained.wait(EXPORT_DRAIN_TIMEOUT) {
             log::error!(
                 "the log exporter did not finish within {EXPORT_DRAIN_TIMEOUT:?}: records still queued are lost"
             );
+        }
+        if let Err(e) = quota.flush() {
+            log::error!("final flush of origin quota counters failed: {e}");
         }
         std::process::exit(0)
     }
@@ -138,11 +148,16 @@ pub fn build(mut cfg: Config, opt: Opt) -> Result<App, AppError> {
         prom.add_tcp(addr);
         server.add_service(prom);
     }
+    let persisted_quota = quota.clone();
     server.add_service(background_service(
         "origin quota persister",
         QuotaPersister { quota },
     ));
     server.add_service(background_service("readiness", Readiness(ready)));
     server.add_service(background_service("log exporter", export_service));
-    Ok(App { server, drained })
+    Ok(App {
+        server,
+        drained,
+        quota: persisted_quota,
+    })
 }

@@ -11,6 +11,15 @@ pub const HELICONE_AUTH: &str = "helicone-auth";
 pub const REQUEST_ID: &str = "helicone-request-id";
 pub const FALLBACKS: &str = "helicone-fallbacks";
 
+// what the log record takes from the request
+pub const OMIT_REQUEST: &str = "helicone-omit-request";
+pub const OMIT_RESPONSE: &str = "helicone-omit-response";
+pub const PROPERTY_PREFIX: &str = "helicone-property-";
+pub const USER_ID: &str = "helicone-user-id";
+pub const SESSION_ID: &str = "helicone-session-id";
+pub const SESSION_PATH: &str = "helicone-session-path";
+pub const SESSION_NAME: &str = "helicone-session-name";
+
 pub static FALLBACK_INDEX: HeaderName = HeaderName::from_static("helicone-fallback-index");
 
 pub static HELICONE_ID: HeaderName = HeaderName::from_static("helicone-id");

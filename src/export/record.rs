@@ -288,6 +288,7 @@ pub fn sample(i: usize) -> Record {
 use pingora_proxy::Session;
 
 use crate::ctx::RequestCtx;
+use crate::headers;
 use crate::pricing::Pricing;
 use crate::usage::Usage;
 
@@ -322,11 +323,11 @@ pub fn build(
     body_cap: usize,
 ) -> Built {
     let req = session.req_header();
-    let omit_request = is_true(header(session, "helicone-omit-request"));
-    let omit_response = is_true(header(session, "helicone-omit-response"));
+    let omit_request = is_true(header(session, headers::OMIT_REQUEST));
+    let omit_response = is_true(header(session, headers::OMIT_RESPONSE));
     let mut properties = std::collections::BTreeMap::new();
     for (name, value) in req.headers.iter() {
-        if let Some(p) = name.as_str().strip_prefix("helicone-property-") {
+        if let Some(p) = name.as_str().strip_prefix(headers::PROPERTY_PREFIX) {
             properties.insert(
                 p.to_string(),
                 String::from_utf8_lossy(value.as_bytes()).into_owned(),
@@ -398,10 +399,10 @@ pub fn build(
         cache: None,
         rate_limit: None,
         rejection: ctx.rejection.map(|r| r.label().to_string()),
-        user_id: header(session, "helicone-user-id").or(body_user),
-        session_id: header(session, "helicone-session-id"),
-        session_path: header(session, "helicone-session-path"),
-        session_name: header(session, "helicone-session-name"),
+        user_id: header(session, headers::USER_ID).or(body_user),
+        session_id: header(session, headers::SESSION_ID),
+        session_path: header(session, headers::SESSION_PATH),
+        session_name: header(session, headers::SESSION_NAME),
         properties,
         request_body: LoggedBody::capture(&ctx.body.bytes, omit_request, body_cap, request_json),
         response_body,
