@@ -275,13 +275,13 @@ async fn webhook_gets_json_batches_with_the_bearer_token() {
     );
     let mut gw = Gateway::start_with_env(conf, &[("SWITCHYARD_TEST_HOOK_TOKEN", "hook-secret")]);
     for _ in 0..5 {
-        let r = client()
-            .post(gw.url("/v1/chat/completions"))
-            .header("Helicone-Target-Url", mock.origin())
-            .body(r#"{"model":"gpt-4o-mini"}"#)
-            .send()
-            .await
-            .unwrap();
+        let r = post_target(
+            &gw,
+            "/v1/chat/completions",
+            &mock.origin(),
+            r#"{"model":"gpt-4o-mini"}"#,
+        )
+        .await;
         r.bytes().await.unwrap();
     }
     gw.stop();
@@ -403,25 +403,18 @@ async fn all_sinks_at_once_and_no_credential_in_any_of_them() {
         r.bytes().await.unwrap();
     }
     // refused by the SSRF guard, failed upstream, and a client gone mid-stream
-    let r = send(
-        c.post(gw.url("/x"))
-            .header("Helicone-Auth", gw_auth)
-            .header("Helicone-Target-Url", "http://127.0.0.2:9")
-            .send()
-            .await
-            .unwrap(),
-    );
-    assert_eq!(r.status(), 403);
-    let r = send(
-        c.post(gw.url("/x"))
-            .header("Helicone-Auth", gw_auth)
-            .header("Helicone-Target-Url", &closed)
-            .header("Authorization", "Bearer sk-openai-secret")
-            .send()
-            .await
-            .unwrap(),
-    );
-    assert_eq!(r.status(), 502);
+    for (target, status) in [("http://127.0.0.2:9", 403), (closed.as_str(), 502)] {
+        let r = send(
+            c.post(gw.url("/x"))
+                .header("Helicone-Auth", gw_auth)
+                .header("Helicone-Target-Url", target)
+                .header("Authorization", "Bearer sk-openai-secret")
+                .send()
+                .await
+                .unwrap(),
+        );
+        assert_eq!(r.status(), status);
+    }
     let r = send(
         c.get(gw.url("/sse?n=50&ms=50"))
             .header("Helicone-Auth", gw_auth)

@@ -482,16 +482,15 @@ async fn fast_shutdown_with_a_full_queue_loses_no_record() {
         "export: {batch_max_delay_ms: 600000, batch_max_records: 100000, batch_max_bytes: 1000000000}\n"
             .into();
     let mut gw = Gateway::start(conf);
-    let c = client();
     let mut ids = std::collections::HashSet::new();
     for _ in 0..300 {
-        let r = c
-            .post(gw.url("/v1/chat/completions"))
-            .header("Helicone-Target-Url", mock.origin())
-            .body(r#"{"model":"gpt-4o-mini"}"#)
-            .send()
-            .await
-            .unwrap();
+        let r = post_target(
+            &gw,
+            "/v1/chat/completions",
+            &mock.origin(),
+            r#"{"model":"gpt-4o-mini"}"#,
+        )
+        .await;
         ids.insert(r.headers()["helicone-id"].to_str().unwrap().to_string());
         r.bytes().await.unwrap();
     }

@@ -361,6 +361,24 @@ fn parse_yaml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<
     })
 }
 
+/// A YAML data file the config points at (`path`), or the embedded default.
+fn data_file<T: serde::de::DeserializeOwned>(
+    path: Option<PathBuf>,
+    embedded_name: &str,
+    embedded: &str,
+) -> Result<T, ConfigError> {
+    match path {
+        None => parse_yaml(embedded_name, embedded),
+        Some(p) => {
+            let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
+                path: p.display().to_string(),
+                source,
+            })?;
+            parse_yaml(&p.display().to_string(), &text)
+        }
+    }
+}
+
 /// Loads and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -388,28 +406,16 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
     };
     let mut issues = Issues::default();
 
-    let catalogue_file: CatalogueFile = match &fc.catalogue {
-        None => parse_yaml("embedded conf/providers.yaml", catalogue::EMBEDDED)?,
-        Some(p) => {
-            let p = resolve(p);
-            let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
-                path: p.display().to_string(),
-                source,
-            })?;
-            parse_yaml(&p.display().to_string(), &text)?
-        }
-    };
-    let pricing_file: PricingFile = match &fc.pricing {
-        None => parse_yaml("embedded conf/models.yaml", crate::pricing::EMBEDDED)?,
-        Some(p) => {
-            let p = resolve(p);
-            let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
-                path: p.display().to_string(),
-                source,
-            })?;
-            parse_yaml(&p.display().to_string(), &text)?
-        }
-    };
+    let catalogue_file: CatalogueFile = data_file(
+        fc.catalogue.as_deref().map(&resolve),
+        "embedded conf/providers.yaml",
+        catalogue::EMBEDDED,
+    )?;
+    let pricing_file: PricingFile = data_file(
+        fc.pricing.as_deref().map(&resolve),
+        "embedded conf/models.yaml",
+        crate::pricing::EMBEDDED,
+    )?;
     for (i, m) in pricing_file.models.iter().enumerate() {
         for (f, v) in [
             ("input", Some(m.input)),
