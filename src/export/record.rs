@@ -128,15 +128,16 @@ impl Serialize for LoggedBody {
 }
 
 impl LoggedBody {
-    /// The first `cap` bytes of `bytes` (shared, not copied); `valid_json`: the whole body
+    /// The first `cap` bytes of `bytes` (shared when that is all of it); `valid_json`: the whole body
     /// was parsed as JSON.
     pub fn capture(bytes: &Bytes, omit: bool, cap: usize, valid_json: bool) -> Option<LoggedBody> {
-        Self::keep(
-            bytes.slice(..bytes.len().min(cap)),
-            bytes.len(),
-            omit,
-            valid_json,
-        )
+        let kept = if bytes.len() <= cap {
+            bytes.clone()
+        } else {
+            // a copy, so that the queued record does not keep a large body alive
+            Bytes::copy_from_slice(&bytes[..cap])
+        };
+        Self::keep(kept, bytes.len(), omit, valid_json)
     }
 
     /// `kept`: what was captured of a body of `total` bytes.
