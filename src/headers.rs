@@ -11,6 +11,12 @@ pub const HELICONE_AUTH: &str = "helicone-auth";
 pub const REQUEST_ID: &str = "helicone-request-id";
 pub const FALLBACKS: &str = "helicone-fallbacks";
 
+pub const RETRY_ENABLED: &str = "helicone-retry-enabled";
+pub const RETRY_NUM: &str = "helicone-retry-num";
+pub const RETRY_FACTOR: &str = "helicone-retry-factor";
+pub const RETRY_MIN_TIMEOUT: &str = "helicone-retry-min-timeout";
+pub const RETRY_MAX_TIMEOUT: &str = "helicone-retry-max-timeout";
+
 // what the log record takes from the request
 pub const OMIT_REQUEST: &str = "helicone-omit-request";
 pub const OMIT_RESPONSE: &str = "helicone-omit-response";

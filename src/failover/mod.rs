@@ -10,6 +10,7 @@ use http::{HeaderName, HeaderValue};
 use serde_json::Value;
 
 use crate::error::GatewayError;
+use crate::headers;
 use crate::routing::Origin;
 
 /// At most this many `Helicone-Fallbacks` entries.
@@ -204,7 +205,7 @@ pub struct RetryPolicy {
 pub fn parse_retry(
     get: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<RetryPolicy>, GatewayError> {
-    let enabled = match get("helicone-retry-enabled") {
+    let enabled = match get(headers::RETRY_ENABLED) {
         None => return Ok(None),
         Some(v) => match v.trim().to_ascii_lowercase().as_str() {
             "true" => true,
@@ -231,17 +232,17 @@ pub fn parse_retry(
             }),
         }
     }
-    let retries: u32 = num(&get, "helicone-retry-num", "Helicone-Retry-Num")?.unwrap_or(5);
-    let factor: f64 = num(&get, "helicone-retry-factor", "Helicone-Retry-Factor")?.unwrap_or(2.0);
+    let retries: u32 = num(&get, headers::RETRY_NUM, "Helicone-Retry-Num")?.unwrap_or(5);
+    let factor: f64 = num(&get, headers::RETRY_FACTOR, "Helicone-Retry-Factor")?.unwrap_or(2.0);
     let min_ms: u64 = num(
         &get,
-        "helicone-retry-min-timeout",
+        headers::RETRY_MIN_TIMEOUT,
         "Helicone-Retry-Min-Timeout",
     )?
     .unwrap_or(1000);
     let max_ms: u64 = num(
         &get,
-        "helicone-retry-max-timeout",
+        headers::RETRY_MAX_TIMEOUT,
         "Helicone-Retry-Max-Timeout",
     )?
     .unwrap_or(10_000);
