@@ -66,11 +66,24 @@ impl Spool {
         Some((path, data))
     }
 
-    pub fn remove(&self, path: &Path, len: usize) {
-        if std::fs::remove_file(path).is_ok() {
-            self.used.fetch_sub(len as u64, Ordering::Relaxed);
-            self.files.fetch_sub(1, Ordering::Relaxed);
-        }
+    /// Drops a delivered batch; `Err` when the file cannot be removed (it would be sent again).
+    pub fn remove(&self, path: &Path, len: usize) -> std::io::Result<()> {
+        std::fs::remove_file(path)?;
+        self.used.fetch_sub(len as u64, Ordering::Relaxed);
+        self.files.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Re-reads the counters from the directory (after a file vanished or could not be read).
+    pub fn resync(&self) {
+        let files = Self::files(&self.dir).unwrap_or_default();
+        let used = files
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        self.used.store(used, Ordering::Relaxed);
+        self.files.store(files.len() as u64, Ordering::Relaxed);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -104,10 +117,18 @@ mod tests {
         );
         let (p, d) = s.oldest().unwrap();
         assert_eq!(d, b"one");
-        s.remove(&p, d.len());
+        s.remove(&p, d.len()).unwrap();
         let (p, d) = s.oldest().unwrap();
         assert_eq!(d, b"two");
-        s.remove(&p, d.len());
+        s.remove(&p, d.len()).unwrap();
+        assert!(s.is_empty());
+        assert_eq!(s.bytes(), 0);
+        // a file removed behind the spool's back: the counters follow the directory again
+        assert!(s.push("0004", b"four").unwrap());
+        std::fs::remove_file(dir.path().join("0004.batch")).unwrap();
+        assert!(!s.is_empty());
+        assert!(s.oldest().is_none());
+        s.resync();
         assert!(s.is_empty());
         assert_eq!(s.bytes(), 0);
     }

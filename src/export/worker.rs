@@ -199,11 +199,37 @@ impl Worker {
             return;
         }
         let name = self.shared.sink.name();
-        while let Some((path, data)) = self.shared.spool.oldest() {
+        loop {
+            let Some((path, data)) = self.shared.spool.oldest() else {
+                if !self.shared.spool.is_empty() {
+                    // counted but not readable: follow the directory, and if files are still
+                    // there but cannot be read, back off rather than spin
+                    self.shared.spool.resync();
+                    if !self.shared.spool.is_empty() {
+                        self.backoff = MAX_BACKOFF;
+                        self.next_replay = Instant::now() + self.backoff;
+                        log::error!(
+                            "{name} spool has batches that cannot be read; next try in {:?}",
+                            self.backoff
+                        );
+                    }
+                    self.shared.spool_gauge();
+                }
+                return;
+            };
             let len = data.len();
             match self.shared.sink.send(&data).await {
                 Ok(()) => {
-                    self.shared.spool.remove(&path, len);
+                    if let Err(e) = self.shared.spool.remove(&path, len) {
+                        // delivered, but it would be delivered again: stop and say so
+                        self.backoff = MAX_BACKOFF;
+                        self.next_replay = Instant::now() + self.backoff;
+                        log::error!(
+                            "{name}: delivered spooled batch {} cannot be removed ({e}); fix the spool directory's permissions",
+                            path.display()
+                        );
+                        return;
+                    }
                     self.shared.spool_gauge();
                     self.shared.count("replayed");
                     self.backoff = MIN_BACKOFF;
