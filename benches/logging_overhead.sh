@@ -78,9 +78,17 @@ done
 med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 mo=$(med "${on_rps[@]}"); mf=$(med "${off_rps[@]}"); co=$(med "${on_cpu[@]}"); cf=$(med "${off_cpu[@]}")
 echo "median: on $mo req/s, $co µs/req; off $mf req/s, $cf µs/req; throughput on/off = $(awk -v a="$mo" -v b="$mf" 'BEGIN{printf "%.3f", a / b}'), CPU on/off = $(awk -v a="$co" -v b="$cf" 'BEGIN{printf "%.3f", a / b}')"
+# the exporter thread's own CPU (user and kernel), per record written
+on_pid=$(cat "$WORK/on/gwpid")
+exp_ticks=$(for t in /proc/"$on_pid"/task/*; do
+  if [[ "$(cat "$t/comm")" == "BG log exporter" ]]; then sed 's/.*) //' "$t/stat" | awk '{print $12, $13}'; fi
+done | awk '{u += $1; s += $2} END {print u + 0, s + 0}')
 # every request the "on" gateway answered must be in its JSONL files (checked after a clean stop)
-kill -TERM "$(cat "$WORK/on/gwpid")"
+kill -TERM "$on_pid"
 for _ in $(seq 1 100); do kill -0 "$(cat "$WORK/on/gwpid")" 2>/dev/null || break; sleep 0.1; done
 lines=$(cat "$LOG_DIR"/*.jsonl | wc -l)
 echo "JSONL lines written by the logging gateway: $lines"
+read -r eu es <<< "$exp_ticks"
+awk -v u="$eu" -v s="$es" -v n="$lines" -v hz="$(getconf CLK_TCK)" \
+  'BEGIN{printf "exporter thread CPU per record: %.1f µs user + %.1f µs kernel\n", u / hz * 1e6 / n, s / hz * 1e6 / n}'
 rm -rf "$WORK" "$LOG_DIR"
