@@ -274,16 +274,7 @@ async fn webhook_gets_json_batches_with_the_bearer_token() {
         hook.origin()
     );
     let mut gw = Gateway::start_with_env(conf, &[("SWITCHYARD_TEST_HOOK_TOKEN", "hook-secret")]);
-    for _ in 0..5 {
-        let r = post_target(
-            &gw,
-            "/v1/chat/completions",
-            &mock.origin(),
-            r#"{"model":"gpt-4o-mini"}"#,
-        )
-        .await;
-        r.bytes().await.unwrap();
-    }
+    send_chats(&gw, &mock.origin(), 5).await;
     gw.stop();
     let posts = hook.state.requests.lock().unwrap().clone();
     assert!(!posts.is_empty());
@@ -533,17 +524,7 @@ async fn a_hung_sink_holds_up_no_other_and_its_spool_survives_a_restart() {
     );
     let mut gw = Gateway::start(conf.clone());
     let mut ids = vec![];
-    for _ in 0..20 {
-        let r = post_target(
-            &gw,
-            "/v1/chat/completions",
-            &mock.origin(),
-            r#"{"model":"gpt-4o-mini"}"#,
-        )
-        .await;
-        ids.push(r.headers()["helicone-id"].to_str().unwrap().to_string());
-        r.bytes().await.unwrap();
-    }
+    ids.extend(send_chats(&gw, &mock.origin(), 20).await);
     // the webhook's first batch alone takes 3 tries of 1 s: JSONL must not wait for it
     let t0 = Instant::now();
     while jsonl_ids(gw.dir.path()).len() < ids.len() && t0.elapsed() < Duration::from_secs(5) {
@@ -597,16 +578,7 @@ async fn a_full_spool_drops_counts_and_logs() {
         free_port()
     );
     let mut gw = Gateway::start(conf);
-    for _ in 0..10 {
-        let r = post_target(
-            &gw,
-            "/v1/chat/completions",
-            &mock.origin(),
-            r#"{"model":"gpt-4o-mini"}"#,
-        )
-        .await;
-        r.bytes().await.unwrap();
-    }
+    send_chats(&gw, &mock.origin(), 10).await;
     let m = metrics_with(&gw, &["switchyard_export_records_dropped_total 10"]).await;
     assert!(
         m.contains("switchyard_export_records_dropped_total 10"),

@@ -483,17 +483,7 @@ async fn fast_shutdown_with_a_full_queue_loses_no_record() {
             .into();
     let mut gw = Gateway::start(conf);
     let mut ids = std::collections::HashSet::new();
-    for _ in 0..300 {
-        let r = post_target(
-            &gw,
-            "/v1/chat/completions",
-            &mock.origin(),
-            r#"{"model":"gpt-4o-mini"}"#,
-        )
-        .await;
-        ids.insert(r.headers()["helicone-id"].to_str().unwrap().to_string());
-        r.bytes().await.unwrap();
-    }
+    ids.extend(send_chats(&gw, &mock.origin(), 300).await);
     // the records are queued, none written yet
     let m = metrics_with(&gw, &["switchyard_export_queue_depth 300"]).await;
     assert!(m.contains("switchyard_export_queue_depth 300"), "{m}");

@@ -676,6 +676,24 @@ pub async fn post_target(
         .unwrap()
 }
 
+/// `n` chat completions through `gw` to `target`, one after another, bodies read; their
+/// `Helicone-Id`s.
+pub async fn send_chats(gw: &Gateway, target: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let r = post_target(
+            gw,
+            "/v1/chat/completions",
+            target,
+            r#"{"model":"gpt-4o-mini"}"#,
+        )
+        .await;
+        ids.push(r.headers()["helicone-id"].to_str().unwrap().to_string());
+        r.bytes().await.unwrap();
+    }
+    ids
+}
+
 /// The metrics text once every needle is in it (counters updated in `logging` land just after
 /// the response); returns the last text seen after about 2.5 s otherwise.
 pub async fn metrics_with(gw: &Gateway, needles: &[&str]) -> String {
