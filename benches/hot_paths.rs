@@ -10,6 +10,7 @@ use switchyard::export::record;
 use switchyard::export::sinks::{ClickHouse, ClickHouseConf, Sink, Webhook, WebhookConf};
 use switchyard::routing::{self, RequestMeta};
 use switchyard::ssrf;
+use switchyard::translate::anthropic_stream::StreamTranslator as AnthropicStream;
 use switchyard::upstream;
 use switchyard::usage::Tap;
 
@@ -195,5 +196,24 @@ fn bench_logging(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench, bench_logging);
+fn bench_translate(c: &mut Criterion) {
+    let tools = include_str!("../tests/fixtures/anthropic/stream_tools.sse");
+    let mut g = c.benchmark_group("anthropic stream to OpenAI chunks");
+    g.throughput(criterion::Throughput::Bytes(tools.len() as u64));
+    g.bench_function("tools fixture, 512-byte chunks", |b| {
+        let mut out = Vec::with_capacity(8192);
+        b.iter(|| {
+            out.clear();
+            let mut t = AnthropicStream::new(true, 1_764_590_400);
+            for chunk in black_box(tools.as_bytes()).chunks(512) {
+                t.push(chunk, &mut out);
+            }
+            t.finish(&mut out);
+            out.len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_logging, bench_translate);
 criterion_main!(benches);

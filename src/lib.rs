@@ -16,5 +16,6 @@ pub mod pricing;
 pub mod proxy;
 pub mod routing;
 pub mod ssrf;
+pub mod translate;
 pub mod upstream;
 pub mod usage;
