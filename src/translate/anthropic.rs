@@ -1,0 +1,547 @@
+//! OpenAI chat completions <-> Anthropic Messages for whole requests, responses and errors
+//! (the stream is in `anthropic_stream`).
+
+use serde_json::{json, Map, Value};
+
+/// Used when the request sets neither `max_completion_tokens` nor `max_tokens` (Anthropic
+/// requires one).
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// Why a request cannot be translated: the client gets a 400 with this message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TranslateError(pub String);
+
+fn bad(msg: impl Into<String>) -> TranslateError {
+    TranslateError(msg.into())
+}
+
+/// What the translation of a request decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessagesRequest {
+    pub body: Value,
+    pub stream: bool,
+    /// `stream_options.include_usage`: the translated stream ends with a usage chunk.
+    pub include_usage: bool,
+}
+
+/// Text of an OpenAI `content` (a string, or an array of parts of which the text ones count).
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// An OpenAI image part's URL as an Anthropic image source.
+fn image_source(url: &str) -> Result<Value, TranslateError> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let (meta, data) = rest
+            .split_once(',')
+            .ok_or_else(|| bad("image_url: a data URL needs a ',' before its data"))?;
+        let media_type = meta.strip_suffix(";base64").ok_or_else(|| {
+            bad("image_url: only base64 data URLs are supported (data:image/png;base64,...)")
+        })?;
+        return Ok(json!({"type": "base64", "media_type": media_type, "data": data}));
+    }
+    if url.starts_with("https://") || url.starts_with("http://") {
+        return Ok(json!({"type": "url", "url": url}));
+    }
+    Err(bad(
+        "image_url.url must be an http(s) URL or a base64 data URL",
+    ))
+}
+
+/// OpenAI user content -> Anthropic content blocks.
+fn user_blocks(content: &Value, at: &str) -> Result<Vec<Value>, TranslateError> {
+    match content {
+        Value::String(s) => Ok(vec![json!({"type": "text", "text": s})]),
+        Value::Array(parts) => parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match p.get("type").and_then(Value::as_str) {
+                Some("text") => Ok(json!({"type": "text", "text": p.get("text").and_then(Value::as_str).unwrap_or("")})),
+                Some("image_url") => {
+                    let url = p
+                        .pointer("/image_url/url")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| bad(format!("{at}.content[{i}].image_url.url is missing")))?;
+                    Ok(json!({"type": "image", "source": image_source(url)?}))
+                }
+                other => Err(bad(format!(
+                    "{at}.content[{i}]: part type {other:?} cannot be sent to Anthropic (text and image_url can)"
+                ))),
+            })
+            .collect(),
+        Value::Null => Ok(vec![]),
+        _ => Err(bad(format!("{at}.content must be a string or an array of parts"))),
+    }
+}
+
+/// Appends blocks to the last message when it has the same role (Anthropic wants alternating
+/// roles; OpenAI allows runs, such as several tool results in a row).
+fn push(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
+    if blocks.is_empty() {
+        return;
+    }
+    if let Some(last) = messages.last_mut() {
+        if last["role"] == role {
+            if let Some(c) = last["content"].as_array_mut() {
+                c.extend(blocks);
+                return;
+            }
+        }
+    }
+    messages.push(json!({"role": role, "content": blocks}));
+}
+
+/// Translates an OpenAI chat-completions request for Anthropic's Messages API.
+pub fn request(openai: &Value, model: &str) -> Result<MessagesRequest, TranslateError> {
+    let obj = openai
+        .as_object()
+        .ok_or_else(|| bad("the request body must be a JSON object"))?;
+    if obj.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
+        return Err(bad(
+            "n > 1 is not supported by Anthropic models: send n requests",
+        ));
+    }
+    let msgs = obj
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("messages must be an array"))?;
+    let mut system = Vec::new();
+    let mut messages: Vec<Value> = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        let at = format!("messages[{i}]");
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("{at}.role is missing")))?;
+        let content = m.get("content").unwrap_or(&Value::Null);
+        match role {
+            "system" | "developer" => system.push(text_of(content)),
+            "user" => push(&mut messages, "user", user_blocks(content, &at)?),
+            "assistant" => {
+                let mut blocks = Vec::new();
+                let text = text_of(content);
+                if !text.is_empty() {
+                    blocks.push(json!({"type": "text", "text": text}));
+                }
+                for (k, tc) in m
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    let f = &tc["function"];
+                    let args = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+                    let input: Value = if args.trim().is_empty() {
+                        json!({})
+                    } else {
+                        serde_json::from_str(args).map_err(|e| {
+                            bad(format!(
+                                "{at}.tool_calls[{k}].function.arguments is not JSON: {e}"
+                            ))
+                        })?
+                    };
+                    blocks.push(json!({
+                        "type": "tool_use",
+                        "id": tc.get("id").and_then(Value::as_str).unwrap_or_default(),
+                        "name": f.get("name").and_then(Value::as_str).unwrap_or_default(),
+                        "input": input,
+                    }));
+                }
+                push(&mut messages, "assistant", blocks);
+            }
+            "tool" => {
+                let id = m
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad(format!("{at}.tool_call_id is missing")))?;
+                push(
+                    &mut messages,
+                    "user",
+                    vec![
+                        json!({"type": "tool_result", "tool_use_id": id, "content": text_of(content)}),
+                    ],
+                );
+            }
+            other => {
+                return Err(bad(format!(
+                    "{at}.role {other:?} is not one of system, developer, user, assistant, tool"
+                )))
+            }
+        }
+    }
+    if messages.is_empty() {
+        return Err(bad("messages needs at least one user message"));
+    }
+    let mut out = Map::new();
+    out.insert("model".into(), json!(model));
+    out.insert("messages".into(), Value::Array(messages));
+    let max_tokens = obj
+        .get("max_completion_tokens")
+        .or_else(|| obj.get("max_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(DEFAULT_MAX_TOKENS);
+    out.insert("max_tokens".into(), json!(max_tokens));
+    if !system.is_empty() {
+        out.insert("system".into(), json!(system.join("\n\n")));
+    }
+    if let Some(t) = obj.get("temperature").and_then(Value::as_f64) {
+        // OpenAI allows 0..2, Anthropic 0..1
+        out.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
+    }
+    if let Some(p) = obj.get("top_p") {
+        out.insert("top_p".into(), p.clone());
+    }
+    match obj.get("stop") {
+        Some(Value::String(s)) => {
+            out.insert("stop_sequences".into(), json!([s]));
+        }
+        Some(Value::Array(a)) if !a.is_empty() => {
+            out.insert("stop_sequences".into(), Value::Array(a.clone()));
+        }
+        _ => {}
+    }
+    if let Some(tools) = obj.get("tools").and_then(Value::as_array) {
+        let tools: Vec<Value> = tools
+            .iter()
+            .filter_map(|t| t.get("function"))
+            .map(|f| {
+                let mut t = json!({
+                    "name": f.get("name").cloned().unwrap_or_default(),
+                    "input_schema": f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"})),
+                });
+                if let Some(d) = f.get("description") {
+                    t["description"] = d.clone();
+                }
+                t
+            })
+            .collect();
+        if !tools.is_empty() {
+            out.insert("tools".into(), Value::Array(tools));
+        }
+    }
+    let no_parallel = obj.get("parallel_tool_calls") == Some(&Value::Bool(false));
+    let choice = match obj.get("tool_choice") {
+        Some(Value::String(s)) if s == "none" => Some(json!({"type": "none"})),
+        Some(Value::String(s)) if s == "required" => Some(json!({"type": "any"})),
+        Some(Value::String(s)) if s == "auto" => Some(json!({"type": "auto"})),
+        Some(Value::Object(o)) => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("tool_choice.function.name is missing"))?;
+            Some(json!({"type": "tool", "name": name}))
+        }
+        None => no_parallel.then(|| json!({"type": "auto"})),
+        Some(other) => {
+            return Err(bad(format!(
+                "tool_choice {other} is not none, auto, required or a function"
+            )))
+        }
+    };
+    if let Some(mut c) = choice {
+        if no_parallel && c["type"] != "none" {
+            c["disable_parallel_tool_use"] = json!(true);
+        }
+        out.insert("tool_choice".into(), c);
+    }
+    if let Some(u) = obj.get("user").and_then(Value::as_str) {
+        out.insert("metadata".into(), json!({"user_id": u}));
+    }
+    let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if stream {
+        out.insert("stream".into(), json!(true));
+    }
+    let include_usage = stream
+        && openai
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+    Ok(MessagesRequest {
+        body: Value::Object(out),
+        stream,
+        include_usage,
+    })
+}
+
+/// OpenAI `usage` from Anthropic's (input tokens exclude cache reads and writes).
+pub fn usage(u: &Value) -> Value {
+    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let prompt =
+        n("input_tokens") + n("cache_read_input_tokens") + n("cache_creation_input_tokens");
+    let completion = n("output_tokens");
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": n("cache_read_input_tokens")},
+    })
+}
+
+/// Translates an Anthropic Messages response into an OpenAI chat completion.
+pub fn response(anthropic: &Value, created: i64) -> Result<Value, TranslateError> {
+    let content = anthropic
+        .get("content")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("the provider's answer has no content array"))?;
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    for block in content {
+        match block.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("tool_use") => tool_calls.push(json!({
+                "id": block.get("id").cloned().unwrap_or_default(),
+                "type": "function",
+                "function": {
+                    "name": block.get("name").cloned().unwrap_or_default(),
+                    "arguments": block.get("input").map_or_else(|| "{}".to_string(), Value::to_string),
+                },
+            })),
+            _ => {} // thinking and other blocks have no OpenAI equivalent
+        }
+    }
+    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) }});
+    if !tool_calls.is_empty() {
+        message["tool_calls"] = Value::Array(tool_calls);
+    }
+    let finish = super::anthropic_stream::finish_reason(
+        anthropic
+            .get("stop_reason")
+            .and_then(Value::as_str)
+            .unwrap_or("end_turn"),
+    );
+    Ok(json!({
+        "id": format!("chatcmpl-{}", anthropic.get("id").and_then(Value::as_str).unwrap_or("")),
+        "object": "chat.completion",
+        "created": created,
+        "model": anthropic.get("model").cloned().unwrap_or_default(),
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+        "usage": usage(anthropic.get("usage").unwrap_or(&Value::Null)),
+    }))
+}
+
+/// An Anthropic error answer as (OpenAI status, OpenAI-shaped error body).
+pub fn error(status: u16, anthropic: &Value) -> (u16, Value) {
+    let kind = anthropic
+        .pointer("/error/type")
+        .and_then(Value::as_str)
+        .unwrap_or("api_error");
+    let message = anthropic
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .unwrap_or("the provider answered with an error");
+    let status = match kind {
+        "invalid_request_error" => 400,
+        "authentication_error" => 401,
+        "permission_error" => 403,
+        "not_found_error" => 404,
+        "request_too_large" => 413,
+        "rate_limit_error" => 429,
+        // Anthropic's 529: clients know 503 as "try again later"
+        "overloaded_error" => 503,
+        "api_error" => 500,
+        _ => status,
+    };
+    (
+        status,
+        json!({"error": {"message": message, "type": kind, "code": kind}}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_with_system_images_tools_and_tool_results() {
+        let openai = json!({
+            "model": "claude-sonnet-4",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "developer", "content": [{"type": "text", "text": "Use tools."}]},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Weather and time in Paris?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/map.png"}}
+                ]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                    {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": ""}}
+                ]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+                {"role": "tool", "tool_call_id": "call_2", "content": "14:00"},
+                {"role": "user", "content": "Thanks"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}},
+                      {"type": "function", "function": {"name": "get_time"}}],
+            "tool_choice": "required",
+            "parallel_tool_calls": false,
+            "temperature": 1.5,
+            "top_p": 0.9,
+            "stop": "END",
+            "user": "user-7",
+            "stream": true,
+            "stream_options": {"include_usage": true}
+        });
+        let r = request(&openai, "claude-sonnet-4-20250514").unwrap();
+        assert!(r.stream && r.include_usage);
+        let b = &r.body;
+        assert_eq!(b["model"], "claude-sonnet-4-20250514");
+        assert_eq!(b["system"], "Be brief.\n\nUse tools.");
+        assert_eq!(b["max_tokens"], DEFAULT_MAX_TOKENS);
+        assert_eq!(b["temperature"], 1.0);
+        assert_eq!(b["top_p"], 0.9);
+        assert_eq!(b["stop_sequences"], json!(["END"]));
+        assert_eq!(b["metadata"]["user_id"], "user-7");
+        assert_eq!(
+            b["tool_choice"],
+            json!({"type": "any", "disable_parallel_tool_use": true})
+        );
+        assert_eq!(
+            b["tools"][0]["input_schema"]["properties"]["city"]["type"],
+            "string"
+        );
+        assert_eq!(b["tools"][1]["input_schema"], json!({"type": "object"}));
+        let m = b["messages"].as_array().unwrap();
+        assert_eq!(m.len(), 3, "{m:#?}");
+        assert_eq!(
+            m[0]["content"][1]["source"],
+            json!({"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="})
+        );
+        assert_eq!(
+            m[0]["content"][2]["source"],
+            json!({"type": "url", "url": "https://example.com/map.png"})
+        );
+        assert_eq!(m[1]["role"], "assistant");
+        assert_eq!(
+            m[1]["content"][0],
+            json!({"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}})
+        );
+        assert_eq!(m[1]["content"][1]["input"], json!({}));
+        // both tool results and the next user turn form one user message
+        assert_eq!(m[2]["role"], "user");
+        assert_eq!(m[2]["content"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            m[2]["content"][0],
+            json!({"type": "tool_result", "tool_use_id": "call_1", "content": "18C"})
+        );
+        assert_eq!(
+            m[2]["content"][2],
+            json!({"type": "text", "text": "Thanks"})
+        );
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        for (body, want) in [
+            (json!([]), "JSON object"),
+            (json!({"messages": "hi"}), "messages must be an array"),
+            (json!({"messages": []}), "at least one user message"),
+            (
+                json!({"n": 2, "messages": [{"role": "user", "content": "x"}]}),
+                "n > 1",
+            ),
+            (
+                json!({"messages": [{"role": "robot", "content": "x"}]}),
+                "messages[0].role",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}),
+                "messages[0].content[0]",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]}),
+                "http(s) URL",
+            ),
+            (
+                json!({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{oops"}}]}]}),
+                "messages[0].tool_calls[0].function.arguments",
+            ),
+            (
+                json!({"messages": [{"role": "tool", "content": "x"}]}),
+                "messages[0].tool_call_id",
+            ),
+            (
+                json!({"tool_choice": 3, "messages": [{"role": "user", "content": "x"}]}),
+                "tool_choice",
+            ),
+        ] {
+            let e = request(&body, "m").unwrap_err();
+            assert!(e.0.contains(want), "{body}: {e}");
+        }
+        let r = request(&json!({"max_tokens": 77, "tool_choice": {"type": "function", "function": {"name": "f"}}, "messages": [{"role": "user", "content": "x"}]}), "m").unwrap();
+        assert_eq!(r.body["max_tokens"], 77);
+        assert_eq!(r.body["tool_choice"], json!({"type": "tool", "name": "f"}));
+        assert!(!r.stream && !r.include_usage);
+        assert!(r.body.get("stream").is_none());
+    }
+
+    #[test]
+    fn responses_with_text_tool_calls_and_cache_usage() {
+        let a = json!({
+            "id": "msg_01", "type": "message", "role": "assistant", "model": "claude-sonnet-4-20250514",
+            "content": [{"type": "text", "text": "Checking."},
+                        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
+            "stop_reason": "tool_use",
+            "usage": {"input_tokens": 10, "output_tokens": 20, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 5}
+        });
+        let o = response(&a, 1).unwrap();
+        assert_eq!(o["id"], "chatcmpl-msg_01");
+        let c = &o["choices"][0];
+        assert_eq!(c["finish_reason"], "tool_calls");
+        assert_eq!(c["message"]["content"], "Checking.");
+        assert_eq!(
+            c["message"]["tool_calls"][0]["function"]["name"],
+            "get_weather"
+        );
+        let args: Value = serde_json::from_str(
+            c["message"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(args["city"], "Paris");
+        assert_eq!(
+            o["usage"],
+            json!({"prompt_tokens": 115, "completion_tokens": 20, "total_tokens": 135, "prompt_tokens_details": {"cached_tokens": 100}})
+        );
+        let only_tools = json!({"id": "m", "model": "x", "stop_reason": "tool_use", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}], "usage": {}});
+        assert_eq!(
+            response(&only_tools, 1).unwrap()["choices"][0]["message"]["content"],
+            Value::Null
+        );
+        assert!(response(&json!({"id": "m"}), 1).is_err());
+    }
+
+    #[test]
+    fn errors_keep_their_meaning() {
+        for (kind, status) in [
+            ("invalid_request_error", 400),
+            ("authentication_error", 401),
+            ("rate_limit_error", 429),
+            ("overloaded_error", 503),
+            ("api_error", 500),
+        ] {
+            let (s, body) = error(
+                418,
+                &json!({"type": "error", "error": {"type": kind, "message": "m"}}),
+            );
+            assert_eq!(s, status);
+            assert_eq!(
+                body,
+                json!({"error": {"message": "m", "type": kind, "code": kind}})
+            );
+        }
+        assert_eq!(error(502, &json!("not json")).0, 500);
+    }
+}
