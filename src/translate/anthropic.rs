@@ -274,18 +274,37 @@ pub fn request(openai: &Value, model: &str) -> Result<MessagesRequest, Translate
     })
 }
 
-/// OpenAI `usage` from Anthropic's (input tokens exclude cache reads and writes).
-pub fn usage(u: &Value) -> Value {
-    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let prompt =
-        n("input_tokens") + n("cache_read_input_tokens") + n("cache_creation_input_tokens");
-    let completion = n("output_tokens");
+/// Anthropic `stop_reason` -> OpenAI `finish_reason`.
+pub fn finish_reason(stop_reason: &str) -> &'static str {
+    match stop_reason {
+        "max_tokens" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        // end_turn, stop_sequence, pause_turn and anything new
+        _ => "stop",
+    }
+}
+
+/// OpenAI `usage` from Anthropic's counts (its input tokens exclude cache reads and writes).
+pub fn openai_usage(input: u64, output: u64, cache_read: u64, cache_write: u64) -> Value {
+    let prompt = input + cache_read + cache_write;
     json!({
         "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": n("cache_read_input_tokens")},
+        "completion_tokens": output,
+        "total_tokens": prompt + output,
+        "prompt_tokens_details": {"cached_tokens": cache_read},
     })
+}
+
+/// OpenAI `usage` from an Anthropic `usage` object.
+pub fn usage(u: &Value) -> Value {
+    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    openai_usage(
+        n("input_tokens"),
+        n("output_tokens"),
+        n("cache_read_input_tokens"),
+        n("cache_creation_input_tokens"),
+    )
 }
 
 /// Translates an Anthropic Messages response into an OpenAI chat completion.
@@ -314,7 +333,7 @@ pub fn response(anthropic: &Value, created: i64) -> Result<Value, TranslateError
     if !tool_calls.is_empty() {
         message["tool_calls"] = Value::Array(tool_calls);
     }
-    let finish = super::anthropic_stream::finish_reason(
+    let finish = finish_reason(
         anthropic
             .get("stop_reason")
             .and_then(Value::as_str)
@@ -543,5 +562,19 @@ mod tests {
             );
         }
         assert_eq!(error(502, &json!("not json")).0, 500);
+    }
+
+    #[test]
+    fn stop_reasons_map_to_finish_reasons() {
+        for (a, o) in [
+            ("end_turn", "stop"),
+            ("stop_sequence", "stop"),
+            ("max_tokens", "length"),
+            ("tool_use", "tool_calls"),
+            ("refusal", "content_filter"),
+            ("something_new", "stop"),
+        ] {
+            assert_eq!(finish_reason(a), o);
+        }
     }
 }

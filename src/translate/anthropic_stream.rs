@@ -4,21 +4,11 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::anthropic::{finish_reason, openai_usage};
 use super::sse::{SseDecoder, SseEvent};
 
 /// Longest SSE line accepted from the upstream.
 const MAX_LINE: usize = 4 * 1024 * 1024;
-
-/// Anthropic `stop_reason` -> OpenAI `finish_reason`.
-pub fn finish_reason(stop_reason: &str) -> &'static str {
-    match stop_reason {
-        "max_tokens" => "length",
-        "tool_use" => "tool_calls",
-        "refusal" => "content_filter",
-        // end_turn, stop_sequence, pause_turn and anything new
-        _ => "stop",
-    }
-}
 
 #[derive(Deserialize)]
 struct Usage {
@@ -118,9 +108,10 @@ pub struct StreamTranslator {
     /// Anthropic content-block index -> OpenAI tool-call index.
     tool_index: Vec<(usize, usize)>,
     tools: usize,
-    prompt_tokens: u64,
-    cached_tokens: u64,
-    completion_tokens: u64,
+    input_tokens: u64,
+    cache_read: u64,
+    cache_write: u64,
+    output_tokens: u64,
     finish: Option<&'static str>,
     started: bool,
     done: bool,
@@ -138,9 +129,10 @@ impl StreamTranslator {
             model: String::new(),
             tool_index: Vec::new(),
             tools: 0,
-            prompt_tokens: 0,
-            cached_tokens: 0,
-            completion_tokens: 0,
+            input_tokens: 0,
+            cache_read: 0,
+            cache_write: 0,
+            output_tokens: 0,
             finish: None,
             started: false,
             done: false,
@@ -259,23 +251,22 @@ impl StreamTranslator {
 
     fn absorb(&mut self, u: &Usage) {
         if let Some(i) = u.input_tokens {
-            let read = u.cache_read_input_tokens.unwrap_or(0);
-            let write = u.cache_creation_input_tokens.unwrap_or(0);
-            self.prompt_tokens = i + read + write;
-            self.cached_tokens = read;
+            self.input_tokens = i;
+            self.cache_read = u.cache_read_input_tokens.unwrap_or(0);
+            self.cache_write = u.cache_creation_input_tokens.unwrap_or(0);
         }
         if let Some(o) = u.output_tokens {
-            self.completion_tokens = o;
+            self.output_tokens = o;
         }
     }
 
     fn usage(&self) -> Value {
-        json!({
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
-        })
+        openai_usage(
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_read,
+            self.cache_write,
+        )
     }
 
     fn base(&self, choices: Value, usage: Option<Value>) -> Value {
@@ -404,19 +395,5 @@ mod tests {
         let out = translate(&[overloaded.as_bytes()], true);
         assert!(out.contains(r#"{"error":{"code":"overloaded_error","message":"Overloaded","type":"overloaded_error"}}"#), "{out}");
         assert_eq!(out.matches("[DONE]").count(), 1);
-    }
-
-    #[test]
-    fn stop_reasons_map_to_finish_reasons() {
-        for (a, o) in [
-            ("end_turn", "stop"),
-            ("stop_sequence", "stop"),
-            ("max_tokens", "length"),
-            ("tool_use", "tool_calls"),
-            ("refusal", "content_filter"),
-            ("something_new", "stop"),
-        ] {
-            assert_eq!(finish_reason(a), o);
-        }
     }
 }
