@@ -7,6 +7,8 @@ use bytes::BytesMut;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::translate::sse::{SseDecoder, SseEvent};
+
 /// JSON bodies larger than this are not parsed for usage (their usage is unknown).
 const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
 /// One SSE line longer than this is skipped.
@@ -168,12 +170,13 @@ impl UsageFields {
 }
 
 /// Watches a response body go by without holding it back.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Tap {
-    sse: bool,
     json: BytesMut,
     json_too_big: bool,
-    line: BytesMut,
+    /// `Some` for an SSE body.
+    events: Option<SseDecoder>,
+    pending: Vec<SseEvent>,
     pub usage: Usage,
     pub first_token: Option<Instant>,
     /// The whole (non-SSE) body parsed as one JSON document.
@@ -182,14 +185,20 @@ pub struct Tap {
 
 impl Tap {
     pub fn new(content_type: Option<&str>) -> Tap {
+        let sse = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
         Tap {
-            sse: content_type.is_some_and(|c| c.starts_with("text/event-stream")),
-            ..Tap::default()
+            json: BytesMut::new(),
+            json_too_big: false,
+            events: sse.then(|| SseDecoder::new(MAX_SSE_LINE)),
+            pending: Vec::new(),
+            usage: Usage::default(),
+            first_token: None,
+            parsed_json: false,
         }
     }
 
     pub fn is_sse(&self) -> bool {
-        self.sse
+        self.events.is_some()
     }
 
     /// After `finish`: the body was one valid JSON document.
@@ -198,7 +207,7 @@ impl Tap {
     }
 
     pub fn on_chunk(&mut self, chunk: &[u8]) {
-        if !self.sse {
+        let Some(decoder) = self.events.as_mut() else {
             if !self.json_too_big {
                 if self.json.len() + chunk.len() > MAX_JSON_BODY {
                     self.json_too_big = true;
@@ -208,28 +217,20 @@ impl Tap {
                 }
             }
             return;
-        }
-        let mut rest = chunk;
-        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
-            if self.line.len() + i <= MAX_SSE_LINE {
-                self.line.extend_from_slice(&rest[..i]);
-                let line = std::mem::take(&mut self.line);
-                self.on_line(&line);
-            } else {
-                self.line.clear();
-            }
-            rest = &rest[i + 1..];
-        }
-        if self.line.len() + rest.len() <= MAX_SSE_LINE {
-            self.line.extend_from_slice(rest);
-        }
+        };
+        decoder.push(chunk, &mut self.pending);
+        self.take_events();
     }
 
-    fn on_line(&mut self, line: &[u8]) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(data) = line.strip_prefix(b"data:") else {
-            return;
-        };
+    fn take_events(&mut self) {
+        let mut events = std::mem::take(&mut self.pending);
+        for ev in events.drain(..) {
+            self.on_event(ev.data.as_bytes());
+        }
+        self.pending = events;
+    }
+
+    fn on_event(&mut self, data: &[u8]) {
         let data = data.trim_ascii_start();
         if !data.starts_with(b"{") {
             return;
@@ -252,11 +253,9 @@ impl Tap {
 
     /// Usage once the body is complete.
     pub fn finish(&mut self) -> Usage {
-        if self.sse {
-            if !self.line.is_empty() {
-                let line = std::mem::take(&mut self.line);
-                self.on_line(&line);
-            }
+        if let Some(decoder) = self.events.as_mut() {
+            decoder.finish(&mut self.pending);
+            self.take_events();
         } else if !self.json.is_empty() {
             if let Ok(f) = serde_json::from_slice::<UsageFields>(&self.json) {
                 self.usage.absorb(&f.into_value());

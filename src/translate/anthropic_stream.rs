@@ -152,7 +152,12 @@ impl StreamTranslator {
     /// The upstream stream ended. A stream cut short (no `message_stop`) ends with an error
     /// frame, never as if it were complete.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
-        self.sse.finish();
+        let mut events = std::mem::take(&mut self.events);
+        self.sse.finish(&mut events);
+        for ev in events.drain(..) {
+            self.on_event(&ev, out);
+        }
+        self.events = events;
         if !self.done {
             self.error(
                 out,

@@ -63,14 +63,15 @@ impl SseDecoder {
         self.take(rest);
     }
 
-    /// The stream ended: an event not yet dispatched by a blank line is dropped, as the SSE
-    /// specification says; `true` when something was left unfinished.
-    pub fn finish(&mut self) -> bool {
+    /// The stream ended: a last event that no blank line closed is still dispatched (a stream
+    /// may end right after its last `data:` line); `true` when something was left unfinished.
+    pub fn finish(&mut self, out: &mut Vec<SseEvent>) -> bool {
         let unfinished = !self.line.is_empty() || self.data.is_some() || self.overlong;
-        self.line.clear();
-        self.overlong = false;
-        self.data = None;
-        self.event = None;
+        let line = std::mem::take(&mut self.line);
+        if !std::mem::take(&mut self.overlong) && !line.is_empty() {
+            self.on_line(&line, out);
+        }
+        self.on_line(b"", out);
         unfinished
     }
 
@@ -184,7 +185,12 @@ mod tests {
                 data: "ok".into()
             }]
         );
-        assert!(d.finish(), "an event was cut off");
-        assert!(!d.finish());
+        assert!(d.finish(&mut out), "an event was cut off");
+        assert_eq!(out.len(), 1, "an overlong last line is still dropped");
+        assert!(!d.finish(&mut out));
+        // a last event that no blank line closed is dispatched at the end
+        d.push(b"data: z", &mut out);
+        assert!(d.finish(&mut out));
+        assert_eq!(out[1].data, "z");
     }
 }
