@@ -273,7 +273,7 @@ impl Batcher {
                     b.records.len()
                 );
                 let mut payload = Vec::new();
-                shared.sink.encode(&b.records, &b.id, &mut payload);
+                shared.encode(&b, &mut payload);
                 shared.spool(&b.key, &payload, b.records.len());
             }
         }
@@ -333,8 +333,7 @@ impl Drop for Batcher {
         let Some(b) = self.cut() else { return };
         let mut payload = Vec::new();
         for (shared, _) in &self.sinks {
-            payload.clear();
-            shared.sink.encode(&b.records, &b.id, &mut payload);
+            shared.encode(&b, &mut payload);
             shared.deliver_now(&b.key, &payload, b.records.len());
         }
     }

@@ -128,6 +128,14 @@ impl Serialize for LoggedBody {
 }
 
 impl LoggedBody {
+    /// Bytes of body text held.
+    fn len(&self) -> usize {
+        match self {
+            LoggedBody::Omitted => 0,
+            LoggedBody::Text { text, .. } => text.len(),
+        }
+    }
+
     /// The first `cap` bytes of `bytes` (shared when that is all of it); `valid_json`: the whole body
     /// was parsed as JSON.
     pub fn capture(bytes: &Bytes, omit: bool, cap: usize, valid_json: bool) -> Option<LoggedBody> {
@@ -200,15 +208,6 @@ pub struct Record {
     pub request_bytes: u64,
     pub response_bytes: u64,
     pub error: Option<String>,
-}
-
-impl LoggedBody {
-    fn len(&self) -> usize {
-        match self {
-            LoggedBody::Omitted => 0,
-            LoggedBody::Text { text, .. } => text.len(),
-        }
-    }
 }
 
 impl Record {

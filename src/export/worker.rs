@@ -73,6 +73,12 @@ impl SinkShared {
         self.spool_gauge();
     }
 
+    /// Encodes `b` for this sink into `out` (cleared first).
+    pub fn encode(&self, b: &Batch, out: &mut Vec<u8>) {
+        out.clear();
+        self.sink.encode(&b.records, &b.id, out);
+    }
+
     /// Last chance at exit (no runtime to wait on): a local sink that is not behind its spool
     /// takes the batch now; anything else is spooled for the next start.
     pub fn deliver_now(&self, key: &str, payload: &[u8], records: usize) {
@@ -121,8 +127,7 @@ impl Worker {
 
     /// Encodes `b` into `buf`.
     fn encode(&mut self, b: &Batch) -> Encoded {
-        self.buf.clear();
-        self.shared.sink.encode(&b.records, &b.id, &mut self.buf);
+        self.shared.encode(b, &mut self.buf);
         // a huge batch once should not pin its memory for good
         if self.buf.capacity() > 4 * self.buf.len().max(1 << 20) {
             self.buf.shrink_to(self.buf.len());
