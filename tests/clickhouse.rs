@@ -289,25 +289,8 @@ async fn webhook_gets_json_batches_with_the_bearer_token() {
     assert_eq!(total, 5);
 }
 
-fn jsonl_text(dir: &std::path::Path) -> String {
-    std::fs::read_dir(dir.join("logs"))
-        .map(|d| {
-            d.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn jsonl_ids(dir: &std::path::Path) -> Vec<String> {
-    jsonl_text(dir)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect()
+    record_ids(&jsonl_records(dir))
 }
 
 /// Record ids in every batch a webhook mock received.
@@ -444,15 +427,7 @@ async fn all_sinks_at_once_and_no_credential_in_any_of_them() {
         "SELECT * FROM {db}.requests FINAL FORMAT JSONEachRow"
     ))
     .await;
-    let in_ch: HashSet<String> = rows
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let in_ch: HashSet<String> = record_ids(&json_lines(&rows)).into_iter().collect();
     assert_eq!(in_ch, want);
     assert_eq!(
         ch(&format!(

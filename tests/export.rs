@@ -10,26 +10,11 @@ use common::*;
 use futures_util::StreamExt;
 
 fn records(gw: &Gateway) -> Vec<serde_json::Value> {
-    let dir = gw.dir.path().join("logs");
-    let mut out = vec![];
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        for line in text.lines() {
-            out.push(
-                serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("bad JSONL line ({e}): {line}")),
-            );
-        }
-    }
-    out
+    jsonl_records(gw.dir.path())
 }
 
 fn raw_logs(gw: &Gateway) -> String {
-    let dir = gw.dir.path().join("logs");
-    std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .collect()
+    jsonl_text(gw.dir.path())
 }
 
 #[tokio::test]

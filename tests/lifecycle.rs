@@ -143,15 +143,11 @@ async fn graceful_upgrade_hands_over_without_refusing_requests() {
     }
     let _ = new.kill();
     let _ = new.wait();
-    let mut logged: Vec<String> = vec![];
-    for e in std::fs::read_dir(old.dir.path().join("logs")).unwrap() {
-        for line in std::fs::read_to_string(e.unwrap().path()).unwrap().lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            if v["path"] == "/echo" {
-                logged.push(v["id"].as_str().unwrap().to_string());
-            }
-        }
-    }
+    let echoed: Vec<serde_json::Value> = jsonl_records(old.dir.path())
+        .into_iter()
+        .filter(|r| r["path"] == "/echo")
+        .collect();
+    let logged = record_ids(&echoed);
     let unique: std::collections::HashSet<&String> = logged.iter().collect();
     assert_eq!(unique.len(), logged.len(), "a record was written twice");
     let answered: Vec<&String> = results

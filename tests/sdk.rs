@@ -74,12 +74,7 @@ fn official_sdks_work_by_changing_the_base_url() {
     }
     // every SDK call is logged with its usage: 2 x (JSON + stream), the refused key, Anthropic
     gw.stop();
-    let mut recs = vec![];
-    for e in std::fs::read_dir(gw.dir.path().join("logs")).unwrap() {
-        for line in std::fs::read_to_string(e.unwrap().path()).unwrap().lines() {
-            recs.push(serde_json::from_str::<serde_json::Value>(line).unwrap());
-        }
-    }
+    let recs = jsonl_records(gw.dir.path());
     assert_eq!(recs.len(), 6, "{recs:#?}");
     let openai: Vec<_> = recs
         .iter()

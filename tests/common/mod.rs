@@ -676,6 +676,38 @@ pub async fn post_target(
         .unwrap()
 }
 
+/// Everything the gateway's JSONL sink wrote under `dir/logs` (empty while nothing is).
+pub fn jsonl_text(dir: &Path) -> String {
+    std::fs::read_dir(dir.join("logs"))
+        .map(|d| {
+            d.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One JSON document per line of `text` (JSONL, or ClickHouse's JSONEachRow).
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line ({e}): {line}"))
+        })
+        .collect()
+}
+
+/// The records the JSONL sink wrote under `dir/logs`.
+pub fn jsonl_records(dir: &Path) -> Vec<serde_json::Value> {
+    json_lines(&jsonl_text(dir))
+}
+
+/// The `id` of each record.
+pub fn record_ids(records: &[serde_json::Value]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// `n` chat completions through `gw` to `target`, one after another, bodies read; their
 /// `Helicone-Id`s.
 pub async fn send_chats(gw: &Gateway, target: &str, n: usize) -> Vec<String> {
