@@ -15,6 +15,32 @@ pub struct PricingFile {
     pub models: Vec<Price>,
 }
 
+impl PricingFile {
+    /// Every price that is not a number >= 0, as (field path, message).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (i, m) in self.models.iter().enumerate() {
+            for (f, v) in [
+                ("input", Some(m.input)),
+                ("output", Some(m.output)),
+                ("cached_input", m.cached_input),
+                ("cache_write", m.cache_write),
+            ] {
+                if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                    out.push((
+                        format!("models[{i}].{f}"),
+                        format!(
+                            "{} {}: a price must be a number >= 0 (USD per million tokens)",
+                            m.provider, m.model
+                        ),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// USD per million tokens.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -416,23 +416,8 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         "embedded conf/models.yaml",
         crate::pricing::EMBEDDED,
     )?;
-    for (i, m) in pricing_file.models.iter().enumerate() {
-        for (f, v) in [
-            ("input", Some(m.input)),
-            ("output", Some(m.output)),
-            ("cached_input", m.cached_input),
-            ("cache_write", m.cache_write),
-        ] {
-            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
-                issues.push(
-                    format!("pricing.models[{i}].{f}"),
-                    format!(
-                        "{} {}: a price must be a number >= 0 (USD per million tokens)",
-                        m.provider, m.model
-                    ),
-                );
-            }
-        }
+    for (field, message) in pricing_file.problems() {
+        issues.push(format!("pricing.{field}"), message);
     }
     let pricing = Pricing::from_file(pricing_file);
     let mut aliases: Vec<(String, String)> = fc
