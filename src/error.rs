@@ -17,6 +17,9 @@ pub enum GatewayError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// An unknown `model` on the unified API.
+    #[error("{0}")]
+    ModelNotFound(String),
     #[error("{0}")]
     LengthRequired(String),
     #[error("request body is larger than the configured limit of {limit} bytes; send a smaller body or raise limits.max_body_bytes")]
@@ -32,6 +35,17 @@ pub enum GatewayError {
     GatewayTimeout(String),
     #[error("{0}")]
     Internal(String),
+    /// Every provider attempt of a unified request failed (spec section 9).
+    #[error("{message}")]
+    AttemptsFailed {
+        status: u16,
+        message: String,
+        /// OpenAI `error.type` and `error.code`, from the provider when one attempt was made.
+        kind: String,
+        code: String,
+        /// `[{provider, model, status, message}]`, in attempt order.
+        attempts: serde_json::Value,
+    },
 }
 
 impl GatewayError {
@@ -40,13 +54,14 @@ impl GatewayError {
             Self::BadRequest(_) => 400,
             Self::Unauthorized(_) => 401,
             Self::Forbidden(_) => 403,
-            Self::NotFound(_) => 404,
+            Self::NotFound(_) | Self::ModelNotFound(_) => 404,
             Self::LengthRequired(_) => 411,
             Self::PayloadTooLarge { .. } => 413,
             Self::TooManyRequests { .. } => 429,
             Self::BadGateway(_) => 502,
             Self::GatewayTimeout(_) => 504,
             Self::Internal(_) => 500,
+            Self::AttemptsFailed { status, .. } => *status,
         }
     }
 
@@ -59,9 +74,11 @@ impl GatewayError {
             Self::Unauthorized(_) => "authentication_error",
             Self::Forbidden(_) => "permission_error",
             Self::NotFound(_) => "not_found_error",
+            Self::ModelNotFound(_) => "invalid_request_error",
             Self::TooManyRequests { .. } => "rate_limit_error",
             Self::BadGateway(_) | Self::GatewayTimeout(_) => "upstream_error",
             Self::Internal(_) => "server_error",
+            Self::AttemptsFailed { .. } => "upstream_error",
         }
     }
 
@@ -72,21 +89,38 @@ impl GatewayError {
             Self::Unauthorized(_) => "invalid_gateway_key",
             Self::Forbidden(_) => "target_refused",
             Self::NotFound(_) => "no_route",
+            Self::ModelNotFound(_) => "model_not_found",
             Self::LengthRequired(_) => "length_required",
             Self::PayloadTooLarge { .. } => "body_too_large",
             Self::TooManyRequests { .. } => "rate_limited",
             Self::BadGateway(_) => "upstream_unreachable",
             Self::GatewayTimeout(_) => "upstream_timeout",
             Self::Internal(_) => "internal_error",
+            Self::AttemptsFailed { .. } => "all_attempts_failed",
         }
     }
 
     pub fn to_json(&self) -> Bytes {
-        let body = json!({"error": {
-            "message": self.to_string(),
-            "type": self.kind(),
-            "code": self.code(),
-        }});
+        let body = match self {
+            Self::AttemptsFailed {
+                message,
+                kind,
+                code,
+                attempts,
+                ..
+            } => json!({"error": {
+                "message": message,
+                "type": kind,
+                "code": code,
+                "param": null,
+                "attempts": attempts,
+            }}),
+            _ => json!({"error": {
+                "message": self.to_string(),
+                "type": self.kind(),
+                "code": self.code(),
+            }}),
+        };
         Bytes::from(body.to_string())
     }
 

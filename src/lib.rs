@@ -17,5 +17,6 @@ pub mod proxy;
 pub mod routing;
 pub mod ssrf;
 pub mod translate;
+pub mod unified;
 pub mod upstream;
 pub mod usage;

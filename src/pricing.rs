@@ -19,7 +19,25 @@ impl PricingFile {
     /// Every price that is not a number >= 0, as (field path, message).
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (i, m) in self.models.iter().enumerate() {
+            if m.model.is_empty()
+                || m.model.bytes().any(|b| matches!(b, b'/' | b',' | b'!') || b.is_ascii_whitespace())
+            {
+                out.push((
+                    format!("models[{i}].model"),
+                    format!(
+                        "'{}' cannot be a model name: clients write `model/provider` and `a,b`, so it must be non-empty without '/', ',', '!' or spaces (put the provider's own id in `id`)",
+                        m.model
+                    ),
+                ));
+            }
+            if !seen.insert((m.provider.as_str(), m.model.to_ascii_lowercase())) {
+                out.push((
+                    format!("models[{i}]"),
+                    format!("{} {} is listed twice", m.provider, m.model),
+                ));
+            }
             for (f, v) in [
                 ("input", Some(m.input)),
                 ("output", Some(m.output)),
@@ -53,6 +71,33 @@ pub struct Price {
     pub cached_input: Option<f64>,
     #[serde(default)]
     pub cache_write: Option<f64>,
+    /// The provider's own id for the model (sent upstream); `model` when absent.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Context window in tokens.
+    #[serde(default)]
+    pub context: Option<u64>,
+    /// Tie-breaker between equally priced providers (lower first); the provider's default when absent.
+    #[serde(default)]
+    pub priority: Option<u32>,
+    #[serde(default)]
+    pub kind: ModelKind,
+}
+
+/// What a model is for: which unified endpoint serves it.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    #[default]
+    Chat,
+    Embedding,
+}
+
+impl Price {
+    /// The id the provider knows the model by.
+    pub fn provider_id(&self) -> &str {
+        self.id.as_deref().unwrap_or(&self.model)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -60,6 +105,7 @@ pub struct Pricing {
     pub as_of: String,
     by_provider_model: HashMap<(String, String), Price>,
     by_model: HashMap<String, Price>,
+    entries: usize,
 }
 
 /// `gpt-4o-2024-08-06` -> `gpt-4o`, `claude-sonnet-4-20250514` -> `claude-sonnet-4`,
@@ -98,15 +144,22 @@ impl Pricing {
     pub fn from_file(file: PricingFile) -> Pricing {
         let mut p = Pricing {
             as_of: file.as_of,
+            entries: file.models.len(),
             ..Pricing::default()
         };
         for price in file.models {
+            // a response names the provider's id (`llama-3.3-70b-versatile`), a request may name
+            // the canonical model (`llama-3.3-70b`): both find the price
             let model = price.model.to_ascii_lowercase();
-            p.by_model
-                .entry(model.clone())
-                .or_insert_with(|| price.clone());
-            p.by_provider_model
-                .insert((price.provider.clone(), model), price);
+            let id = price.provider_id().to_ascii_lowercase();
+            for name in [&model, &id] {
+                p.by_model
+                    .entry(name.clone())
+                    .or_insert_with(|| price.clone());
+                p.by_provider_model
+                    .entry((price.provider.clone(), name.clone()))
+                    .or_insert_with(|| price.clone());
+            }
         }
         p
     }
@@ -115,12 +168,13 @@ impl Pricing {
         Ok(Self::from_file(serde_yaml::from_str(EMBEDDED)?))
     }
 
+    /// Priced (provider, model) entries.
     pub fn len(&self) -> usize {
-        self.by_provider_model.len()
+        self.entries
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_provider_model.is_empty()
+        self.entries == 0
     }
 
     /// The price of `model` at `provider` (exact, then the base of a dated variant, then the

@@ -39,6 +39,77 @@ pub struct ProviderConf {
     /// Approved origins are not subject to the unapproved-origin quotas.
     #[serde(default = "yes")]
     pub approved: bool,
+    /// How the unified API (`/v1/chat/completions` without a target) talks to this provider;
+    /// providers without it are reachable by passthrough only.
+    #[serde(default)]
+    pub api: Option<ApiConf>,
+}
+
+/// Which API a provider speaks to the unified endpoint.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiFormat {
+    /// OpenAI chat completions (OpenAI and every compatible provider): only `model` changes.
+    Openai,
+    /// Azure OpenAI: OpenAI bodies on `/openai/deployments/{deployment}/...?api-version=`.
+    Azure,
+    /// Anthropic Messages: requests and responses are translated.
+    Anthropic,
+}
+
+impl ApiFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiFormat::Openai => "openai",
+            ApiFormat::Azure => "azure",
+            ApiFormat::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// The unified-API side of a catalogue provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConf {
+    pub format: ApiFormat,
+    /// Prefix of the API paths on the origin: `/v1` gives `/v1/chat/completions`.
+    #[serde(default)]
+    pub base_path: String,
+    /// Environment variable that holds the gateway's key for this provider.
+    pub key_env: String,
+    /// Where the key goes when it differs from the passthrough `auth` (Gemini's OpenAI endpoint).
+    #[serde(default)]
+    pub auth: Option<ProviderAuthConf>,
+    /// Headers every unified request to this provider carries (`anthropic-version`).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Serves `/chat/completions`.
+    #[serde(default = "yes")]
+    pub chat: bool,
+    /// Serves `/embeddings`.
+    #[serde(default)]
+    pub embeddings: bool,
+    /// Tie-breaker between equally priced providers: lower goes first.
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+}
+
+fn default_priority() -> u32 {
+    4
+}
+
+/// A validated [`ApiConf`].
+#[derive(Debug, Clone)]
+pub struct ProviderApi {
+    pub format: ApiFormat,
+    pub base_path: String,
+    pub key_env: String,
+    pub auth_header: http::HeaderName,
+    pub auth_scheme: AuthScheme,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub chat: bool,
+    pub embeddings: bool,
+    pub priority: u32,
 }
 
 fn yes() -> bool {
@@ -73,6 +144,7 @@ pub struct Provider {
     pub auth_header: http::HeaderName,
     pub auth_scheme: AuthScheme,
     pub approved: bool,
+    pub api: Option<ProviderApi>,
 }
 
 /// Validated catalogue with lookup indexes.
@@ -85,6 +157,68 @@ pub struct Catalogue {
     prefixes: Vec<(String, Arc<Provider>)>,
     exact_aliases: HashMap<String, Arc<Provider>>,
     alias_patterns: Vec<(HostPattern, Arc<Provider>)>,
+}
+
+/// Validates a provider's `api:` block; problems go to `issues` under `at("api...")`.
+fn build_api(
+    a: &ApiConf,
+    passthrough: &ProviderAuthConf,
+    passthrough_header: &http::HeaderName,
+    at: &dyn Fn(&str) -> String,
+    issues: &mut Issues,
+) -> Option<ProviderApi> {
+    let mut ok = true;
+    if !(a.base_path.is_empty() || (a.base_path.starts_with('/') && !a.base_path.ends_with('/'))) {
+        issues.push(
+            at("api.base_path"),
+            format!("'{}' must be empty or look like /v1 (leading slash, no trailing slash)", a.base_path),
+        );
+        ok = false;
+    }
+    if a.key_env.is_empty() {
+        issues.push(at("api.key_env"), "must name an environment variable".into());
+        ok = false;
+    }
+    let (auth_header, auth_scheme) = match &a.auth {
+        None => (passthrough_header.clone(), passthrough.scheme),
+        Some(auth) => match http::HeaderName::from_bytes(auth.header.to_ascii_lowercase().as_bytes()) {
+            Ok(h) => (h, auth.scheme),
+            Err(_) => {
+                issues.push(
+                    at("api.auth.header"),
+                    format!("'{}' is not a valid header name", auth.header),
+                );
+                return None;
+            }
+        },
+    };
+    let mut headers = Vec::new();
+    for (k, v) in &a.headers {
+        match (
+            http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
+            (Ok(n), Ok(v)) => headers.push((n, v)),
+            _ => {
+                issues.push(
+                    at(&format!("api.headers.{k}")),
+                    "is not a valid header name and value".into(),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then(|| ProviderApi {
+        format: a.format,
+        base_path: a.base_path.clone(),
+        key_env: a.key_env.clone(),
+        auth_header,
+        auth_scheme,
+        headers,
+        chat: a.chat,
+        embeddings: a.embeddings,
+        priority: a.priority,
+    })
 }
 
 impl Catalogue {
@@ -172,6 +306,10 @@ impl Catalogue {
                     continue;
                 }
             };
+            let api = pc
+                .api
+                .as_ref()
+                .and_then(|a| build_api(a, &pc.auth, &auth_header, &at, issues));
             let p = Arc::new(Provider {
                 name: name.clone(),
                 origin,
@@ -181,6 +319,7 @@ impl Catalogue {
                 auth_header,
                 auth_scheme: pc.auth.scheme,
                 approved: pc.approved,
+                api,
             });
             cat.index(p);
         }

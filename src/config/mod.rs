@@ -17,6 +17,7 @@ use crate::export::ExportConf;
 use crate::failover::health::HealthConf;
 use crate::pricing::{Pricing, PricingFile};
 use crate::routing::Origin;
+use crate::unified::{ProviderSettings, Registry};
 use catalogue::{Catalogue, CatalogueFile};
 
 pub const EMBEDDED: &str = include_str!("../../conf/switchyard.yaml");
@@ -54,9 +55,12 @@ pub struct FileConfig {
     /// Request log export (sinks, batching, body capture).
     #[serde(default)]
     pub export: ExportConf,
-    /// Path of the pricing registry; the embedded `conf/models.yaml` when absent.
+    /// Path of the model registry (routing and prices); the embedded `conf/models.yaml` when absent.
     #[serde(default)]
     pub pricing: Option<PathBuf>,
+    /// Unified API settings per catalogue provider: key variable, base URL, Azure deployments.
+    #[serde(default)]
+    pub providers: std::collections::BTreeMap<String, ProviderSettings>,
     /// Where persistent state (quota counters) lives.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -267,6 +271,8 @@ pub struct Config {
     pub health: HealthConf,
     pub export: ExportConf,
     pub pricing: Pricing,
+    /// The unified API's model -> providers registry.
+    pub registry: Registry,
     pub state_dir: PathBuf,
 }
 
@@ -419,7 +425,6 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
     for (field, message) in pricing_file.problems() {
         issues.push(format!("pricing.{field}"), message);
     }
-    let pricing = Pricing::from_file(pricing_file);
     let mut aliases: Vec<(String, String)> = fc
         .host_aliases
         .iter()
@@ -436,6 +441,14 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         };
         issues.push(path, i.message);
     }
+    let registry = Registry::build(
+        &pricing_file,
+        &catalogue,
+        &fc.providers,
+        &|name| std::env::var(name).ok(),
+        &mut issues,
+    );
+    let pricing = Pricing::from_file(pricing_file);
 
     let s = &fc.server;
     if s.threads == 0 || s.threads > 256 {
@@ -638,6 +651,7 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         health: fc.health,
         export,
         pricing,
+        registry,
         state_dir: resolve(&fc.state_dir),
         server: fc.server,
     })
