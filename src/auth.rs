@@ -76,7 +76,7 @@ impl KeyStore {
     pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Arc<str>, GatewayError> {
         let Some(raw) = header else {
             return Err(GatewayError::Unauthorized(
-                "missing gateway key: send it as 'Helicone-Auth: Bearer <key>'".into(),
+                "missing gateway key: send it as 'Helicone-Auth: Bearer <key>' (on the unified API /v1/chat/completions also as 'Authorization: Bearer <key>', the OpenAI SDK's api_key)".into(),
             ));
         };
         let key = bearer_token(raw).ok_or_else(|| {

@@ -14,6 +14,8 @@ use crate::error::GatewayError;
 use crate::failover::{CodeSet, Cursor, RetryPolicy};
 use crate::metrics::Rejection;
 use crate::routing::Route;
+use crate::unified::response::{Mapper, Report};
+use crate::unified::{Candidate, Op};
 use crate::usage::Tap;
 
 /// One upstream the request may go to: the primary, or a `Helicone-Fallbacks` entry.
@@ -29,8 +31,19 @@ pub struct Target {
     pub headers: Option<Vec<(HeaderName, HeaderValue)>>,
     /// This target's body when it differs from the client's (`bodyKeyOverride`).
     pub body: Option<Bytes>,
-    /// Statuses that move on to the next target (fallback entries).
+    /// Statuses that move on to the next target (fallback entries, unified attempts).
     pub on_codes: Option<CodeSet>,
+    /// The provider and model of a unified-API attempt.
+    pub unified: Option<Candidate>,
+}
+
+/// A unified-API request's own state.
+pub struct UnifiedState {
+    pub op: Op,
+    /// What the client asked for: the translated Anthropic stream ends with a usage chunk.
+    pub include_usage: bool,
+    /// Rewrites the answer on its way to the client (Anthropic translation, aggregated error).
+    pub mapper: Option<Mapper>,
 }
 
 /// One upstream attempt, for the request's log record.
@@ -43,6 +56,11 @@ pub struct Attempt {
     pub error: Option<String>,
     /// Retries on this target before this attempt.
     pub retry: u32,
+    /// Unified API: the provider and its model id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 pub struct RequestCtx {
@@ -84,6 +102,8 @@ pub struct RequestCtx {
     /// The start of the response body, kept for the log record (up to the export cap).
     pub response_capture: Vec<u8>,
     pub response_total: usize,
+    /// Set for requests of the unified API.
+    pub unified: Option<UnifiedState>,
 }
 
 impl RequestCtx {
@@ -114,6 +134,7 @@ impl RequestCtx {
             tap: None,
             response_capture: Vec::new(),
             response_total: 0,
+            unified: None,
         }
     }
 
@@ -138,9 +159,19 @@ impl RequestCtx {
 
     /// A response body chunk on its way to the client: usage tap and capture for the record.
     pub fn observe_body(&mut self, chunk: &[u8], capture_cap: usize) {
+        self.tap_body(chunk);
+        self.capture_body(chunk, capture_cap);
+    }
+
+    /// The provider's answer, as it came (usage is read from it).
+    pub fn tap_body(&mut self, chunk: &[u8]) {
         if let Some(t) = self.tap.as_mut() {
             t.on_chunk(chunk);
         }
+    }
+
+    /// The answer as the client gets it, kept for the record up to `capture_cap`.
+    pub fn capture_body(&mut self, chunk: &[u8], capture_cap: usize) {
         self.response_total += chunk.len();
         let room = capture_cap.saturating_sub(self.response_capture.len());
         self.response_capture
@@ -154,13 +185,34 @@ impl RequestCtx {
             .take()
             .map_or(0, |s| s.elapsed().as_millis() as u64);
         let target = self.target().map_or_else(String::new, |t| t.origin.clone());
+        let unified = self.target().and_then(|t| t.unified.as_ref());
+        let provider = unified.map(|c| c.endpoint.name.clone());
+        let model = unified.map(|c| c.model_id.clone());
         self.attempts.push(Attempt {
             target,
             status,
             latency_ms,
             error,
             retry: self.cursor.retries,
+            provider,
+            model,
         });
+    }
+
+    /// The unified attempts so far, as the client's error lists them.
+    pub fn reports(&self) -> Vec<Report> {
+        self.attempts
+            .iter()
+            .map(|a| Report {
+                provider: a.provider.clone().unwrap_or_default(),
+                model: a.model.clone().unwrap_or_default(),
+                status: a.status,
+                message: a
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| format!("the provider answered {}", a.status)),
+            })
+            .collect()
     }
 }
 
@@ -193,6 +245,7 @@ mod tests {
             headers: None,
             body: None,
             on_codes: None,
+            unified: None,
         });
         ctx.attempt_start = Some(Instant::now());
         ctx.record_attempt(502, Some("refused".into()));

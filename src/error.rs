@@ -20,6 +20,11 @@ pub enum GatewayError {
     /// An unknown `model` on the unified API.
     #[error("{0}")]
     ModelNotFound(String),
+    #[error("{message}")]
+    MethodNotAllowed {
+        message: String,
+        allow: &'static str,
+    },
     #[error("{0}")]
     LengthRequired(String),
     #[error("request body is larger than the configured limit of {limit} bytes; send a smaller body or raise limits.max_body_bytes")]
@@ -55,6 +60,7 @@ impl GatewayError {
             Self::Unauthorized(_) => 401,
             Self::Forbidden(_) => 403,
             Self::NotFound(_) | Self::ModelNotFound(_) => 404,
+            Self::MethodNotAllowed { .. } => 405,
             Self::LengthRequired(_) => 411,
             Self::PayloadTooLarge { .. } => 413,
             Self::TooManyRequests { .. } => 429,
@@ -68,9 +74,10 @@ impl GatewayError {
     /// The OpenAI `error.type` value.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::BadRequest(_) | Self::LengthRequired(_) | Self::PayloadTooLarge { .. } => {
-                "invalid_request_error"
-            }
+            Self::BadRequest(_)
+            | Self::LengthRequired(_)
+            | Self::PayloadTooLarge { .. }
+            | Self::MethodNotAllowed { .. } => "invalid_request_error",
             Self::Unauthorized(_) => "authentication_error",
             Self::Forbidden(_) => "permission_error",
             Self::NotFound(_) => "not_found_error",
@@ -90,6 +97,7 @@ impl GatewayError {
             Self::Forbidden(_) => "target_refused",
             Self::NotFound(_) => "no_route",
             Self::ModelNotFound(_) => "model_not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::LengthRequired(_) => "length_required",
             Self::PayloadTooLarge { .. } => "body_too_large",
             Self::TooManyRequests { .. } => "rate_limited",
@@ -131,6 +139,9 @@ impl GatewayError {
         h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         h.insert_header(headers::HELICONE_ID.clone(), request_id)?;
+        if let Self::MethodNotAllowed { allow, .. } = self {
+            h.insert_header(http::header::ALLOW, *allow)?;
+        }
         if let Self::TooManyRequests {
             retry_after_secs, ..
         } = self

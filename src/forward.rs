@@ -59,7 +59,8 @@ impl Forwarder {
         resp: Box<ResponseHeader>,
         peer: &HttpPeer,
         conf: &UpstreamConf,
-        on_chunk: &mut (dyn FnMut(&[u8]) + Send),
+        // each chunk (and `None` at the end, with `true`) may be rewritten before it is written
+        on_chunk: &mut (dyn FnMut(&mut Option<Bytes>, bool) + Send),
     ) {
         if let Err(e) = session.write_response_header(resp, false).await {
             log::debug!("client left before the response header: {e}");
@@ -68,10 +69,13 @@ impl Forwarder {
         loop {
             match up.read_response_body().await {
                 Ok(Some(chunk)) => {
-                    on_chunk(&chunk);
-                    if let Err(e) = session.write_response_body(Some(chunk), false).await {
-                        log::debug!("client left mid-response: {e}");
-                        return;
+                    let mut body = Some(chunk);
+                    on_chunk(&mut body, false);
+                    if let Some(b) = body.filter(|b| !b.is_empty()) {
+                        if let Err(e) = session.write_response_body(Some(b), false).await {
+                            log::debug!("client left mid-response: {e}");
+                            return;
+                        }
                     }
                 }
                 Ok(None) => break,
@@ -81,7 +85,12 @@ impl Forwarder {
                 }
             }
         }
-        if let Err(e) = session.write_response_body(None, true).await {
+        let mut last = None;
+        on_chunk(&mut last, true);
+        if let Err(e) = session
+            .write_response_body(last.filter(|b| !b.is_empty()), true)
+            .await
+        {
             log::debug!("client left at the end of the response: {e}");
             return;
         }

@@ -28,6 +28,10 @@ pub const SESSION_NAME: &str = "helicone-session-name";
 
 pub static FALLBACK_INDEX: HeaderName = HeaderName::from_static("helicone-fallback-index");
 
+/// Unified API: which provider answered, under which model id.
+pub static PROVIDER: HeaderName = HeaderName::from_static("helicone-provider");
+pub static MODEL: HeaderName = HeaderName::from_static("helicone-model");
+
 pub static HELICONE_ID: HeaderName = HeaderName::from_static("helicone-id");
 pub static RETRY_AFTER: HeaderName = HeaderName::from_static("retry-after");
 

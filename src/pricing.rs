@@ -22,7 +22,9 @@ impl PricingFile {
         let mut seen = std::collections::HashSet::new();
         for (i, m) in self.models.iter().enumerate() {
             if m.model.is_empty()
-                || m.model.bytes().any(|b| matches!(b, b'/' | b',' | b'!') || b.is_ascii_whitespace())
+                || m.model
+                    .bytes()
+                    .any(|b| matches!(b, b'/' | b',' | b'!') || b.is_ascii_whitespace())
             {
                 out.push((
                     format!("models[{i}].model"),

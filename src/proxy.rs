@@ -13,10 +13,10 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::body;
 use crate::config::{Config, UnapprovedPolicy};
-use crate::ctx::{RequestCtx, Target};
+use crate::ctx::{RequestCtx, Target, UnifiedState};
 use crate::error::GatewayError;
 use crate::export::{record, Exporter};
-use crate::failover::{self, health::Health, FallbackEntry, Next};
+use crate::failover::{self, health::Health, CodeSet, FallbackEntry, Next};
 use crate::forward::Forwarder;
 use crate::headers;
 use crate::limits::origin_quota::OriginQuota;
@@ -24,6 +24,7 @@ use crate::metrics::{Metrics, Observation, Rejection};
 use crate::pricing::Pricing;
 use crate::routing::{self, RequestMeta, Route, RouteKind};
 use crate::ssrf;
+use crate::unified::{self, request as unified_request, response as unified_response, Op};
 use crate::upstream;
 use crate::usage::Tap;
 
@@ -58,17 +59,69 @@ fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
 async fn respond_json(
     session: &mut Session,
     status: u16,
-    body: &'static str,
+    body: impl Into<Bytes>,
     id: &str,
 ) -> Result<()> {
+    let body = body.into();
     let mut h = ResponseHeader::build(status, Some(3))?;
     h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     h.insert_header(headers::HELICONE_ID.clone(), id)?;
     session.write_response_header(Box::new(h), false).await?;
-    session
-        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
-        .await
+    session.write_response_body(Some(body), true).await
+}
+
+/// What a request without a target header on a unified-API path is.
+enum UnifiedRoute {
+    Call(Op),
+    /// `GET /v1/models` (`None`) or `GET /v1/models/{id}`.
+    Models(Option<String>),
+    WrongMethod(&'static str),
+}
+
+/// The unified-API endpoint of `req`, if it is one (a host alias wins: it is the drop-in for
+/// Helicone's provider subdomains).
+fn unified_route(req: &RequestHeader, cfg: &Config) -> Option<UnifiedRoute> {
+    let path = req.uri.path();
+    let path = path
+        .strip_prefix("/v1")
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or(path);
+    let (want, route) = match path {
+        "/chat/completions" => ("POST", UnifiedRoute::Call(Op::Chat)),
+        "/embeddings" => ("POST", UnifiedRoute::Call(Op::Embeddings)),
+        "/models" => ("GET", UnifiedRoute::Models(None)),
+        p => match p.strip_prefix("/models/") {
+            Some(id) if !id.is_empty() => ("GET", UnifiedRoute::Models(Some(id.to_string()))),
+            _ => return None,
+        },
+    };
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.host());
+    if host.is_some_and(|h| cfg.catalogue.by_host_alias(h).is_some()) {
+        return None;
+    }
+    if req.method.as_str() != want {
+        return Some(UnifiedRoute::WrongMethod(want));
+    }
+    Some(route)
+}
+
+/// A response body chunk on its way to the client: the usage tap reads the provider's bytes, the
+/// unified mapper rewrites them, the record keeps what the client got.
+fn filter_response_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end: bool, cap: usize) {
+    if let Some(b) = body.as_ref() {
+        ctx.tap_body(b);
+    }
+    if let Some(m) = ctx.unified.as_mut().and_then(|u| u.mapper.as_mut()) {
+        m.map(body, end);
+    }
+    if let Some(b) = body.as_ref() {
+        ctx.capture_body(b, cap);
+    }
 }
 
 async fn respond_error(session: &mut Session, ctx: &RequestCtx, e: &GatewayError) {
@@ -150,11 +203,19 @@ impl Gateway {
             }
         }
 
+        let unified = if target.is_none() && fallbacks.is_none() {
+            unified_route(req, &self.cfg)
+        } else {
+            None
+        };
         if !self.cfg.keys.is_empty() {
-            let key = self
-                .cfg
-                .keys
-                .authenticate(header(req, headers::HELICONE_AUTH));
+            let mut carried = header(req, headers::HELICONE_AUTH);
+            if carried.is_none() && unified.is_some() {
+                // the OpenAI SDK's api_key; it never goes upstream (unified attempts carry only
+                // the provider's key)
+                carried = header(req, http::header::AUTHORIZATION.as_str());
+            }
+            let key = self.cfg.keys.authenticate(carried);
             ctx.key_id = Some(key.map_err(|e| (Some(Rejection::Auth), e))?);
         }
 
@@ -169,6 +230,30 @@ impl Gateway {
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         })
         .map_err(bad)?;
+        match unified {
+            None => {}
+            Some(UnifiedRoute::WrongMethod(allow)) => {
+                return Err((
+                    Some(Rejection::BadRequest),
+                    GatewayError::MethodNotAllowed {
+                        message: format!(
+                            "{} {} is not served: this endpoint of the unified API takes {allow}",
+                            req.method,
+                            req.uri.path()
+                        ),
+                        allow,
+                    },
+                ))
+            }
+            Some(UnifiedRoute::Models(id)) => {
+                let (status, body) = unified::models_json(&self.cfg.registry, id.as_deref());
+                if let Err(e) = respond_json(session, status, body, &ctx.id).await {
+                    log::debug!("models response failed: {e}");
+                }
+                return Ok(Admitted::Done);
+            }
+            Some(UnifiedRoute::Call(op)) => return self.admit_unified(session, ctx, op).await,
+        }
         let mut plan: Vec<(Route, Option<FallbackEntry>)> =
             Vec::with_capacity(entries.len().max(1));
         if entries.is_empty() {
@@ -249,6 +334,7 @@ impl Gateway {
                 headers,
                 body: None,
                 on_codes,
+                unified: None,
             });
         }
         // the first attempt's quota is charged now, before the body is read; later attempts
@@ -261,6 +347,24 @@ impl Gateway {
             }
         }
 
+        self.read_body(session, ctx).await?;
+        for (i, over) in overrides.iter().enumerate() {
+            if let Some(v) = over {
+                ctx.targets[i].body =
+                    Some(failover::override_body(&ctx.body.bytes, v, i).map_err(bad)?);
+            }
+        }
+        if ctx.body.present && !ctx.body.replayable {
+            return self.forward_manually(session, ctx).await;
+        }
+        Ok(Admitted::Proxy)
+    }
+
+    async fn read_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), Refusal> {
         ctx.body = body::read(session, self.cfg.limits.max_body_bytes)
             .await
             .map_err(|e| {
@@ -271,12 +375,109 @@ impl Gateway {
                 };
                 (Some(reason), e)
             })?;
-        for (i, over) in overrides.iter().enumerate() {
-            if let Some(v) = over {
-                ctx.targets[i].body =
-                    Some(failover::override_body(&ctx.body.bytes, v, i).map_err(bad)?);
-            }
+        Ok(())
+    }
+
+    /// The unified API: body, model string, provider attempts (each with its own path, key and
+    /// body), all SSRF-checked before anything is sent.
+    async fn admit_unified(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        op: Op,
+    ) -> std::result::Result<Admitted, Refusal> {
+        self.read_body(session, ctx).await?;
+        let req = unified_request::parse(op, &ctx.body.bytes)
+            .map_err(|e| (Some(Rejection::BadRequest), e))?;
+        let health = &self.health;
+        let candidates = self
+            .cfg
+            .registry
+            .plan(&req.model, op, &|ep| {
+                ep.origin
+                    .as_ref()
+                    .is_none_or(|o| health.allow(&o.to_string()))
+            })
+            .map_err(|e| {
+                let reason = if matches!(e, GatewayError::ModelNotFound(_)) {
+                    Rejection::NoRoute
+                } else {
+                    Rejection::BadRequest
+                };
+                (Some(reason), e)
+            })?;
+        let client = session.req_header();
+        let accept = client.headers.get(http::header::ACCEPT).cloned();
+        let user_agent = client.headers.get(http::header::USER_AGENT).cloned();
+        let mut problems: Vec<GatewayError> = Vec::new();
+        for c in candidates {
+            let Some(origin) = c.endpoint.origin.clone() else {
+                continue;
+            };
+            let prepared =
+                match unified_request::prepare(&req, &c, accept.as_ref(), user_agent.as_ref()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        problems.push(e);
+                        continue;
+                    }
+                };
+            let policy = self.cfg.origin_policy(&origin).cloned().unwrap_or_default();
+            let addr = match self.guard.resolve(&origin, policy.allow_private).await {
+                Ok(a) => a,
+                Err(e) => {
+                    log::warn!("unified attempt {} left out: {e}", c.label());
+                    problems.push(e);
+                    continue;
+                }
+            };
+            ctx.targets.push(Target {
+                origin: origin.to_string(),
+                route: Route {
+                    origin,
+                    upstream_path: prepared.path,
+                    provider: Some(c.endpoint.provider.clone()),
+                    approved: true,
+                    kind: RouteKind::Unified,
+                },
+                addr,
+                policy,
+                // the operator chose these origins, not the client
+                approved: true,
+                headers: Some(prepared.headers),
+                body: Some(prepared.body),
+                on_codes: Some(CodeSet::non_success()),
+                unified: Some(c),
+            });
         }
+        if ctx.targets.is_empty() {
+            let reason = if problems
+                .iter()
+                .any(|e| matches!(e, GatewayError::Forbidden(_)))
+            {
+                Rejection::Ssrf
+            } else {
+                Rejection::BadRequest
+            };
+            let e = if problems.len() == 1 {
+                problems.remove(0)
+            } else {
+                GatewayError::BadRequest(format!(
+                    "no provider attempt could be made: {}",
+                    problems
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ))
+            };
+            return Err((Some(reason), e));
+        }
+        ctx.unified = Some(UnifiedState {
+            op,
+            include_usage: req.include_usage,
+            mapper: None,
+        });
         if ctx.body.present && !ctx.body.replayable {
             return self.forward_manually(session, ctx).await;
         }
@@ -365,23 +566,65 @@ impl Gateway {
                         continue;
                     }
                     ctx.ttfb = Some(ctx.start.elapsed());
-                    self.add_response_headers(&mut resp, ctx)
+                    self.shape_response(&mut resp, ctx)
                         .map_err(|e| (None, GatewayError::Internal(e.to_string())))?;
-                    let content_type = resp
-                        .headers
-                        .get(http::header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok());
-                    ctx.tap = Some(Tap::new(content_type));
                     let cap = self.capture_cap();
                     self.forwarder
-                        .relay(session, up, resp, &peer, &self.cfg.upstream, &mut |chunk| {
-                            ctx.observe_body(chunk, cap)
-                        })
+                        .relay(
+                            session,
+                            up,
+                            resp,
+                            &peer,
+                            &self.cfg.upstream,
+                            &mut |body, end| filter_response_body(ctx, body, end, cap),
+                        )
                         .await;
                     return Ok(Admitted::Done);
                 }
             }
         }
+    }
+
+    /// The response header the client gets: usage tap set up, the unified mapping chosen,
+    /// gateway headers added.
+    fn shape_response(&self, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        let content_type = resp
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        ctx.tap = Some(Tap::new(content_type));
+        let sse = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
+        if let Some(c) = ctx.target().and_then(|t| t.unified.clone()) {
+            let status = resp.status.as_u16();
+            let include_usage = ctx.unified.as_ref().is_some_and(|u| u.include_usage);
+            let mapper = if (200..300).contains(&status) {
+                resp.insert_header(headers::PROVIDER.clone(), c.endpoint.name.as_str())?;
+                resp.insert_header(headers::MODEL.clone(), c.model_id.as_str())?;
+                unified_response::Mapper::for_success(c.endpoint.format, sse, include_usage)
+            } else {
+                // the last attempt failed too: the client gets the aggregated error
+                let reports = ctx.reports();
+                resp.set_status(unified_response::telling_status(&reports))?;
+                Some(unified_response::Mapper::Failed {
+                    buf: Vec::new(),
+                    format: c.endpoint.format,
+                    reports,
+                })
+            };
+            if let Some(m) = &mapper {
+                // the body changes length: chunked to the client
+                resp.remove_header(&http::header::CONTENT_LENGTH);
+                resp.remove_header(&http::header::CONTENT_ENCODING);
+                resp.insert_header(http::header::CONTENT_TYPE, m.content_type())?;
+                if matches!(m, unified_response::Mapper::AnthropicSse(_)) {
+                    resp.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
+                }
+            }
+            if let Some(u) = ctx.unified.as_mut() {
+                u.mapper = mapper;
+            }
+        }
+        self.add_response_headers(resp, ctx)
     }
 
     fn add_response_headers(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
@@ -560,24 +803,17 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let content_type = upstream_response
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        ctx.tap = Some(Tap::new(content_type));
-        self.add_response_headers(upstream_response, ctx)
+        self.shape_response(upstream_response, ctx)
     }
 
     fn response_body_filter(
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if let Some(b) = body.as_ref() {
-            ctx.observe_body(b, self.capture_cap());
-        }
+        filter_response_body(ctx, body, end_of_stream, self.capture_cap());
         Ok(None)
     }
 
@@ -636,10 +872,14 @@ impl ProxyHttp for Gateway {
             .response_written()
             .map(|r| r.status.as_u16())
             .filter(|s| *s >= 200);
-        let decided = ctx
-            .pending_error
-            .take()
-            .or_else(|| GatewayError::from_proxy_error(e));
+        let decided = ctx.pending_error.take().or_else(|| {
+            if ctx.unified.is_some() && !ctx.attempts.is_empty() {
+                // no provider answered in the end: list every attempt
+                Some(unified_response::aggregate(&ctx.reports(), None))
+            } else {
+                GatewayError::from_proxy_error(e)
+            }
+        });
         let code = match (written, decided) {
             (Some(status), _) => status,
             (None, Some(g)) => {

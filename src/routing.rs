@@ -118,6 +118,8 @@ pub enum RouteKind {
     Fallback,
     PathPrefix,
     HostAlias,
+    /// An attempt of the unified API.
+    Unified,
 }
 
 /// Where a passthrough request goes.

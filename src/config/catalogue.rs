@@ -171,26 +171,34 @@ fn build_api(
     if !(a.base_path.is_empty() || (a.base_path.starts_with('/') && !a.base_path.ends_with('/'))) {
         issues.push(
             at("api.base_path"),
-            format!("'{}' must be empty or look like /v1 (leading slash, no trailing slash)", a.base_path),
+            format!(
+                "'{}' must be empty or look like /v1 (leading slash, no trailing slash)",
+                a.base_path
+            ),
         );
         ok = false;
     }
     if a.key_env.is_empty() {
-        issues.push(at("api.key_env"), "must name an environment variable".into());
+        issues.push(
+            at("api.key_env"),
+            "must name an environment variable".into(),
+        );
         ok = false;
     }
     let (auth_header, auth_scheme) = match &a.auth {
         None => (passthrough_header.clone(), passthrough.scheme),
-        Some(auth) => match http::HeaderName::from_bytes(auth.header.to_ascii_lowercase().as_bytes()) {
-            Ok(h) => (h, auth.scheme),
-            Err(_) => {
-                issues.push(
-                    at("api.auth.header"),
-                    format!("'{}' is not a valid header name", auth.header),
-                );
-                return None;
+        Some(auth) => {
+            match http::HeaderName::from_bytes(auth.header.to_ascii_lowercase().as_bytes()) {
+                Ok(h) => (h, auth.scheme),
+                Err(_) => {
+                    issues.push(
+                        at("api.auth.header"),
+                        format!("'{}' is not a valid header name", auth.header),
+                    );
+                    return None;
+                }
             }
-        },
+        }
     };
     let mut headers = Vec::new();
     for (k, v) in &a.headers {

@@ -256,6 +256,8 @@ pub fn sample(i: usize) -> Record {
             latency_ms: 412,
             error: None,
             retry: 0,
+            provider: None,
+            model: None,
         }],
         fallback_index: None,
         retries: 0,

@@ -23,6 +23,11 @@ pub const MAX_RETRIES: u32 = 10;
 pub struct CodeSet(Vec<(u16, u16)>);
 
 impl CodeSet {
+    /// Every status but 2xx: the unified API moves on after any of them.
+    pub fn non_success() -> CodeSet {
+        CodeSet(vec![(100, 199), (300, 599)])
+    }
+
     pub fn matches(&self, status: u16) -> bool {
         self.0.iter().any(|(a, b)| *a <= status && status <= *b)
     }

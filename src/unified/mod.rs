@@ -189,7 +189,7 @@ pub fn close_matches<'a>(word: &str, pool: impl Iterator<Item = &'a str>) -> Vec
     let mut scored: Vec<(f64, &str)> = pool
         .map(|c| {
             let mut s = strsim::jaro_winkler(&w, &c.to_ascii_lowercase());
-            if c.contains(&w) || w.contains(c) {
+            if c.to_ascii_lowercase().contains(&w) {
                 s += 0.2;
             }
             (s, c)
@@ -350,7 +350,8 @@ impl Registry {
             for (model, deployment) in &ep.deployments {
                 let at = format!("providers.{}.deployments.{model}", ep.name);
                 let Some(entry) = reg.models.get_mut(&model.to_ascii_lowercase()) else {
-                    let names: Vec<&str> = pricing.models.iter().map(|m| m.model.as_str()).collect();
+                    let names: Vec<&str> =
+                        pricing.models.iter().map(|m| m.model.as_str()).collect();
                     issues.push(
                         at,
                         format!(
@@ -398,7 +399,11 @@ impl Registry {
     fn unknown_provider(&self, p: &str, at: &str) -> GatewayError {
         GatewayError::BadRequest(format!(
             "{at}: unknown provider '{p}'. Providers of the unified API: {}.{}",
-            self.endpoints.keys().cloned().collect::<Vec<_>>().join(", "),
+            self.endpoints
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
             did_you_mean(&close_matches(p, self.endpoints.keys().map(String::as_str)))
         ))
     }
@@ -445,8 +450,7 @@ impl Registry {
             )));
         }
         // stable: the order above holds within each group
-        let (mut ok, open): (Vec<_>, Vec<_>) =
-            out.into_iter().partition(|c| healthy(&c.endpoint));
+        let (mut ok, open): (Vec<_>, Vec<_>) = out.into_iter().partition(|c| healthy(&c.endpoint));
         ok.extend(open);
         ok.truncate(MAX_ATTEMPTS);
         Ok(ok)
@@ -478,22 +482,9 @@ impl Registry {
             }
             true
         };
-        let from_offers = |entry: &ModelEntry, offers: Vec<&Offer>| -> Vec<Candidate> {
-            let mut offers = offers;
-            offers.sort_by(|a, b| {
-                (a.input + a.output)
-                    .total_cmp(&(b.input + b.output))
-                    .then(a.priority.cmp(&b.priority))
-            });
-            offers
-                .into_iter()
-                .map(|o| Candidate {
-                    endpoint: o.endpoint.clone(),
-                    model: entry.name.clone(),
-                    model_id: o.model_id.clone(),
-                    deployment: o.deployment.clone(),
-                })
-                .collect()
+        let from_offers = |entry: &ModelEntry, mut offers: Vec<&Offer>| -> Vec<Candidate> {
+            offers.sort_by(|a, b| cheaper(a, b));
+            offers.into_iter().map(|o| candidate(entry, o)).collect()
         };
         let kind_matches = |e: &ModelEntry| e.kind == op.kind();
         // the whole item may be a model name or a provider id with '/' in it
@@ -514,24 +505,23 @@ impl Registry {
             }
             if let Some(ids) = as_id {
                 let before = skipped.len();
-                let mut out = Vec::new();
+                let mut pairs: Vec<(&ModelEntry, &Offer)> = Vec::new();
                 for (model, provider) in ids {
                     let Some(entry) = self.models.get(model).filter(|e| kind_matches(e)) else {
                         continue;
                     };
-                    let offers: Vec<&Offer> = entry
-                        .offers
-                        .iter()
-                        .filter(|o| {
-                            &o.endpoint.name == provider
-                                && o.model_id.eq_ignore_ascii_case(&whole)
-                                && usable(&o.endpoint, skipped)
-                        })
-                        .collect();
-                    out.extend(from_offers(entry, offers));
+                    for o in &entry.offers {
+                        if &o.endpoint.name == provider
+                            && o.model_id.eq_ignore_ascii_case(&whole)
+                            && usable(&o.endpoint, skipped)
+                        {
+                            pairs.push((entry, o));
+                        }
+                    }
                 }
-                if !out.is_empty() || skipped.len() > before {
-                    return Ok(out);
+                pairs.sort_by(|(_, a), (_, b)| cheaper(a, b));
+                if !pairs.is_empty() || skipped.len() > before {
+                    return Ok(pairs.into_iter().map(|(e, o)| candidate(e, o)).collect());
                 }
             }
             let names = self
@@ -549,6 +539,12 @@ impl Registry {
         let Some(ep) = self.endpoints.get(&provider) else {
             return Err(self.unknown_provider(&provider, &format!("`model` '{}'", spec.raw)));
         };
+        if ep.format != ApiFormat::Azure && spec.deployment.is_some() {
+            return Err(GatewayError::BadRequest(format!(
+                "`model` '{}': a third part (deployment) only applies to azure",
+                spec.raw
+            )));
+        }
         if !usable(ep, skipped) {
             return Ok(vec![]);
         }
@@ -571,13 +567,7 @@ impl Registry {
                     )))
                 }
             },
-            (_, Some(_)) => {
-                return Err(GatewayError::BadRequest(format!(
-                    "`model` '{}': a third part (deployment) only applies to azure",
-                    spec.raw
-                )))
-            }
-            (_, None) => None,
+            _ => None,
         };
         Ok(vec![Candidate {
             endpoint: ep.clone(),
@@ -585,6 +575,71 @@ impl Registry {
             model_id,
             deployment,
         }])
+    }
+}
+
+/// Cheapest (input + output) first, then priority.
+fn cheaper(a: &Offer, b: &Offer) -> std::cmp::Ordering {
+    (a.input + a.output)
+        .total_cmp(&(b.input + b.output))
+        .then(a.priority.cmp(&b.priority))
+}
+
+fn candidate(entry: &ModelEntry, o: &Offer) -> Candidate {
+    Candidate {
+        endpoint: o.endpoint.clone(),
+        model: entry.name.clone(),
+        model_id: o.model_id.clone(),
+        deployment: o.deployment.clone(),
+    }
+}
+
+/// `GET /v1/models` (`id` None) or `GET /v1/models/{id}`: (status, body), OpenAI's shape plus
+/// each model's providers, prices and whether this gateway has their key.
+pub fn models_json(reg: &Registry, id: Option<&str>) -> (u16, Vec<u8>) {
+    let created = chrono::NaiveDate::parse_from_str(&reg.as_of, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(0, |t| t.and_utc().timestamp());
+    let model = |e: &ModelEntry| {
+        serde_json::json!({
+            "id": e.name,
+            "object": "model",
+            "created": created,
+            "owned_by": e.offers.first().map_or("switchyard", |o| o.endpoint.name.as_str()),
+            "kind": match e.kind { ModelKind::Chat => "chat", ModelKind::Embedding => "embedding" },
+            "providers": e.offers.iter().map(|o| serde_json::json!({
+                "provider": o.endpoint.name,
+                "id": o.model_id,
+                "deployment": o.deployment,
+                "input_per_mtok": o.input,
+                "output_per_mtok": o.output,
+                "context_length": o.context,
+                "available": o.endpoint.unusable().is_none(),
+            })).collect::<Vec<_>>(),
+        })
+    };
+    let listed = || reg.models.values().filter(|e| !e.offers.is_empty());
+    match id {
+        None => {
+            let data: Vec<_> = listed().map(model).collect();
+            (
+                200,
+                serde_json::json!({"object": "list", "data": data})
+                    .to_string()
+                    .into_bytes(),
+            )
+        }
+        Some(id) => match reg.model(id).filter(|e| !e.offers.is_empty()) {
+            Some(e) => (200, model(e).to_string().into_bytes()),
+            None => {
+                let e = GatewayError::ModelNotFound(format!(
+                    "The model '{id}' is not in this gateway's model registry.{}",
+                    did_you_mean(&close_matches(id, listed().map(|e| e.name.as_str())))
+                ));
+                (e.status(), e.to_json().to_vec())
+            }
+        },
     }
 }
 

@@ -32,10 +32,7 @@ pub fn parse(s: &str) -> Result<Vec<Item<'_>>, String> {
     for (i, raw) in s.split(',').enumerate() {
         let item = raw.trim();
         if item.is_empty() {
-            return Err(format!(
-                "`model` item {} of '{s}' is empty: {HELP}",
-                i + 1
-            ));
+            return Err(format!("`model` item {} of '{s}' is empty: {HELP}", i + 1));
         }
         if let Some(p) = item.strip_prefix('!') {
             let p = p.trim();
@@ -160,7 +157,7 @@ mod tests {
             let e = parse(s).unwrap_err();
             assert!(e.contains(want), "{s:?}: {e}");
         }
-        let long = vec!["gpt-4o"; 11].join(",");
+        let long = ["gpt-4o"; 11].join(",");
         assert!(parse(&long).unwrap_err().contains("at most 10"));
     }
 }

@@ -36,8 +36,11 @@ pub fn parse(op: Op, bytes: &[u8]) -> Result<UnifiedRequest, GatewayError> {
             "the request body is empty; send a JSON object such as {shape}"
         )));
     }
-    let v: Value = serde_json::from_slice(bytes)
-        .map_err(|e| bad(format!("the request body is not valid JSON ({e}); send a JSON object such as {shape}")))?;
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| {
+        bad(format!(
+            "the request body is not valid JSON ({e}); send a JSON object such as {shape}"
+        ))
+    })?;
     let Value::Object(body) = v else {
         return Err(bad(format!(
             "the request body must be a JSON object such as {shape}"
@@ -51,9 +54,19 @@ pub fn parse(op: Op, bytes: &[u8]) -> Result<UnifiedRequest, GatewayError> {
     match op {
         Op::Chat => match body.get("messages") {
             Some(Value::Array(m)) if !m.is_empty() => {}
-            Some(Value::Array(_)) => return Err(bad("`messages` is empty; send at least one message".into())),
-            Some(_) => return Err(bad("`messages` must be an array of {\"role\", \"content\"} objects".into())),
-            None => return Err(bad(format!("`messages` is missing; send a JSON object such as {shape}"))),
+            Some(Value::Array(_)) => {
+                return Err(bad("`messages` is empty; send at least one message".into()))
+            }
+            Some(_) => {
+                return Err(bad(
+                    "`messages` must be an array of {\"role\", \"content\"} objects".into(),
+                ))
+            }
+            None => {
+                return Err(bad(format!(
+                    "`messages` is missing; send a JSON object such as {shape}"
+                )))
+            }
         },
         Op::Embeddings => {
             if body.get("input").is_none_or(Value::is_null) {
@@ -116,15 +129,14 @@ pub fn prepare(
             serde_json::to_vec(&b)
         }
         ApiFormat::Anthropic => {
-            let t = anthropic::request(&Value::Object(req.body.clone()), &c.model_id).map_err(
-                |e| {
+            let t =
+                anthropic::request(&Value::Object(req.body.clone()), &c.model_id).map_err(|e| {
                     bad(format!(
                         "this request cannot be sent to {} ({}): {e}",
                         ep.name,
                         c.label()
                     ))
-                },
-            )?;
+                })?;
             serde_json::to_vec(&t.body)
         }
     }

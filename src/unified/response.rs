@@ -230,7 +230,10 @@ mod tests {
 
     #[test]
     fn the_telling_status_prefers_key_problems_then_rate_limits_then_the_last() {
-        assert_eq!(telling_status(&[r("a", 500), r("b", 401), r("c", 429)]), 401);
+        assert_eq!(
+            telling_status(&[r("a", 500), r("b", 401), r("c", 429)]),
+            401
+        );
         assert_eq!(telling_status(&[r("a", 403), r("b", 500)]), 403);
         assert_eq!(telling_status(&[r("a", 429), r("b", 500)]), 429);
         assert_eq!(telling_status(&[r("a", 500), r("b", 404)]), 404);
@@ -246,7 +249,10 @@ mod tests {
         assert_eq!(v["error"]["attempts"][0]["provider"], "openai");
         assert_eq!(v["error"]["attempts"][1]["status"], 429);
         let msg = v["error"]["message"].as_str().unwrap();
-        assert!(msg.contains("all 2 provider attempts failed") && msg.contains("m/openai: 500"), "{msg}");
+        assert!(
+            msg.contains("all 2 provider attempts failed") && msg.contains("m/openai: 500"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -269,7 +275,10 @@ mod tests {
         m.map(&mut chunk, true);
         let v: Value = serde_json::from_slice(&chunk.unwrap()).unwrap();
         assert_eq!(v["error"]["type"], "invalid_request_error");
-        assert!(v["error"]["message"].as_str().unwrap().contains("max_tokens: too large"));
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_tokens: too large"));
         assert_eq!(v["error"]["attempts"][0]["model"], "claude-sonnet-4");
     }
 
