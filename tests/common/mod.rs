@@ -205,6 +205,38 @@ fn sse(state: Arc<MockState>, events: Vec<String>, every: Duration) -> Response<
         .unwrap()
 }
 
+/// A path under tests/fixtures.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+/// An SSE response sent as these raw chunks, `every` apart.
+fn raw_stream(state: Arc<MockState>, chunks: Vec<Bytes>, every: Duration) -> Response<Body> {
+    let guard = SseGuard { state, done: false };
+    let stream = futures_util::stream::unfold(
+        (0usize, chunks, guard),
+        move |(i, chunks, mut guard)| async move {
+            if i >= chunks.len() {
+                guard.mark_done();
+                return None;
+            }
+            if i > 0 {
+                tokio::time::sleep(every).await;
+            }
+            let c = chunks[i].clone();
+            Some((Ok::<_, Infallible>(Frame::data(c)), (i + 1, chunks, guard)))
+        },
+    );
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .unwrap()
+}
+
 async fn handle(req: Request<Incoming>, st: Arc<MockState>) -> Result<Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
     let bytes = body
@@ -245,11 +277,20 @@ async fn handle(req: Request<Incoming>, st: Arc<MockState>) -> Result<Response<B
             .then_some(script.fail_status)
     });
     if let Some(code) = scripted {
-        let mut r = full(
-            code,
-            "application/json",
-            format!(r#"{{"error":{{"message":"scripted {code}","type":"server_error"}}}}"#),
-        );
+        let body = if path.ends_with("/messages") {
+            // Anthropic's error shape
+            let kind = match code {
+                400 => "invalid_request_error",
+                401 => "authentication_error",
+                429 => "rate_limit_error",
+                529 => "overloaded_error",
+                _ => "api_error",
+            };
+            format!(r#"{{"type":"error","error":{{"type":"{kind}","message":"scripted {code}"}}}}"#)
+        } else {
+            format!(r#"{{"error":{{"message":"scripted {code}","type":"server_error"}}}}"#)
+        };
+        let mut r = full(code, "application/json", body);
         if let Some(ra) = script.retry_after {
             r.headers_mut().insert("retry-after", ra.parse().unwrap());
         }
@@ -308,9 +349,44 @@ async fn handle(req: Request<Incoming>, st: Arc<MockState>) -> Result<Response<B
             }
         }
         p if p.ends_with("/messages") => {
-            let body = serde_json::json!({"id":"msg_mock","type":"message","role":"assistant","model":"claude-mock",
-                "content":[{"type":"text","text":"Hello from mock"}],"stop_reason":"end_turn",
-                "usage":{"input_tokens":5,"output_tokens":3}});
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let tools = v["tools"].as_array().is_some_and(|t| !t.is_empty());
+            if v["stream"].as_bool() == Some(true) {
+                // a recorded Anthropic stream, cut at awkward places
+                let name = if tools { "stream_tools" } else { "stream_text" };
+                let raw = std::fs::read(fixture(&format!("anthropic/{name}.sse"))).unwrap();
+                let cuts = [
+                    0,
+                    7,
+                    raw.len() / 3,
+                    raw.len() / 3 + 1,
+                    raw.len() / 2 + 13,
+                    raw.len(),
+                ];
+                let chunks = cuts
+                    .windows(2)
+                    .map(|w| Bytes::copy_from_slice(&raw[w[0]..w[1]]))
+                    .collect();
+                return Ok(raw_stream(st, chunks, Duration::from_millis(5)));
+            }
+            let model = v["model"].as_str().unwrap_or("claude-mock");
+            let content = if tools {
+                let name = v["tools"][0]["name"].as_str().unwrap_or("tool");
+                serde_json::json!([{"type":"text","text":"Let me check."},
+                    {"type":"tool_use","id":"toolu_mock","name":name,"input":{"city":"Paris"}}])
+            } else {
+                serde_json::json!([{"type":"text","text":"Hello from mock"}])
+            };
+            let body = serde_json::json!({"id":"msg_mock","type":"message","role":"assistant","model":model,
+                "content":content,"stop_reason": if tools {"tool_use"} else {"end_turn"},
+                "usage":{"input_tokens":5,"output_tokens":3,"cache_read_input_tokens":2}});
+            full(200, "application/json", body.to_string())
+        }
+        p if p.ends_with("/embeddings") => {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let body = serde_json::json!({"object":"list","model":v["model"],
+                "data":[{"object":"embedding","index":0,"embedding":[0.25,-0.5,1.0]}],
+                "usage":{"prompt_tokens":4,"total_tokens":4}});
             full(200, "application/json", body.to_string())
         }
         "/sse" => {
@@ -493,6 +569,12 @@ impl Gateway {
             .stdout(Stdio::null())
             .stderr(out)
             .env("RUST_LOG", "info");
+        // a provider key from the developer's shell would send unified requests off the machine
+        for (k, _) in std::env::vars() {
+            if k.ends_with("_API_KEY") {
+                cmd.env_remove(k);
+            }
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
