@@ -9,44 +9,10 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-const GW_KEY: &str = "sk-gw-unified";
+const GW_KEY: &str = UNIFIED_GW_KEY;
 
-/// A gateway whose providers `(name, mock)` point at mocks, with a key for each.
 fn gateway(providers: &[(&str, &MockProvider)], extra_settings: &str, keys: bool) -> Gateway {
-    let mut conf = GatewayConf::default();
-    let mut settings = Vec::new();
-    let mut env: Vec<(String, String)> = vec![("SWITCHYARD_TEST_GW_KEY".into(), GW_KEY.into())];
-    for (name, mock) in providers {
-        conf = conf.allow(&mock.origin());
-        let base = match *name {
-            "anthropic" | "openai" | "together" => format!("{}/v1", mock.origin()),
-            "groq" => format!("{}/openai/v1", mock.origin()),
-            _ => mock.origin(),
-        };
-        let azure = if *name == "azure" {
-            ", deployments: {gpt-4o: prod-4o}"
-        } else {
-            ""
-        };
-        settings.push(format!("{name}: {{base_url: '{base}'{azure}}}"));
-        let var = match *name {
-            "azure" => "AZURE_OPENAI_API_KEY".to_string(),
-            n => format!("{}_API_KEY", n.to_ascii_uppercase()),
-        };
-        env.push((var, format!("sk-test-{name}")));
-    }
-    if !extra_settings.is_empty() {
-        settings.push(extra_settings.to_string());
-    }
-    if keys {
-        conf.keys = vec!["{id: team-a, env: SWITCHYARD_TEST_GW_KEY}".into()];
-    }
-    conf.extra = format!(
-        "providers: {{{}}}\nexport: {{batch_max_delay_ms: 50}}\n",
-        settings.join(", ")
-    );
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    Gateway::start_with_env(conf, &env)
+    unified_gateway(providers, extra_settings, keys)
 }
 
 async fn chat(gw: &Gateway, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
