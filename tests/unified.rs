@@ -489,3 +489,65 @@ async fn models_lists_the_registry_and_embeddings_and_azure_work() {
         .path_and_query
         .starts_with("/openai/deployments/mini-eu/chat/completions"));
 }
+
+#[tokio::test]
+async fn a_large_chunked_upload_is_translated_and_falls_through_the_same_way() {
+    // over 64 KiB without Content-Length: the gateway's manual exchange, not Pingora's replay
+    let together = MockProvider::failing(500);
+    let anthropic = MockProvider::start();
+    let gw = gateway(&[("together", &together), ("anthropic", &anthropic)], "", false);
+    let long = "x".repeat(200_000);
+    for stream in [false, true] {
+        let body = serde_json::to_vec(&json!({
+            "model": "llama-3.3-70b/together,claude-sonnet-4/anthropic",
+            "messages": user(&long), "stream": stream}))
+        .unwrap();
+        let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+            body.chunks(40_000).map(|c| Ok(c.to_vec())).collect();
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                pieces,
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["helicone-provider"], "anthropic");
+        let text = r.text().await.unwrap();
+        if stream {
+            let f = frames(&text);
+            assert_eq!(f.last().unwrap(), "[DONE]", "{text}");
+            assert!(text.contains("chat.completion.chunk"), "{text}");
+        } else {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["choices"][0]["message"]["content"], "Hello from mock");
+        }
+        let sent: Value = serde_json::from_slice(&anthropic.last().body).unwrap();
+        assert_eq!(sent["messages"][0]["content"][0]["text"], long.as_str());
+    }
+    assert_eq!(together.hits(), 2);
+}
+
+#[tokio::test]
+async fn retry_headers_apply_to_each_provider_of_the_chain() {
+    let together = MockProvider::start_scripted(Script {
+        fail_first: 1,
+        fail_status: 503,
+        ..Script::default()
+    });
+    let gw = gateway(&[("together", &together)], "", false);
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("Helicone-Retry-Enabled", "true")
+        .header("Helicone-Retry-Num", "2")
+        .header("Helicone-Retry-Min-Timeout", "10")
+        .header("Helicone-Retry-Max-Timeout", "50")
+        .json(&json!({"model": "llama-3.3-70b", "messages": user("Hi")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["helicone-provider"], "together");
+    assert_eq!(together.hits(), 2, "one retry on the same provider");
+}
