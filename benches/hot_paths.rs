@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the per-request hot paths: target resolution, upstream header
 //! rewrite, the SSRF address classifier, the error body, the usage tap, and the log record's
-//! encoding for each sink.
+//! encoding for each sink, the Anthropic stream translator, and the unified API's planning.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora_http::RequestHeader;
@@ -11,6 +11,7 @@ use switchyard::export::sinks::{ClickHouse, ClickHouseConf, Sink, Webhook, Webho
 use switchyard::routing::{self, RequestMeta};
 use switchyard::ssrf;
 use switchyard::translate::anthropic_stream::StreamTranslator as AnthropicStream;
+use switchyard::unified::{request as unified_request, Op, Registry};
 use switchyard::upstream;
 use switchyard::usage::Tap;
 
@@ -215,5 +216,47 @@ fn bench_translate(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, bench_logging, bench_translate);
+/// What the unified API does per request before anything is sent: parse the body, plan the
+/// attempts from the model string, and build each attempt's body (translated for Anthropic).
+fn bench_unified(c: &mut Criterion) {
+    let cfg = config::embedded().expect("embedded config");
+    let pricing: switchyard::pricing::PricingFile =
+        serde_yaml::from_str(switchyard::pricing::EMBEDDED).expect("models.yaml");
+    let mut issues = config::Issues::default();
+    let env = |name: &str| name.ends_with("_API_KEY").then(|| "sk-bench".to_string());
+    let reg = Registry::build(
+        &pricing,
+        &cfg.catalogue,
+        &Default::default(),
+        &env,
+        &mut issues,
+    );
+    let body = chat_json_request();
+    let mut g = c.benchmark_group("unified request");
+    for model in ["gpt-4o-mini", "claude-sonnet-4", "llama-3.3-70b", "gpt-4o/openai,claude-sonnet-4/anthropic"] {
+        g.bench_function(format!("parse + plan + prepare: {model}"), |b| {
+            let text = body.replace("MODEL", model);
+            b.iter(|| {
+                let req = unified_request::parse(Op::Chat, black_box(text.as_bytes())).expect("parse");
+                let plan = reg.plan(&req.model, Op::Chat, &|_| true).expect("plan");
+                let mut n = 0;
+                for cand in &plan {
+                    n += unified_request::prepare(&req, cand, None, None)
+                        .expect("prepare")
+                        .body
+                        .len();
+                }
+                n
+            })
+        });
+    }
+    g.finish();
+}
+
+/// A 1.3 KB chat request with a system prompt, two turns and a tool.
+fn chat_json_request() -> String {
+    r#"{"model":"MODEL","messages":[{"role":"system","content":"You are a concise assistant for an on-call team. Answer in three bullet points."},{"role":"user","content":"Summarise this incident: at 09:12 UTC the provider slowed down, p99 latency rose from 1.2 s to 9 s, retries doubled the load, the circuit breaker opened at 09:14 and traffic moved to the fallback provider; it recovered at 09:31."},{"role":"assistant","content":"- 09:12 slowdown\n- 09:14 breaker opened\n- 09:31 recovered"},{"role":"user","content":"What should we change?"}],"tools":[{"type":"function","function":{"name":"open_ticket","description":"Open a follow-up ticket","parameters":{"type":"object","properties":{"title":{"type":"string"},"priority":{"type":"string","enum":["p1","p2","p3"]}},"required":["title"]}}}],"temperature":0.2,"max_tokens":400,"stream":true,"user":"oncall-7"}"#.to_string()
+}
+
+criterion_group!(benches, bench, bench_logging, bench_translate, bench_unified);
 criterion_main!(benches);
