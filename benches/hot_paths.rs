@@ -233,11 +233,17 @@ fn bench_unified(c: &mut Criterion) {
     );
     let body = chat_json_request();
     let mut g = c.benchmark_group("unified request");
-    for model in ["gpt-4o-mini", "claude-sonnet-4", "llama-3.3-70b", "gpt-4o/openai,claude-sonnet-4/anthropic"] {
+    for model in [
+        "gpt-4o-mini",
+        "claude-sonnet-4",
+        "llama-3.3-70b",
+        "gpt-4o/openai,claude-sonnet-4/anthropic",
+    ] {
         g.bench_function(format!("parse + plan + prepare: {model}"), |b| {
             let text = body.replace("MODEL", model);
             b.iter(|| {
-                let req = unified_request::parse(Op::Chat, black_box(text.as_bytes())).expect("parse");
+                let req =
+                    unified_request::parse(Op::Chat, black_box(text.as_bytes())).expect("parse");
                 let plan = reg.plan(&req.model, Op::Chat, &|_| true).expect("plan");
                 let mut n = 0;
                 for cand in &plan {
@@ -258,5 +264,11 @@ fn chat_json_request() -> String {
     r#"{"model":"MODEL","messages":[{"role":"system","content":"You are a concise assistant for an on-call team. Answer in three bullet points."},{"role":"user","content":"Summarise this incident: at 09:12 UTC the provider slowed down, p99 latency rose from 1.2 s to 9 s, retries doubled the load, the circuit breaker opened at 09:14 and traffic moved to the fallback provider; it recovered at 09:31."},{"role":"assistant","content":"- 09:12 slowdown\n- 09:14 breaker opened\n- 09:31 recovered"},{"role":"user","content":"What should we change?"}],"tools":[{"type":"function","function":{"name":"open_ticket","description":"Open a follow-up ticket","parameters":{"type":"object","properties":{"title":{"type":"string"},"priority":{"type":"string","enum":["p1","p2","p3"]}},"required":["title"]}}}],"temperature":0.2,"max_tokens":400,"stream":true,"user":"oncall-7"}"#.to_string()
 }
 
-criterion_group!(benches, bench, bench_logging, bench_translate, bench_unified);
+criterion_group!(
+    benches,
+    bench,
+    bench_logging,
+    bench_translate,
+    bench_unified
+);
 criterion_main!(benches);

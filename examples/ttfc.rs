@@ -29,24 +29,65 @@ async fn main() {
     let n: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(300);
     let rounds: usize = args.get(4).and_then(|v| v.parse().ok()).unwrap_or(5);
     let body = |model: &str| {
-        format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"Say hello"}}],"stream":true,"max_tokens":64}}"#)
+        format!(
+            r#"{{"model":"{model}","messages":[{{"role":"user","content":"Say hello"}}],"stream":true,"max_tokens":64}}"#
+        )
     };
     let mut variants = vec![
-        Variant { name: "direct to the mock (OpenAI SSE)", url: format!("{mock}/v1/chat/completions"), body: body("gpt-4o-mini"), target: None, samples: vec![] },
-        Variant { name: "passthrough (Helicone-Target-Url)", url: format!("{gw}/v1/chat/completions"), body: body("gpt-4o-mini"), target: Some(mock.clone()), samples: vec![] },
-        Variant { name: "unified, gpt-4o-mini -> openai", url: format!("{gw}/v1/chat/completions"), body: body("gpt-4o-mini"), target: None, samples: vec![] },
-        Variant { name: "direct to the mock (Anthropic SSE)", url: format!("{mock}/v1/messages"), body: body("claude-sonnet-4-20250514"), target: None, samples: vec![] },
-        Variant { name: "unified, claude-sonnet-4 -> anthropic (translated)", url: format!("{gw}/v1/chat/completions"), body: body("claude-sonnet-4"), target: None, samples: vec![] },
+        Variant {
+            name: "direct to the mock (OpenAI SSE)",
+            url: format!("{mock}/v1/chat/completions"),
+            body: body("gpt-4o-mini"),
+            target: None,
+            samples: vec![],
+        },
+        Variant {
+            name: "passthrough (Helicone-Target-Url)",
+            url: format!("{gw}/v1/chat/completions"),
+            body: body("gpt-4o-mini"),
+            target: Some(mock.clone()),
+            samples: vec![],
+        },
+        Variant {
+            name: "unified, gpt-4o-mini -> openai",
+            url: format!("{gw}/v1/chat/completions"),
+            body: body("gpt-4o-mini"),
+            target: None,
+            samples: vec![],
+        },
+        Variant {
+            name: "direct to the mock (Anthropic SSE)",
+            url: format!("{mock}/v1/messages"),
+            body: body("claude-sonnet-4-20250514"),
+            target: None,
+            samples: vec![],
+        },
+        Variant {
+            name: "unified, claude-sonnet-4 -> anthropic (translated)",
+            url: format!("{gw}/v1/chat/completions"),
+            body: body("claude-sonnet-4"),
+            target: None,
+            samples: vec![],
+        },
     ];
     // one client (and so one pooled connection) per variant
     let clients: Vec<reqwest::Client> = variants
         .iter()
-        .map(|_| reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client"))
+        .map(|_| {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .expect("client")
+        })
         .collect();
     for round in 0..=rounds {
         for (v, c) in variants.iter_mut().zip(&clients) {
             for _ in 0..n {
-                let mut rb = c.post(&v.url).header("content-type", "application/json").header("authorization", "Bearer sk-bench").body(v.body.clone());
+                let mut rb = c
+                    .post(&v.url)
+                    .header("content-type", "application/json")
+                    .header("authorization", "Bearer sk-bench")
+                    .body(v.body.clone());
                 if let Some(t) = &v.target {
                     rb = rb.header("Helicone-Target-Url", t);
                 }
@@ -68,11 +109,23 @@ async fn main() {
     let mut p50 = Vec::new();
     for v in &mut variants {
         v.samples.sort();
-        println!("| {} | {:.3} | {:.3} | {:.3} |", v.name, pct(&v.samples, 0.5), pct(&v.samples, 0.9), pct(&v.samples, 0.99));
+        println!(
+            "| {} | {:.3} | {:.3} | {:.3} |",
+            v.name,
+            pct(&v.samples, 0.5),
+            pct(&v.samples, 0.9),
+            pct(&v.samples, 0.99)
+        );
         p50.push(pct(&v.samples, 0.5));
     }
     println!();
-    println!("passthrough adds {:.3} ms at p50 over direct", p50[1] - p50[0]);
-    println!("unified (openai) adds {:.3} ms at p50 over passthrough", p50[2] - p50[1]);
+    println!(
+        "passthrough adds {:.3} ms at p50 over direct",
+        p50[1] - p50[0]
+    );
+    println!(
+        "unified (openai) adds {:.3} ms at p50 over passthrough",
+        p50[2] - p50[1]
+    );
     println!("unified (anthropic, translated) adds {:.3} ms at p50 over passthrough, {:.3} ms over direct Anthropic", p50[4] - p50[1], p50[4] - p50[3]);
 }

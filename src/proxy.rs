@@ -615,7 +615,9 @@ impl Gateway {
                 // the body changes length: chunked to the client
                 resp.remove_header(&http::header::CONTENT_LENGTH);
                 resp.remove_header(&http::header::CONTENT_ENCODING);
-                resp.insert_header(http::header::CONTENT_TYPE, m.content_type())?;
+                if let Some(ct) = m.content_type() {
+                    resp.insert_header(http::header::CONTENT_TYPE, ct)?;
+                }
                 if matches!(m, unified_response::Mapper::AnthropicSse(_)) {
                     resp.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
                 }

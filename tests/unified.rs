@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use serde_json::{json, Value};
 
@@ -199,17 +197,7 @@ async fn a_failing_first_provider_falls_through_and_the_record_has_both_attempts
     assert_eq!(v["choices"][0]["message"]["content"], "Hello from mock");
     assert_eq!((openai.hits(), anthropic.hits()), (1, 1));
     let id = hdr(&h, "helicone-id").to_string();
-    let mut rec = None;
-    for _ in 0..50 {
-        rec = jsonl_records(gw.dir.path())
-            .into_iter()
-            .find(|r| r["id"] == id.as_str());
-        if rec.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let rec = rec.expect("the request was logged");
+    let rec = logged_record(&gw, &id).await;
     assert_eq!(rec["provider"], "anthropic");
     assert_eq!(rec["status"], 200);
     let attempts = rec["attempts"].as_array().unwrap();
@@ -323,32 +311,62 @@ async fn a_bare_model_goes_to_the_cheapest_provider_and_excludes_and_failures_mo
 }
 
 #[tokio::test]
-async fn streams_from_openai_compatible_providers_pass_through_with_usage() {
+async fn streams_from_openai_compatible_providers_are_logged_with_usage_the_client_did_not_ask_for()
+{
     let openai = MockProvider::start();
     let gw = gateway(&[("openai", &openai)], "", false);
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&json!({"model": "gpt-4o-mini", "messages": user("Hi"), "stream": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap();
-    let f = frames(&text);
-    assert_eq!(f.last().unwrap(), "[DONE]");
-    let content: String = f
-        .iter()
-        .filter_map(|x| serde_json::from_str::<Value>(x).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(String::from)
-        })
-        .collect();
-    assert_eq!(content, "Hello from mock");
-    // the gateway asks for the usage chunk so that the stream's tokens are logged
-    let sent: Value = serde_json::from_slice(&openai.last().body).unwrap();
-    assert_eq!(sent["stream_options"]["include_usage"], true);
+    for include_usage in [false, true] {
+        let mut body = json!({"model": "gpt-4o-mini", "messages": user("Hi"), "stream": true});
+        if include_usage {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let id = r.headers()["helicone-id"].to_str().unwrap().to_string();
+        let text = r.text().await.unwrap();
+        let f = frames(&text);
+        assert_eq!(f.last().unwrap(), "[DONE]");
+        let chunks: Vec<Value> = f
+            .iter()
+            .filter_map(|x| serde_json::from_str(x).ok())
+            .collect();
+        let content: String = chunks
+            .iter()
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect();
+        assert_eq!(content, "Hello from mock");
+        // the gateway always asks for the usage chunk, and hands it on only when asked for
+        let sent: Value = serde_json::from_slice(&openai.last().body).unwrap();
+        assert_eq!(sent["stream_options"]["include_usage"], true);
+        let usage_chunks = chunks.iter().filter(|c| c["usage"].is_object()).count();
+        assert_eq!(usage_chunks, usize::from(include_usage), "{text}");
+        assert!(
+            chunks
+                .iter()
+                .all(|c| !c["choices"].as_array().unwrap().is_empty())
+                || include_usage,
+            "a client that did not ask gets no chunk without choices: {text}"
+        );
+        let rec = logged_record(&gw, &id).await;
+        assert_eq!(
+            (
+                rec["prompt_tokens"].as_u64(),
+                rec["completion_tokens"].as_u64()
+            ),
+            (Some(5), Some(3)),
+            "{rec}"
+        );
+        assert!(rec["cost_usd"].as_f64().unwrap() > 0.0);
+    }
 }
 
 #[tokio::test]
@@ -495,7 +513,11 @@ async fn a_large_chunked_upload_is_translated_and_falls_through_the_same_way() {
     // over 64 KiB without Content-Length: the gateway's manual exchange, not Pingora's replay
     let together = MockProvider::failing(500);
     let anthropic = MockProvider::start();
-    let gw = gateway(&[("together", &together), ("anthropic", &anthropic)], "", false);
+    let gw = gateway(
+        &[("together", &together), ("anthropic", &anthropic)],
+        "",
+        false,
+    );
     let long = "x".repeat(200_000);
     for stream in [false, true] {
         let body = serde_json::to_vec(&json!({

@@ -100,6 +100,55 @@ fn push(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
     messages.push(json!({"role": role, "content": blocks}));
 }
 
+/// OpenAI fields whose effect an Anthropic model cannot give: refused (a 400 naming the field)
+/// rather than dropped, so that no client gets an answer it did not ask for. Sampling hints
+/// without an equivalent (`seed`, penalties, `logit_bias`, `service_tier`, `store`) are dropped.
+fn refuse_unsupported(obj: &Map<String, Value>) -> Result<(), TranslateError> {
+    let set = |k: &str| {
+        obj.get(k)
+            .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
+    };
+    if let Some(rf) = obj.get("response_format").filter(|v| !v.is_null()) {
+        let kind = rf.get("type").and_then(Value::as_str).unwrap_or("?");
+        if kind != "text" {
+            return Err(bad(format!(
+                "response_format {kind:?} cannot be enforced on Anthropic models; use a model that supports it, or a tool with the schema and tool_choice"
+            )));
+        }
+    }
+    for (k, why) in [
+        ("logprobs", "Anthropic returns no log probabilities"),
+        ("top_logprobs", "Anthropic returns no log probabilities"),
+        ("audio", "Anthropic models do not produce audio"),
+        ("prediction", "Anthropic has no predicted outputs"),
+        (
+            "web_search_options",
+            "web search is not translated for Anthropic",
+        ),
+        ("functions", "use `tools` instead of the legacy `functions`"),
+        (
+            "function_call",
+            "use `tool_choice` instead of the legacy `function_call`",
+        ),
+        (
+            "reasoning_effort",
+            "Anthropic takes `thinking: {\"type\": \"enabled\", \"budget_tokens\": N}` instead",
+        ),
+    ] {
+        if set(k) {
+            return Err(bad(format!("`{k}` cannot be sent to Anthropic: {why}")));
+        }
+    }
+    if let Some(m) = obj.get("modalities").and_then(Value::as_array) {
+        if m.iter().any(|x| x != "text") {
+            return Err(bad(
+                "`modalities` other than \"text\" cannot be sent to Anthropic",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Translates an OpenAI chat-completions request for Anthropic's Messages API.
 pub fn request(openai: &Value, model: &str) -> Result<MessagesRequest, TranslateError> {
     let obj = openai
@@ -110,6 +159,7 @@ pub fn request(openai: &Value, model: &str) -> Result<MessagesRequest, Translate
             "n > 1 is not supported by Anthropic models: send n requests",
         ));
     }
+    refuse_unsupported(obj)?;
     let msgs = obj
         .get("messages")
         .and_then(Value::as_array)
@@ -258,6 +308,12 @@ pub fn request(openai: &Value, model: &str) -> Result<MessagesRequest, Translate
     if let Some(u) = obj.get("user").and_then(Value::as_str) {
         out.insert("metadata".into(), json!({"user_id": u}));
     }
+    // Anthropic's own knobs, for clients that know which provider they reach
+    for k in ["top_k", "thinking"] {
+        if let Some(v) = obj.get(k) {
+            out.insert(k.into(), v.clone());
+        }
+    }
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if stream {
         out.insert("stream".into(), json!(true));
@@ -375,6 +431,45 @@ pub fn error(status: u16, anthropic: &Value) -> (u16, Value) {
         status,
         json!({"error": {"message": message, "type": kind, "code": kind}}),
     )
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+
+    #[test]
+    fn fields_anthropic_cannot_honour_are_refused_by_name_and_harmless_ones_dropped() {
+        let base = || json!({"messages": [{"role": "user", "content": "hi"}]});
+        for (k, v, want) in [
+            (
+                "response_format",
+                json!({"type": "json_schema", "json_schema": {}}),
+                "response_format \"json_schema\"",
+            ),
+            ("logprobs", json!(true), "`logprobs`"),
+            ("reasoning_effort", json!("high"), "thinking"),
+            ("functions", json!([]), "legacy"),
+            ("modalities", json!(["text", "audio"]), "modalities"),
+        ] {
+            let mut b = base();
+            b[k] = v;
+            let e = request(&b, "claude-sonnet-4-20250514").unwrap_err();
+            assert!(e.0.contains(want), "{k}: {e}");
+        }
+        let mut b = base();
+        for (k, v) in [
+            ("response_format", json!({"type": "text"})),
+            ("logprobs", json!(false)),
+            ("seed", json!(7)),
+            ("presence_penalty", json!(0.5)),
+            ("top_k", json!(5)),
+        ] {
+            b[k] = v;
+        }
+        let t = request(&b, "m").unwrap();
+        assert_eq!(t.body["top_k"], 5);
+        assert!(t.body.get("seed").is_none() && t.body.get("presence_penalty").is_none());
+    }
 }
 
 #[cfg(test)]

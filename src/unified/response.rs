@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use crate::config::catalogue::ApiFormat;
 use crate::error::GatewayError;
+use crate::translate::sse::{SseDecoder, SseEvent};
 use crate::translate::{anthropic, anthropic_stream::StreamTranslator};
 
 /// An Anthropic JSON answer larger than this is not translated (the client gets an error).
@@ -28,6 +29,12 @@ pub enum Mapper {
     /// An Anthropic JSON answer, collected and translated at its end.
     AnthropicJson(Vec<u8>),
     AnthropicSse(Box<StreamTranslator>),
+    /// An OpenAI-format stream for which the gateway asked for usage (to log it) and the client
+    /// did not: the usage-only chunk (`"choices": []`) is taken out, everything else passes.
+    DropUsage {
+        sse: SseDecoder,
+        events: Vec<SseEvent>,
+    },
     /// The last attempt failed: its body is read for its message, then replaced by the
     /// aggregated error.
     Failed {
@@ -51,15 +58,20 @@ impl Mapper {
                 StreamTranslator::new(include_usage, unix_now()),
             ))),
             (ApiFormat::Anthropic, false) => Some(Mapper::AnthropicJson(Vec::new())),
+            (_, true) if !include_usage => Some(Mapper::DropUsage {
+                sse: SseDecoder::new(MAX_SSE_LINE),
+                events: Vec::new(),
+            }),
             _ => None,
         }
     }
 
-    /// Content type of the mapped body.
-    pub fn content_type(&self) -> &'static str {
+    /// Content type of the mapped body (`None`: the provider's).
+    pub fn content_type(&self) -> Option<&'static str> {
         match self {
-            Mapper::AnthropicSse(_) => "text/event-stream; charset=utf-8",
-            _ => "application/json",
+            Mapper::AnthropicSse(_) => Some("text/event-stream; charset=utf-8"),
+            Mapper::DropUsage { .. } => None,
+            _ => Some("application/json"),
         }
     }
 
@@ -72,6 +84,17 @@ impl Mapper {
                 t.push(&chunk, &mut out);
                 if end {
                     t.finish(&mut out);
+                }
+            }
+            Mapper::DropUsage { sse, events } => {
+                sse.push(&chunk, events);
+                if end {
+                    sse.finish(events);
+                }
+                for ev in events.drain(..) {
+                    if !is_usage_only(&ev.data) {
+                        write_event(&ev, &mut out);
+                    }
                 }
             }
             Mapper::AnthropicJson(buf) => {
@@ -107,6 +130,41 @@ impl Mapper {
             *body = Some(Bytes::from(out));
         }
     }
+}
+
+/// Longest SSE line passed on (a chunk of a long tool-call argument fits many times over).
+const MAX_SSE_LINE: usize = 16 * 1024 * 1024;
+
+/// `"choices": []` with a `usage` object: the chunk that `include_usage` adds.
+fn is_usage_only(data: &str) -> bool {
+    let b = data.as_bytes();
+    let Some(i) = memchr::memmem::find(b, b"\"choices\"") else {
+        return false;
+    };
+    let rest = b[i + 9..]
+        .iter()
+        .copied()
+        .filter(|c| !c.is_ascii_whitespace())
+        .take(3)
+        .collect::<Vec<u8>>();
+    if rest != b":[]" {
+        return false;
+    }
+    serde_json::from_str::<Value>(data).is_ok_and(|v| v.get("usage").is_some_and(Value::is_object))
+}
+
+fn write_event(ev: &SseEvent, out: &mut Vec<u8>) {
+    if let Some(name) = &ev.event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    for line in ev.data.split('\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
 }
 
 fn translate_json(buf: &[u8]) -> Vec<u8> {
@@ -295,6 +353,34 @@ mod tests {
         assert_eq!(v["object"], "chat.completion");
         assert_eq!(v["choices"][0]["message"]["content"], "Hi");
         assert_eq!(v["usage"]["total_tokens"], 7);
-        assert!(Mapper::for_success(ApiFormat::Openai, true, false).is_none());
+        assert!(Mapper::for_success(ApiFormat::Openai, false, false).is_none());
+        assert!(Mapper::for_success(ApiFormat::Openai, true, true).is_none());
+    }
+
+    #[test]
+    fn the_usage_chunk_the_client_did_not_ask_for_is_taken_out_at_any_split() {
+        let stream = concat!(
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n",
+            ": keep-alive\n\n",
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+            "data: {\"id\":\"c\",\"choices\": [ ],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1,\"total_tokens\":6}}\n\n",
+            "data: [DONE]\n\n"
+        );
+        let want = concat!(
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n",
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+            "data: [DONE]\n\n"
+        );
+        let b = stream.as_bytes();
+        for cut in 0..b.len() {
+            let mut m = Mapper::for_success(ApiFormat::Openai, true, false).unwrap();
+            let mut out = Vec::new();
+            for (part, end) in [(&b[..cut], false), (&b[cut..], true)] {
+                let mut body = Some(Bytes::copy_from_slice(part));
+                m.map(&mut body, end);
+                out.extend_from_slice(&body.unwrap_or_default());
+            }
+            assert_eq!(String::from_utf8(out).unwrap(), want, "cut at {cut}");
+        }
     }
 }

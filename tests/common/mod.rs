@@ -782,6 +782,20 @@ pub fn jsonl_records(dir: &Path) -> Vec<serde_json::Value> {
     json_lines(&jsonl_text(dir))
 }
 
+/// The JSONL record of request `id`, once the exporter has written it (at most 5 s).
+pub async fn logged_record(gw: &Gateway, id: &str) -> serde_json::Value {
+    for _ in 0..50 {
+        if let Some(r) = jsonl_records(gw.dir.path())
+            .into_iter()
+            .find(|r| r["id"] == id)
+        {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("request {id} was not logged within 5 s:\n{}", gw.log());
+}
+
 /// The `id` of each record.
 pub fn record_ids(records: &[serde_json::Value]) -> Vec<String> {
     records
