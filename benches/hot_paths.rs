@@ -11,6 +11,8 @@ use switchyard::export::sinks::{ClickHouse, ClickHouseConf, Sink, Webhook, Webho
 use switchyard::routing::{self, RequestMeta};
 use switchyard::ssrf;
 use switchyard::translate::anthropic_stream::StreamTranslator as AnthropicStream;
+use switchyard::config::catalogue::ApiFormat;
+use switchyard::unified::response::Mapper;
 use switchyard::unified::{request as unified_request, Op, Registry};
 use switchyard::upstream;
 use switchyard::usage::Tap;
@@ -211,6 +213,24 @@ fn bench_translate(c: &mut Criterion) {
             }
             t.finish(&mut out);
             out.len()
+        })
+    });
+    g.finish();
+    let sse = chat_sse();
+    let mut g = c.benchmark_group("openai stream, usage chunk taken out");
+    g.throughput(criterion::Throughput::Bytes(sse.len() as u64));
+    g.bench_function("41-chunk stream, 512-byte chunks", |b| {
+        b.iter(|| {
+            let mut m = Mapper::for_success(ApiFormat::Openai, true, false).expect("mapper");
+            let mut n = 0;
+            let chunks: Vec<&[u8]> = black_box(sse.as_bytes()).chunks(512).collect();
+            let last = chunks.len() - 1;
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                let mut body = Some(bytes::Bytes::copy_from_slice(chunk));
+                m.map(&mut body, i == last);
+                n += body.map_or(0, |b| b.len());
+            }
+            n
         })
     });
     g.finish();
