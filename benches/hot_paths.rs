@@ -5,13 +5,13 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora_http::RequestHeader;
 use switchyard::config;
+use switchyard::config::catalogue::ApiFormat;
 use switchyard::error::GatewayError;
 use switchyard::export::record;
 use switchyard::export::sinks::{ClickHouse, ClickHouseConf, Sink, Webhook, WebhookConf};
 use switchyard::routing::{self, RequestMeta};
 use switchyard::ssrf;
 use switchyard::translate::anthropic_stream::StreamTranslator as AnthropicStream;
-use switchyard::config::catalogue::ApiFormat;
 use switchyard::unified::response::Mapper;
 use switchyard::unified::{request as unified_request, Op, Registry};
 use switchyard::upstream;

@@ -73,7 +73,11 @@ impl Usage {
                 let read = n(u, &["cache_read_input_tokens"]);
                 let write = n(u, &["cache_creation_input_tokens"]);
                 if let Some(i) = n(u, &["input_tokens"]) {
-                    self.prompt_tokens = Some(i + read.unwrap_or(0) + write.unwrap_or(0));
+                    self.prompt_tokens = Some(crate::translate::anthropic::prompt_tokens(
+                        i,
+                        read.unwrap_or(0),
+                        write.unwrap_or(0),
+                    ));
                     self.cached_tokens = read.or(Some(0));
                     self.cache_write_tokens = write.or(Some(0));
                 }

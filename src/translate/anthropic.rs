@@ -341,9 +341,14 @@ pub fn finish_reason(stop_reason: &str) -> &'static str {
     }
 }
 
-/// OpenAI `usage` from Anthropic's counts (its input tokens exclude cache reads and writes).
+/// The prompt tokens of an Anthropic answer: its `input_tokens` exclude cache reads and writes.
+pub fn prompt_tokens(input: u64, cache_read: u64, cache_write: u64) -> u64 {
+    input + cache_read + cache_write
+}
+
+/// OpenAI `usage` from Anthropic's counts.
 pub fn openai_usage(input: u64, output: u64, cache_read: u64, cache_write: u64) -> Value {
-    let prompt = input + cache_read + cache_write;
+    let prompt = prompt_tokens(input, cache_read, cache_write);
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": output,
