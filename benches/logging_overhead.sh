@@ -9,21 +9,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${ROUNDS:-3}" DURATION="${DURATION:-8}" CONNS="${CONNS:-64}" MOCK_PORT="${MOCK_PORT:-18080}"
-BENCH="$(cd ../shared/bench && pwd)"
-BIN="$PWD/target/release/switchyard"
 WORK="$(mktemp -d /tmp/switchyard-logbench.XXXXXX)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+source benches/lib.sh
 command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)"; exit 1; }
 [[ -x "$BIN" ]] || { echo "build first: cargo build --release"; exit 1; }
-
-MOCK_BIN="${BENCH_TARGET_DIR:-/tmp/bench-target}/release/mock-upstream"
-if [[ ! -x "$MOCK_BIN" ]]; then
-  (cd "$BENCH/mock-upstream" && CARGO_TARGET_DIR="${BENCH_TARGET_DIR:-/tmp/bench-target}" cargo build --release -q)
-fi
-"$MOCK_BIN" --port "$MOCK_PORT" --threads 1 >"$WORK/mock.log" 2>&1 &
-PIDS+=($!)
+start_mock "$MOCK_PORT"
 
 # name port export-section
 start_gw() {
@@ -43,13 +33,7 @@ YAML
 LOG_DIR="${LOG_DIR:-$WORK/on/logs}"
 start_gw on 18091 "{jsonl: {dir: $LOG_DIR}}"
 start_gw off 18092 "{jsonl: null}"
-for port in 18091 18092 "$MOCK_PORT"; do
-  for _ in $(seq 1 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break
-    curl -s -o /dev/null "http://127.0.0.1:$port/health" && break
-    sleep 0.1
-  done
-done
+wait_ready 18091 18092 "$MOCK_PORT"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run() { # name port -> "req/s cpu_us_per_req requests"

@@ -8,21 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${N:-300}" ROUNDS="${ROUNDS:-5}" MOCK_PORT="${MOCK_PORT:-18080}" GW_PORT="${GW_PORT:-18093}"
-BENCH="$(cd ../shared/bench && pwd)"
-BIN="$PWD/target/release/switchyard"
 CLIENT="$PWD/target/release/examples/ttfc"
 WORK="$(mktemp -d /tmp/switchyard-ttfc.XXXXXX)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+source benches/lib.sh
 [[ -x "$BIN" && -x "$CLIENT" ]] || { echo "build first: cargo build --release --examples"; exit 1; }
-MOCK_BIN="${BENCH_TARGET_DIR:-/tmp/bench-target}/release/mock-upstream"
-if [[ ! -x "$MOCK_BIN" ]]; then
-  (cd "$BENCH/mock-upstream" && CARGO_TARGET_DIR="${BENCH_TARGET_DIR:-/tmp/bench-target}" cargo build --release -q)
-fi
 # 20 chunks, no delay between them: the first chunk is what is timed
-"$MOCK_BIN" --port "$MOCK_PORT" --threads 1 --chunks 20 --chunk-delay-ms 0 >"$WORK/mock.log" 2>&1 &
-PIDS+=($!)
+start_mock "$MOCK_PORT" --chunks 20 --chunk-delay-ms 0
 cat >"$WORK/switchyard.yaml" <<YAML
 server: {threads: 1, grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 5, pid_file: $WORK/pid, upgrade_sock: $WORK/upgrade.sock}
 listeners: [{address: '127.0.0.1:$GW_PORT'}]
@@ -39,11 +30,5 @@ for v in $(compgen -e); do [[ "$v" == *_API_KEY ]] && UNSET+=(-u "$v"); done
 env "${UNSET[@]}" OPENAI_API_KEY=sk-bench ANTHROPIC_API_KEY=sk-bench \
   RUST_LOG=warn "$BIN" -c "$WORK/switchyard.yaml" >"$WORK/gw.log" 2>&1 &
 PIDS+=($!)
-for port in "$GW_PORT" "$MOCK_PORT"; do
-  for _ in $(seq 1 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break
-    curl -s -o /dev/null "http://127.0.0.1:$port/health" && break
-    sleep 0.1
-  done
-done
+wait_ready "$GW_PORT" "$MOCK_PORT"
 timeout 600 "$CLIENT" "http://127.0.0.1:$GW_PORT" "http://127.0.0.1:$MOCK_PORT" "$N" "$ROUNDS"

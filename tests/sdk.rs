@@ -28,22 +28,13 @@ fn official_sdks_work_by_changing_the_base_url() {
     conf.catalogue = Some(mock_catalogue(dir.path(), &mock.origin()));
     conf.keys = vec!["{id: sdk, env: SWITCHYARD_TEST_SDK_KEY}".into()];
     let mut gw = Gateway::start_with_env(conf, &[("SWITCHYARD_TEST_SDK_KEY", "sk-gw-sdk")]);
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/sdk_passthrough.py"
-    );
-    let out = Command::new(python())
-        .arg(script)
-        .env("SWITCHYARD_URL", gw.url(""))
-        .env("MOCK_ORIGIN", mock.origin())
-        .env("GATEWAY_KEY", "sk-gw-sdk")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_python(
+        "sdk_passthrough.py",
+        &gw,
+        &[
+            ("GATEWAY_KEY", "sk-gw-sdk"),
+            ("MOCK_ORIGIN", &mock.origin()),
+        ],
     );
     for line in [
         "openai sdk, Helicone-Target-Url: ok",
@@ -121,21 +112,13 @@ fn openai_sdk_survives_a_failing_primary_through_fallbacks() {
             .allow(&primary.origin())
             .allow(&secondary.origin()),
     );
-    let out = Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/sdk_fallbacks.py"
-        ))
-        .env("SWITCHYARD_URL", gw.url(""))
-        .env("PRIMARY", primary.origin())
-        .env("SECONDARY", secondary.origin())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_python(
+        "sdk_fallbacks.py",
+        &gw,
+        &[
+            ("PRIMARY", &primary.origin()),
+            ("SECONDARY", &secondary.origin()),
+        ],
     );
     assert!(stdout.contains("openai sdk, fallbacks: ok"), "{stdout}");
     assert_eq!(primary.hits(), 2);
@@ -150,15 +133,18 @@ fn openai_sdk_survives_a_failing_primary_through_fallbacks() {
     );
 }
 
-fn run_python(script: &str, gw: &Gateway, key: &str) -> String {
+/// Runs tests/python/`script` against `gw` (as `SWITCHYARD_URL`) with `env`; its stdout.
+fn run_python(script: &str, gw: &Gateway, env: &[(&str, &str)]) -> String {
     let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(python())
-        .arg(path)
+    let mut cmd = Command::new(python());
+    cmd.arg(path)
         .env("SWITCHYARD_URL", gw.url(""))
-        .env("GATEWAY_KEY", key)
-        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        .output()
-        .unwrap();
+        // LiteLLM would fetch its price list from the internet
+        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
@@ -182,7 +168,7 @@ fn the_openai_sdk_and_litellm_use_any_model_through_the_unified_api() {
         "",
         true,
     );
-    let stdout = run_python("sdk_unified.py", &gw, UNIFIED_GW_KEY);
+    let stdout = run_python("sdk_unified.py", &gw, &[("GATEWAY_KEY", UNIFIED_GW_KEY)]);
     for line in [
         "openai model: ok",
         "claude model: ok",
@@ -195,7 +181,11 @@ fn the_openai_sdk_and_litellm_use_any_model_through_the_unified_api() {
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
-    let stdout = run_python("litellm_unified.py", &gw, UNIFIED_GW_KEY);
+    let stdout = run_python(
+        "litellm_unified.py",
+        &gw,
+        &[("GATEWAY_KEY", UNIFIED_GW_KEY)],
+    );
     for line in [
         "litellm claude: ok",
         "litellm gpt: ok",

@@ -175,34 +175,13 @@ impl Drop for SseGuard {
 
 /// SSE response of `events`, one every `every`, then `data: [DONE]`.
 fn sse(state: Arc<MockState>, events: Vec<String>, every: Duration) -> Response<Body> {
-    let guard = SseGuard { state, done: false };
-    let stream = futures_util::stream::unfold(
-        (0usize, events, guard),
-        move |(i, events, mut guard)| async move {
-            if i > events.len() {
-                guard.mark_done();
-                return None;
-            }
-            if i > 0 {
-                tokio::time::sleep(every).await;
-            }
-            let data = if i == events.len() {
-                "data: [DONE]\n\n".to_string()
-            } else {
-                format!("data: {}\n\n", events[i])
-            };
-            Some((
-                Ok::<_, Infallible>(Frame::data(Bytes::from(data))),
-                (i + 1, events, guard),
-            ))
-        },
-    );
-    Response::builder()
-        .status(200)
-        .header("content-type", "text/event-stream")
-        .header("cache-control", "no-cache")
-        .body(BodyExt::boxed(StreamBody::new(stream)))
-        .unwrap()
+    let chunks = events
+        .iter()
+        .map(|e| format!("data: {e}\n\n"))
+        .chain(["data: [DONE]\n\n".to_string()])
+        .map(Bytes::from)
+        .collect();
+    raw_stream(state, chunks, every)
 }
 
 /// A path under tests/fixtures.
