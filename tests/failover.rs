@@ -300,14 +300,10 @@ async fn large_bodies_are_replayed_byte_exact_to_the_fallback() {
     assert_eq!(v["content_length"], "2097152");
     assert_eq!(bad.last().body_sha256, want);
     // chunked upload over 64 KiB (manual path) falls back the same way
-    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
-        body.chunks(50_000).map(|c| Ok(c.to_vec())).collect();
     let r = client()
         .post(gw.url("/echo"))
         .header("Helicone-Fallbacks", &fb)
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            pieces,
-        )))
+        .body(chunked(&body, 50_000))
         .send()
         .await
         .unwrap();

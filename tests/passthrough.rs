@@ -189,14 +189,11 @@ async fn five_mib_bodies_arrive_byte_exact_with_length_chunked_and_continue() {
     assert_eq!(v["content_length"], "5242880");
 
     // chunked upload (no Content-Length), in uneven pieces
-    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
-        body.chunks(77_777).map(|c| Ok(c.to_vec())).collect();
-    let stream = futures_util::stream::iter(pieces);
     let v = echo(
         client()
             .post(gw.url("/echo"))
             .header("Helicone-Target-Url", &target)
-            .body(reqwest::Body::wrap_stream(stream))
+            .body(chunked(&body, 77_777))
             .send()
             .await
             .unwrap(),
@@ -206,15 +203,11 @@ async fn five_mib_bodies_arrive_byte_exact_with_length_chunked_and_continue() {
     assert_eq!(v["body_len"], 5_242_880);
 
     // a small chunked upload takes the normal proxy path
-    let small: Vec<Result<Vec<u8>, std::io::Error>> =
-        vec![Ok(b"{\"a\":".to_vec()), Ok(b"1}".to_vec())];
     let v = echo(
         client()
             .post(gw.url("/echo"))
             .header("Helicone-Target-Url", &target)
-            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-                small,
-            )))
+            .body(chunked(b"{\"a\":1}", 5))
             .send()
             .await
             .unwrap(),
@@ -275,14 +268,10 @@ async fn bodies_over_the_cap_get_413() {
         .as_str()
         .unwrap()
         .contains("max_body_bytes"));
-    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
-        big.chunks(100_000).map(|c| Ok(c.to_vec())).collect();
     let r = client()
         .post(gw.url("/echo"))
         .header("Helicone-Target-Url", mock.origin())
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            pieces,
-        )))
+        .body(chunked(&big, 100_000))
         .send()
         .await;
     // the gateway answers 413 as soon as the cap is passed; the client may still be uploading

@@ -524,13 +524,9 @@ async fn a_large_chunked_upload_is_translated_and_falls_through_the_same_way() {
             "model": "llama-3.3-70b/together,claude-sonnet-4/anthropic",
             "messages": user(&long), "stream": stream}))
         .unwrap();
-        let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
-            body.chunks(40_000).map(|c| Ok(c.to_vec())).collect();
         let r = client()
             .post(gw.url("/v1/chat/completions"))
-            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-                pieces,
-            )))
+            .body(chunked(&body, 40_000))
             .send()
             .await
             .unwrap();

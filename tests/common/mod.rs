@@ -708,6 +708,13 @@ pub fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
+/// `body` as a chunked upload (no Content-Length) in pieces of `piece` bytes.
+pub fn chunked(body: &[u8], piece: usize) -> reqwest::Body {
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(piece).map(|c| Ok(c.to_vec())).collect();
+    reqwest::Body::wrap_stream(futures_util::stream::iter(pieces))
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so that a byte slip cannot go unnoticed.
 pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
