@@ -438,6 +438,45 @@ pub fn error(status: u16, anthropic: &Value) -> (u16, Value) {
     )
 }
 
+/// Golden files in tests/fixtures/anthropic: a request with every translated feature, and an
+/// answer with thinking, text, parallel tool calls and cache usage. `SWITCHYARD_UPDATE_GOLDEN=1`
+/// rewrites the expected files (then review the diff).
+#[cfg(test)]
+mod golden_tests {
+    use super::*;
+
+    fn golden(input: &str, expected: &str, translate: impl Fn(&Value) -> Value) {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/anthropic/");
+        let read = |f: &str| std::fs::read_to_string(format!("{dir}{f}")).unwrap();
+        let got = translate(&serde_json::from_str(&read(input)).unwrap());
+        if std::env::var_os("SWITCHYARD_UPDATE_GOLDEN").is_some() {
+            let text = serde_json::to_string_pretty(&got).unwrap() + "\n";
+            std::fs::write(format!("{dir}{expected}"), text).unwrap();
+        }
+        let want: Value = serde_json::from_str(&read(expected)).unwrap();
+        assert_eq!(
+            got,
+            want,
+            "{expected} differs:\n{}",
+            serde_json::to_string_pretty(&got).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_request_translates_to_the_golden_messages_request() {
+        golden("request.openai.json", "request.anthropic.json", |v| {
+            request(v, "claude-sonnet-4-20250514").unwrap().body
+        });
+    }
+
+    #[test]
+    fn the_answer_translates_to_the_golden_chat_completion() {
+        golden("response.anthropic.json", "response.openai.json", |v| {
+            response(v, 1_764_590_400).unwrap()
+        });
+    }
+}
+
 #[cfg(test)]
 mod refusal_tests {
     use super::*;
