@@ -77,6 +77,10 @@ fn errors_name_the_field_path() {
         ("listeners: [{address: '127.0.0.1:1'}]\nexport: {clickhouse: {url: 'gopher://x'}}\n", "export.clickhouse.url"),
         ("listeners: [{address: '127.0.0.1:1'}]\nexport: {clickhouse: {url: 'http://127.0.0.1:8123', table: 'x; DROP'}}\n", "export.clickhouse.table"),
         ("listeners: [{address: '127.0.0.1:1'}]\nexport: {webhook: {url: 'http://127.0.0.1:1', token_env: SWITCHYARD_SURELY_UNSET_VAR}}\n", "export.webhook.token_env"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nproviders: {opnai: {}}\n", "providers.opnai: unknown provider 'opnai' (not in the catalogue). Did you mean openai?"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nproviders: {openai: {base_url: 'ftp://x'}}\n", "providers.openai.base_url"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nproviders: {openai: {api_key: sk-inline}}\n", "providers.openai: unknown field `api_key`"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nproviders: {azure: {deployments: {gpt4o: d}}}\n", "providers.azure.deployments.gpt4o: unknown model 'gpt4o'"),
     ];
     for (yaml, want) in cases {
         let (ok, out) = check(yaml);
@@ -124,4 +128,29 @@ fn bad_pricing_entries_are_reported_with_their_path() {
     ));
     assert!(!ok);
     assert!(out.contains("models[0].input"), "{out}");
+    // a canonical model name cannot hold the model-string separators
+    std::fs::write(&models, "as_of: 2026-01-01\nmodels:\n  - {provider: together, model: meta-llama/Llama-3, input: 1, output: 1}\n  - {provider: openai, model: gpt-x, input: 1, output: 1, kind: image}\n").unwrap();
+    let (ok, out) = check(&format!(
+        "listeners: [{{address: '127.0.0.1:1'}}]\npricing: '{}'\n",
+        models.display()
+    ));
+    assert!(!ok);
+    assert!(
+        out.contains("models[1].kind: unknown variant `image`"),
+        "{out}"
+    );
+    std::fs::write(&models, "as_of: 2026-01-01\nmodels:\n  - {provider: together, model: meta-llama/Llama-3, id: x, input: 1, output: 1}\n  - {provider: together, model: meta-llama/Llama-3, input: 1, output: 1}\n").unwrap();
+    let (ok, out) = check(&format!(
+        "listeners: [{{address: '127.0.0.1:1'}}]\npricing: '{}'\n",
+        models.display()
+    ));
+    assert!(!ok);
+    assert!(
+        out.contains("pricing.models[0].model: 'meta-llama/Llama-3' cannot be a model name"),
+        "{out}"
+    );
+    assert!(
+        out.contains("pricing.models[1]: together meta-llama/Llama-3 is listed twice"),
+        "{out}"
+    );
 }
