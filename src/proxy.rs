@@ -612,9 +612,11 @@ impl Gateway {
                 })
             };
             if let Some(m) = &mapper {
-                // the body changes length: chunked to the client
+                // the body changes length: chunked to the client (without a length and without
+                // chunked, Pingora would delimit the body by closing the connection)
                 resp.remove_header(&http::header::CONTENT_LENGTH);
                 resp.remove_header(&http::header::CONTENT_ENCODING);
+                resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
                 if let Some(ct) = m.content_type() {
                     resp.insert_header(http::header::CONTENT_TYPE, ct)?;
                 }
@@ -796,6 +798,21 @@ impl ProxyHttp for Gateway {
             return Err(e);
         }
         ctx.ttfb.get_or_insert_with(|| ctx.start.elapsed());
+        if ctx.unified.is_some()
+            && !(200..300).contains(&status)
+            && upstream_response
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() == b"0")
+        {
+            // the last attempt failed with an empty body: no body hook will run, so the
+            // aggregated error is answered from `fail_to_proxy`
+            ctx.pending_error = Some(unified_response::aggregate(&ctx.reports(), None));
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(status),
+                "every unified attempt failed",
+            ));
+        }
         Ok(())
     }
 

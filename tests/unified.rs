@@ -112,6 +112,9 @@ async fn a_claude_model_is_translated_to_anthropic_and_back() {
     assert_eq!(hdr(&h, "helicone-provider"), "anthropic");
     assert_eq!(hdr(&h, "helicone-model"), "claude-sonnet-4-20250514");
     assert!(hdr(&h, "content-type").starts_with("application/json"));
+    // the translated body is chunked, so the client's connection stays open for the next request
+    assert_eq!(hdr(&h, "transfer-encoding"), "chunked");
+    assert_ne!(hdr(&h, "connection"), "close");
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["id"], "chatcmpl-msg_mock");
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");
@@ -254,6 +257,17 @@ async fn when_every_attempt_fails_the_error_lists_them_with_the_telling_status()
         msg.contains("claude-sonnet-4-20250514/anthropic: 400 scripted 400"),
         "{msg}"
     );
+
+    // a failure without a body still gets the listing (no body hook runs for it)
+    let empty = MockProvider::start_scripted(Script {
+        always: Some(503),
+        empty_body: true,
+        ..Script::default()
+    });
+    let gw = gateway(&[("openai", &empty)], "", false);
+    let (status, _, v) = chat(&gw, json!({"model": "gpt-4o", "messages": user("Hi")})).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["attempts"][0]["status"], 503);
 
     // no provider answers at all (connection refused): 502 with the attempt listed
     let port = free_port();

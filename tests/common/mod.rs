@@ -51,6 +51,8 @@ pub struct Script {
     pub retry_after: Option<&'static str>,
     /// Never answer (sleep 30 s) on every path.
     pub hang: bool,
+    /// Scripted failures come with an empty body (`Content-Length: 0`).
+    pub empty_body: bool,
 }
 
 #[derive(Default)]
@@ -268,6 +270,11 @@ async fn handle(req: Request<Incoming>, st: Arc<MockState>) -> Result<Response<B
             format!(r#"{{"type":"error","error":{{"type":"{kind}","message":"scripted {code}"}}}}"#)
         } else {
             format!(r#"{{"error":{{"message":"scripted {code}","type":"server_error"}}}}"#)
+        };
+        let body = if script.empty_body {
+            String::new()
+        } else {
+            body
         };
         let mut r = full(code, "application/json", body);
         if let Some(ra) = script.retry_after {
