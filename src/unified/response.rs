@@ -205,6 +205,8 @@ pub fn telling_status(reports: &[Report]) -> u16 {
     }
     match reports.last().map_or(0, |r| r.status) {
         0 => 502,
+        // Anthropic's "overloaded": clients know 503 as "try again later"
+        529 => 503,
         s => s,
     }
 }
@@ -296,6 +298,7 @@ mod tests {
         assert_eq!(telling_status(&[r("a", 429), r("b", 500)]), 429);
         assert_eq!(telling_status(&[r("a", 500), r("b", 404)]), 404);
         assert_eq!(telling_status(&[r("a", 500), r("b", 0)]), 502);
+        assert_eq!(telling_status(&[r("anthropic", 529)]), 503);
     }
 
     #[test]
