@@ -436,14 +436,14 @@ async fn all_sinks_at_once_and_no_credential_in_any_of_them() {
         .await,
         "8"
     );
-    // what each kind looks like in ClickHouse
+    // what each kind looks like in ClickHouse (the Anthropic call: 5 fresh + 2 cache-read tokens)
     assert_eq!(
         ch(&format!(
             "SELECT status, rejection, prompt_tokens, stream FROM {db}.requests FINAL \
-             WHERE path != '/sse' ORDER BY status, stream FORMAT TSV"
+             WHERE path != '/sse' ORDER BY status, stream, prompt_tokens FORMAT TSV"
         ))
         .await,
-        "200\t\\N\t5\t0\n200\t\\N\t5\t0\n200\t\\N\t5\t0\n200\t\\N\t5\t0\n200\t\\N\t5\t1\n401\tauth\t\\N\t0\n403\tssrf\t\\N\t0\n502\t\\N\t\\N\t0"
+        "200\t\\N\t5\t0\n200\t\\N\t5\t0\n200\t\\N\t5\t0\n200\t\\N\t7\t0\n200\t\\N\t5\t1\n401\tauth\t\\N\t0\n403\tssrf\t\\N\t0\n502\t\\N\t\\N\t0"
     );
     let disconnected = ch(&format!(
         "SELECT status, position(error, 'Downstream') > 0 FROM {db}.requests FINAL WHERE path = '/sse'"
