@@ -17,6 +17,15 @@ pub const RETRY_FACTOR: &str = "helicone-retry-factor";
 pub const RETRY_MIN_TIMEOUT: &str = "helicone-retry-min-timeout";
 pub const RETRY_MAX_TIMEOUT: &str = "helicone-retry-max-timeout";
 
+// response cache (spec section 7)
+pub const CACHE_ENABLED: &str = "helicone-cache-enabled";
+pub const CACHE_SEED: &str = "helicone-cache-seed";
+pub const CACHE_BUCKET_MAX_SIZE: &str = "helicone-cache-bucket-max-size";
+pub const CACHE_IGNORE_KEYS: &str = "helicone-cache-ignore-keys";
+pub static CACHE: HeaderName = HeaderName::from_static("helicone-cache");
+pub static CACHE_BUCKET_IDX: HeaderName = HeaderName::from_static("helicone-cache-bucket-idx");
+pub static CACHE_LATENCY: HeaderName = HeaderName::from_static("helicone-cache-latency");
+
 // what the log record takes from the request
 pub const OMIT_REQUEST: &str = "helicone-omit-request";
 pub const OMIT_RESPONSE: &str = "helicone-omit-response";

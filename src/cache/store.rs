@@ -1,0 +1,625 @@
+//! The response store behind pingora-cache: in memory, bounded in bytes by TinyUFO, with
+//! streaming partial writes (a concurrent identical request reads the answer as it arrives), and
+//! an optional Redis tier shared by several gateways. The partial-write design follows
+//! pingora-cache's `MemCache` (Apache-2.0).
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_cache::eviction::CacheEntryKey;
+use pingora_cache::key::CacheHashKey;
+use pingora_cache::storage::streaming_write::U64WriteId;
+use pingora_cache::storage::{
+    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
+    PurgeType, Storage,
+};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::{CacheKey, CacheMeta};
+use pingora_error::{Error, ErrorType, Result};
+use tokio::sync::watch;
+
+use super::redis_tier::RedisTier;
+use super::CacheMetrics;
+
+/// TinyUFO weighs entries in these units (its weight is a u16).
+const WEIGHT_UNIT: usize = 1024;
+
+type BinaryMeta = (Vec<u8>, Vec<u8>);
+
+/// A complete stored answer.
+pub struct Entry {
+    /// The whole key (TinyUFO keeps only a 64-bit hash of it).
+    key: String,
+    pub meta: BinaryMeta,
+    pub body: Bytes,
+}
+
+impl Entry {
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn size(&self) -> usize {
+        self.key.len() + self.meta.0.len() + self.meta.1.len() + self.body.len()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Written {
+    Partial(usize),
+    Complete(usize),
+}
+
+/// An answer being written.
+struct Temp {
+    meta: BinaryMeta,
+    body: Arc<RwLock<Vec<u8>>>,
+    written: Arc<watch::Sender<Written>>,
+}
+
+type TempMap = RwLock<HashMap<String, HashMap<u64, Temp>>>;
+
+pub struct Store {
+    entries: tinyufo::TinyUfo<String, Arc<Entry>>,
+    bytes: AtomicUsize,
+    max_bytes: usize,
+    max_entry_bytes: usize,
+    temp: Arc<TempMap>,
+    next_write: AtomicU64,
+    redis: Option<RedisTier>,
+    metrics: CacheMetrics,
+}
+
+fn lock_err<T>(_: T) -> Box<Error> {
+    Error::explain(ErrorType::InternalError, "cache store lock poisoned")
+}
+
+impl Store {
+    pub fn new(
+        max_bytes: usize,
+        max_entry_bytes: usize,
+        redis: Option<RedisTier>,
+        metrics: CacheMetrics,
+    ) -> Store {
+        let units = (max_bytes / WEIGHT_UNIT).max(1);
+        Store {
+            // the estimate sizes TinyUFO's frequency sketch: assume 8 KiB answers
+            entries: tinyufo::TinyUfo::new(units, (max_bytes / 8192).max(64)),
+            bytes: AtomicUsize::new(0),
+            max_bytes,
+            max_entry_bytes,
+            temp: Arc::new(RwLock::new(HashMap::new())),
+            next_write: AtomicU64::new(0),
+            redis,
+            metrics,
+        }
+    }
+
+    /// Bytes held by complete entries.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        self.entries.get(&key.to_string()).filter(|e| e.key == key)
+    }
+
+    /// Whether a fresh answer is stored under `key` (memory, then Redis): buckets are chosen by it.
+    pub async fn contains(&self, key: &str) -> bool {
+        if let Some(e) = self.get(key) {
+            if fresh(&e.meta) {
+                return true;
+            }
+        }
+        match &self.redis {
+            Some(r) => r.exists(key).await,
+            None => false,
+        }
+    }
+
+    /// Puts a complete entry, keeping the byte count in step with TinyUFO's evictions.
+    fn put(&self, entry: Arc<Entry>) -> usize {
+        let size = entry.size();
+        if size > self.max_entry_bytes {
+            self.metrics.too_large.inc();
+            return size;
+        }
+        let key = entry.key.clone();
+        if let Some(old) = self.entries.remove(&key) {
+            self.bytes.fetch_sub(old.size(), Ordering::Relaxed);
+        }
+        let weight = size.div_ceil(WEIGHT_UNIT).clamp(1, u16::MAX as usize) as u16;
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        for evicted in self.entries.force_put(key, entry, weight) {
+            self.bytes.fetch_sub(evicted.data.size(), Ordering::Relaxed);
+            self.metrics.evictions.inc();
+        }
+        self.metrics.bytes.set(self.bytes() as i64);
+        size
+    }
+
+    fn remove(&self, key: &str) -> bool {
+        match self.entries.remove(&key.to_string()) {
+            Some(e) => {
+                self.bytes.fetch_sub(e.size(), Ordering::Relaxed);
+                self.metrics.bytes.set(self.bytes() as i64);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Whether serialized meta is still fresh (a stale Redis or memory entry counts as absent).
+fn fresh(meta: &BinaryMeta) -> bool {
+    CacheMeta::deserialize(&meta.0, &meta.1).is_ok_and(|m| m.is_fresh(SystemTime::now()))
+}
+
+/// Reads a complete entry at once.
+struct CompleteHit {
+    body: Bytes,
+    done: bool,
+}
+
+/// Reads an answer that is still being written, as it grows.
+struct PartialHit {
+    body: Arc<RwLock<Vec<u8>>>,
+    written: watch::Receiver<Written>,
+    read: usize,
+}
+
+impl PartialHit {
+    async fn next(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            let end = match *self.written.borrow_and_update() {
+                Written::Partial(n) => n,
+                Written::Complete(n) if n == self.read => return Ok(None),
+                Written::Complete(n) => n,
+            };
+            if end > self.read {
+                let chunk = {
+                    let body = self.body.read().map_err(lock_err)?;
+                    Bytes::copy_from_slice(&body[self.read..end])
+                };
+                self.read = end;
+                return Ok(Some(chunk));
+            }
+            if self.written.changed().await.is_err() {
+                // the writer went away before the end: the reader must not see a cut answer
+                return Error::e_explain(
+                    ErrorType::InternalError,
+                    "the cached answer being written was abandoned",
+                );
+            }
+        }
+    }
+}
+
+enum Hit {
+    Complete(CompleteHit),
+    Partial(PartialHit),
+}
+
+#[async_trait]
+impl HandleHit for Hit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        match self {
+            Hit::Complete(c) if c.done => Ok(None),
+            Hit::Complete(c) => {
+                c.done = true;
+                Ok(Some(c.body.clone()))
+            }
+            Hit::Partial(p) => p.next().await,
+        }
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        match self {
+            Hit::Complete(c) => c.body.len(),
+            Hit::Partial(_) => 0,
+        }
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+struct Miss {
+    store: &'static Store,
+    key: String,
+    id: U64WriteId,
+    body: Arc<RwLock<Vec<u8>>>,
+    written: Arc<watch::Sender<Written>>,
+    ttl: Duration,
+}
+
+#[async_trait]
+impl HandleMiss for Miss {
+    async fn write_body(&mut self, data: Bytes, eof: bool) -> Result<()> {
+        let len = {
+            let mut body = self.body.write().map_err(lock_err)?;
+            body.extend_from_slice(&data);
+            body.len()
+        };
+        self.written.send_replace(if eof {
+            Written::Complete(len)
+        } else {
+            Written::Partial(len)
+        });
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+        let entry = {
+            let temp = self.store.temp.read().map_err(lock_err)?;
+            let Some(t) = temp.get(&self.key).and_then(|m| m.get(&u64::from(self.id))) else {
+                return Error::e_explain(ErrorType::InternalError, "cache write state is gone");
+            };
+            let body = Bytes::from(t.body.read().map_err(lock_err)?.clone());
+            Arc::new(Entry {
+                key: self.key.clone(),
+                meta: t.meta.clone(),
+                body,
+            })
+        };
+        let size = self.store.put(entry.clone());
+        if let Some(r) = &self.store.redis {
+            r.set(&entry, self.ttl).await;
+        }
+        Ok(MissFinishType::Created(size))
+    }
+
+    fn streaming_write_tag(&self) -> Option<&[u8]> {
+        Some(self.id.as_bytes())
+    }
+}
+
+impl Drop for Miss {
+    fn drop(&mut self) {
+        if let Ok(mut temp) = self.store.temp.write() {
+            if let Some(m) = temp.get_mut(&self.key) {
+                m.remove(&u64::from(self.id));
+                if m.is_empty() {
+                    temp.remove(&self.key);
+                }
+            }
+        }
+    }
+}
+
+fn partial(t: &Temp) -> Result<Option<(CacheMeta, HitHandler)>> {
+    let meta = CacheMeta::deserialize(&t.meta.0, &t.meta.1)?;
+    Ok(Some((
+        meta,
+        Box::new(Hit::Partial(PartialHit {
+            body: t.body.clone(),
+            written: t.written.subscribe(),
+            read: 0,
+        })),
+    )))
+}
+
+fn complete(e: &Entry) -> Result<Option<(CacheMeta, HitHandler)>> {
+    let meta = CacheMeta::deserialize(&e.meta.0, &e.meta.1)?;
+    Ok(Some((
+        meta,
+        Box::new(Hit::Complete(CompleteHit {
+            body: e.body.clone(),
+            done: false,
+        })),
+    )))
+}
+
+#[async_trait]
+impl Storage for Store {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let hash = key.combined();
+        {
+            // an answer being written is preferred: it is the newest
+            let temp = self.temp.read().map_err(lock_err)?;
+            if let Some(t) = temp.get(&hash).and_then(|m| m.values().next()) {
+                return partial(t);
+            }
+        }
+        if let Some(e) = self.get(&hash) {
+            return complete(&e);
+        }
+        if let Some(r) = &self.redis {
+            if let Some(e) = r.get(&hash).await {
+                let e = Arc::new(e);
+                self.put(e.clone());
+                return complete(&e);
+            }
+        }
+        Ok(None)
+    }
+
+    async fn lookup_streaming_write(
+        &'static self,
+        key: &CacheKey,
+        tag: Option<&[u8]>,
+        trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let Some(id) = tag.and_then(|t| U64WriteId::try_from(t).ok()) else {
+            return self.lookup(key, trace).await;
+        };
+        let hash = key.combined();
+        let temp = self.temp.read().map_err(lock_err)?;
+        match temp.get(&hash).and_then(|m| m.get(&u64::from(id))) {
+            Some(t) => partial(t),
+            None => Ok(None),
+        }
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        let hash = key.combined();
+        let ttl = meta
+            .fresh_until()
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let (tx, _rx) = watch::channel(Written::Partial(0));
+        let temp = Temp {
+            meta: meta.serialize()?,
+            body: Arc::new(RwLock::new(Vec::new())),
+            written: Arc::new(tx),
+        };
+        let id = self.next_write.fetch_add(1, Ordering::Relaxed);
+        let miss = Miss {
+            store: self,
+            key: hash.clone(),
+            id: id.into(),
+            body: temp.body.clone(),
+            written: temp.written.clone(),
+            ttl,
+        };
+        self.temp
+            .write()
+            .map_err(lock_err)?
+            .entry(hash)
+            .or_default()
+            .insert(id, temp);
+        Ok(Box::new(miss))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        if matches!(target, PurgeTarget::Exact(CacheEntryKey::Identified { .. })) {
+            return Ok(PurgeOutcome::NotFound);
+        }
+        let hash = target.key().combined();
+        let temp = self.temp.write().map_err(lock_err)?.remove(&hash).is_some();
+        if self.remove(&hash) || temp {
+            Ok(PurgeOutcome::Purged(None))
+        } else {
+            Ok(PurgeOutcome::NotFound)
+        }
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let hash = key.combined();
+        let Some(e) = self.get(&hash) else {
+            return Ok(false);
+        };
+        self.put(Arc::new(Entry {
+            key: hash,
+            meta: meta.serialize()?,
+            body: e.body.clone(),
+        }));
+        Ok(true)
+    }
+
+    fn support_streaming_partial_write(&self) -> bool {
+        true
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// An entry as bytes (for Redis): meta lengths, meta, body.
+pub fn encode(e: &Entry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + e.meta.0.len() + e.meta.1.len() + e.body.len());
+    out.extend_from_slice(&(e.meta.0.len() as u32).to_be_bytes());
+    out.extend_from_slice(&(e.meta.1.len() as u32).to_be_bytes());
+    out.extend_from_slice(&e.meta.0);
+    out.extend_from_slice(&e.meta.1);
+    out.extend_from_slice(&e.body);
+    out
+}
+
+pub fn decode(key: &str, b: &[u8]) -> Option<Entry> {
+    let n = |i: usize| -> Option<usize> {
+        Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize)
+    };
+    let (a, m) = (n(0)?, n(4)?);
+    let meta0 = b.get(8..8 + a)?.to_vec();
+    let meta1 = b.get(8 + a..8 + a + m)?.to_vec();
+    let body = Bytes::copy_from_slice(b.get(8 + a + m..)?);
+    let e = Entry {
+        key: key.to_string(),
+        meta: (meta0, meta1),
+        body,
+    };
+    fresh(&e.meta).then_some(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_cache::trace::Span;
+    use pingora_http::ResponseHeader;
+
+    fn store(max: usize) -> &'static Store {
+        let m = crate::cache::CacheMetrics::register().unwrap();
+        Box::leak(Box::new(Store::new(max, max / 2, None, m)))
+    }
+
+    fn meta(ttl: Duration) -> CacheMeta {
+        let now = SystemTime::now();
+        CacheMeta::new(
+            now + ttl,
+            now,
+            0,
+            0,
+            ResponseHeader::build(200, None).unwrap(),
+        )
+    }
+
+    async fn write(s: &'static Store, key: &CacheKey, body: &[u8]) {
+        let span = Span::inactive().handle();
+        let mut miss = s
+            .get_miss_handler(key, &meta(Duration::from_secs(60)), &span)
+            .await
+            .unwrap();
+        miss.write_body(Bytes::copy_from_slice(body), true)
+            .await
+            .unwrap();
+        miss.finish().await.unwrap();
+    }
+
+    async fn read(s: &'static Store, key: &CacheKey) -> Option<Vec<u8>> {
+        let span = Span::inactive().handle();
+        let (_, mut hit) = s.lookup(key, &span).await.unwrap()?;
+        let mut out = Vec::new();
+        while let Some(b) = hit.read_body().await.unwrap() {
+            out.extend_from_slice(&b);
+        }
+        Some(out)
+    }
+
+    #[tokio::test]
+    async fn written_answers_are_read_back_whole() {
+        let s = store(1 << 20);
+        let k = CacheKey::new("k1", "");
+        assert!(read(s, &k).await.is_none());
+        write(s, &k, b"hello").await;
+        assert_eq!(read(s, &k).await.unwrap(), b"hello");
+        assert!(s.contains(&k.combined()).await);
+        assert!(s.bytes() > 5);
+    }
+
+    #[tokio::test]
+    async fn a_reader_streams_an_answer_while_it_is_written() {
+        let s = store(1 << 20);
+        let k = CacheKey::new("k2", "");
+        let span = Span::inactive().handle();
+        let mut miss = s
+            .get_miss_handler(&k, &meta(Duration::from_secs(60)), &span)
+            .await
+            .unwrap();
+        miss.write_body(Bytes::from_static(b"data: 1\n\n"), false)
+            .await
+            .unwrap();
+        let (_, mut hit) = s.lookup(&k, &span).await.unwrap().unwrap();
+        assert_eq!(hit.read_body().await.unwrap().unwrap(), "data: 1\n\n");
+        let reader = tokio::spawn(async move {
+            let mut rest = Vec::new();
+            while let Some(b) = hit.read_body().await.unwrap() {
+                rest.extend_from_slice(&b);
+            }
+            rest
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        miss.write_body(Bytes::from_static(b"data: 2\n\n"), true)
+            .await
+            .unwrap();
+        miss.finish().await.unwrap();
+        assert_eq!(reader.await.unwrap(), b"data: 2\n\n");
+        // an abandoned write is not served as if it were complete
+        let k3 = CacheKey::new("k3", "");
+        let mut miss = s
+            .get_miss_handler(&k3, &meta(Duration::from_secs(60)), &span)
+            .await
+            .unwrap();
+        miss.write_body(Bytes::from_static(b"part"), false)
+            .await
+            .unwrap();
+        let (_, mut hit) = s.lookup(&k3, &span).await.unwrap().unwrap();
+        assert_eq!(hit.read_body().await.unwrap().unwrap(), "part");
+        drop(miss);
+        assert!(hit.read_body().await.is_err());
+        assert!(s.lookup(&k3, &span).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn memory_stays_within_its_byte_bound_under_a_flood() {
+        let s = store(2 << 20);
+        let body = vec![b'x'; 100 * 1024];
+        for i in 0..200 {
+            write(s, &CacheKey::new(format!("flood-{i}"), ""), &body).await;
+            assert!(
+                s.bytes() <= s.max_bytes() + body.len() + 4096,
+                "{} bytes after {i}",
+                s.bytes()
+            );
+        }
+        assert!(s.bytes() <= 2 << 20, "{}", s.bytes());
+        // answers over max_entry_bytes are not kept
+        write(s, &CacheKey::new("huge", ""), &vec![0u8; 2 << 20]).await;
+        assert!(read(s, &CacheKey::new("huge", "")).await.is_none());
+    }
+
+    #[test]
+    fn entries_round_trip_through_their_redis_encoding() {
+        let m = meta(Duration::from_secs(60)).serialize().unwrap();
+        let e = Entry {
+            key: "k".into(),
+            meta: m.clone(),
+            body: Bytes::from_static(b"body"),
+        };
+        let d = decode("k", &encode(&e)).unwrap();
+        assert_eq!((d.meta, d.body), (m, Bytes::from_static(b"body")));
+        assert!(decode("k", b"\0\0").is_none());
+        let stale = Entry {
+            key: "k".into(),
+            meta: meta(Duration::ZERO).serialize().unwrap(),
+            body: Bytes::new(),
+        };
+        assert!(
+            decode("k", &encode(&stale)).is_none(),
+            "stale entries count as absent"
+        );
+    }
+}
