@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS {db}.{table} (
     reasoning_tokens Nullable(UInt64),
     cost_usd Nullable(Float64),
     cache Nullable(String),
+    cache_reference_id Nullable(String),
     rate_limit Nullable(String),
     rejection Nullable(String),
     user_id Nullable(String),

@@ -30,6 +30,8 @@ pub enum AppError {
     },
     #[error("log export: {0}")]
     Export(String),
+    #[error("response cache: {0}")]
+    Cache(String),
     #[error("listener {address}: {message}")]
     Listener { address: String, message: String },
 }
@@ -112,6 +114,11 @@ pub fn build(mut cfg: Config, opt: Opt) -> Result<App, AppError> {
     );
     let (exporter, export_service, drained) =
         export::build(&cfg.export, &cfg.state_dir).map_err(AppError::Export)?;
+    let cache = if cfg.cache.enabled {
+        Some(crate::cache::ResponseCache::build(&cfg.cache).map_err(AppError::Cache)?)
+    } else {
+        None
+    };
     let cfg = Arc::new(cfg);
     let gateway = Gateway {
         cfg: cfg.clone(),
@@ -123,6 +130,7 @@ pub fn build(mut cfg: Config, opt: Opt) -> Result<App, AppError> {
         health: Health::new(cfg.health.clone())?,
         exporter,
         pricing,
+        cache,
         ready: ready.clone(),
     };
     let mut proxy =

@@ -9,6 +9,7 @@ use http::{HeaderName, HeaderValue};
 use serde::Serialize;
 
 use crate::body::{Replay, RequestBody};
+use crate::cache::Policy;
 use crate::config::OriginPolicy;
 use crate::error::GatewayError;
 use crate::failover::{CodeSet, Cursor, RetryPolicy};
@@ -35,6 +36,18 @@ pub struct Target {
     pub on_codes: Option<CodeSet>,
     /// The provider and model of a unified-API attempt.
     pub unified: Option<Candidate>,
+}
+
+/// A cached request's state (`Helicone-Cache-Enabled: true`).
+pub struct CacheState {
+    pub policy: Policy,
+    /// The key of the chosen bucket (set once the body is read).
+    pub key: String,
+    pub bucket: u8,
+    /// `hit` or `miss`, once known.
+    pub status: Option<&'static str>,
+    /// On a hit: the id of the request whose answer was served.
+    pub reference: Option<String>,
 }
 
 /// A unified-API request's own state.
@@ -104,6 +117,10 @@ pub struct RequestCtx {
     pub response_total: usize,
     /// Set for requests of the unified API.
     pub unified: Option<UnifiedState>,
+    /// Set when the request asked for the cache.
+    pub cache: Option<CacheState>,
+    /// The first attempt's origin quota is charged when it starts (a cache hit is not charged).
+    pub quota_deferred: bool,
 }
 
 impl RequestCtx {
@@ -135,6 +152,8 @@ impl RequestCtx {
             response_capture: Vec::new(),
             response_total: 0,
             unified: None,
+            cache: None,
+            quota_deferred: false,
         }
     }
 

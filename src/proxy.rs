@@ -6,14 +6,16 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora_cache::{CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::body;
+use crate::cache;
 use crate::config::{Config, UnapprovedPolicy};
-use crate::ctx::{RequestCtx, Target, UnifiedState};
+use crate::ctx::{CacheState, RequestCtx, Target, UnifiedState};
 use crate::error::GatewayError;
 use crate::export::{record, Exporter};
 use crate::failover::{self, health::Health, CodeSet, FallbackEntry, Next};
@@ -38,6 +40,8 @@ pub struct Gateway {
     pub health: Health,
     pub exporter: Exporter,
     pub pricing: Pricing,
+    /// `None` when `cache.enabled` is false.
+    pub cache: Option<crate::cache::ResponseCache>,
     /// Cleared when shutdown starts: `/readyz` then answers 503.
     pub ready: Arc<AtomicBool>,
 }
@@ -230,6 +234,22 @@ impl Gateway {
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         })
         .map_err(bad)?;
+        if self.cache.is_some() {
+            let policy = cache::policy(|n| {
+                req.headers
+                    .get(n)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            })
+            .map_err(bad)?;
+            ctx.quota_deferred = policy.is_some();
+            ctx.cache = policy.map(|policy| CacheState {
+                policy,
+                key: String::new(),
+                bucket: 0,
+                status: None,
+                reference: None,
+            });
+        }
         match unified {
             None => {}
             Some(UnifiedRoute::WrongMethod(allow)) => {
@@ -339,7 +359,7 @@ impl Gateway {
         }
         // the first attempt's quota is charged now, before the body is read; later attempts
         // are charged in `next_attempt`
-        if let Some(first) = ctx.targets.first() {
+        if let Some(first) = ctx.targets.first().filter(|_| !ctx.quota_deferred) {
             if !first.approved {
                 self.quota
                     .admit(&first.origin)
@@ -354,10 +374,57 @@ impl Gateway {
                     Some(failover::override_body(&ctx.body.bytes, v, i).map_err(bad)?);
             }
         }
+        self.cache_key(session, ctx).await;
         if ctx.body.present && !ctx.body.replayable {
             return self.forward_manually(session, ctx).await;
         }
         Ok(Admitted::Proxy)
+    }
+
+    /// The cache key and bucket of a request that asked for the cache (after its body is read
+    /// and its targets are planned). Bodies Pingora cannot replay (chunked over 64 KiB) take the
+    /// manual exchange, which has no cache.
+    async fn cache_key(&self, session: &Session, ctx: &mut RequestCtx) {
+        let (Some(rc), Some(state)) = (self.cache.as_ref(), ctx.cache.as_mut()) else {
+            return;
+        };
+        if ctx.body.present && !ctx.body.replayable {
+            ctx.cache = None;
+            return;
+        }
+        let req = session.req_header();
+        let target = match (&ctx.unified, ctx.targets.first()) {
+            (Some(u), _) => format!("unified:{:?}", u.op),
+            (None, Some(t)) => format!("{}{}", t.origin, t.route.upstream_path),
+            (None, None) => return,
+        };
+        // the client's own provider credentials (passthrough) keep tenants apart too
+        let mut creds: Vec<&[u8]> = Vec::new();
+        if ctx.unified.is_none() {
+            for name in [
+                "authorization",
+                "x-api-key",
+                "api-key",
+                "x-goog-api-key",
+                headers::FALLBACKS,
+            ] {
+                for v in req.headers.get_all(name) {
+                    creds.push(v.as_bytes());
+                }
+            }
+        }
+        let base = cache::base_key(
+            &state.policy,
+            &cache::KeyParts {
+                method: req.method.as_str(),
+                target: &target,
+                body: &ctx.body.bytes,
+                tenant: ctx.key_id.as_deref(),
+                credentials: &creds,
+            },
+        );
+        state.bucket = rc.choose_bucket(&base, state.policy.buckets).await;
+        state.key = cache::bucket_key(&base, state.bucket);
     }
 
     async fn read_body(
@@ -478,6 +545,7 @@ impl Gateway {
             include_usage: req.include_usage,
             mapper: None,
         });
+        self.cache_key(session, ctx).await;
         if ctx.body.present && !ctx.body.replayable {
             return self.forward_manually(session, ctx).await;
         }
@@ -503,7 +571,7 @@ impl Gateway {
                 ctx.cursor.skip(len);
                 continue;
             }
-            if ctx.attempt > 0 && !approved {
+            if (ctx.attempt > 0 || ctx.quota_deferred) && !approved {
                 if let Err(e) = self.quota.admit(&origin) {
                     ctx.attempt_start = Some(Instant::now());
                     if self.judge(ctx, 429, None, Some(e.to_string())) {
@@ -583,6 +651,65 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// `Helicone-Cache` and, on a hit, what the cached answer recorded of its original request:
+    /// the request id (logged as the reference), its latency and, for the unified API, the
+    /// provider that answered (so the right translation replays it).
+    fn cache_outcome(
+        &self,
+        session: &Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(rc), Some(state)) = (self.cache.as_ref(), ctx.cache.as_mut()) else {
+            return Ok(());
+        };
+        if state.key.is_empty() {
+            return Ok(());
+        }
+        let hit = matches!(session.cache.phase(), CachePhase::Hit);
+        if session.cache.lock_duration().is_some() {
+            rc.metrics.lock_waits.inc();
+        }
+        let label = if hit { "hit" } else { "miss" };
+        rc.metrics.lookups.with_label_values(&[label]).inc();
+        state.status = Some(label);
+        let get = |n: &str| {
+            resp.headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (reference, latency, provider, model) = (
+            get(cache::stored::REQUEST_ID),
+            get(cache::stored::LATENCY_MS),
+            get(cache::stored::PROVIDER),
+            get(cache::stored::MODEL),
+        );
+        for n in cache::stored::ALL {
+            resp.remove_header(n);
+        }
+        resp.insert_header(headers::CACHE.clone(), if hit { "HIT" } else { "MISS" })?;
+        if !hit {
+            return Ok(());
+        }
+        resp.insert_header(headers::CACHE_BUCKET_IDX.clone(), state.bucket.to_string())?;
+        if let Some(l) = latency {
+            resp.insert_header(headers::CACHE_LATENCY.clone(), l)?;
+        }
+        state.reference = reference;
+        if let Some(p) = provider {
+            let answered = ctx.targets.iter().position(|t| {
+                t.unified
+                    .as_ref()
+                    .is_some_and(|u| u.endpoint.name == p && Some(&u.model_id) == model.as_ref())
+            });
+            if let Some(i) = answered {
+                ctx.cursor.index = i;
+            }
+        }
+        Ok(())
     }
 
     /// The response header the client gets: usage tap set up, the unified mapping chosen,
@@ -818,11 +945,65 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        self.cache_outcome(session, upstream_response, ctx)?;
         self.shape_response(upstream_response, ctx)
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        if let (Some(rc), Some(c)) = (self.cache.as_ref(), ctx.cache.as_ref()) {
+            if !c.key.is_empty() {
+                session
+                    .cache
+                    .enable(rc.store, None, None, Some(rc.lock), None);
+            }
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, _session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        match ctx.cache.as_ref() {
+            Some(c) => Ok(CacheKey::new(c.key.clone(), "")),
+            None => Error::e_explain(ErrorType::InternalError, "cache key asked without a cache"),
+        }
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        let Some(c) = ctx.cache.as_ref() else {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
+        };
+        if !(200..300).contains(&resp.status.as_u16()) {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
+                "only 2xx answers are cached",
+            )));
+        }
+        // what a hit needs to know of this request, kept with the answer
+        let mut h = resp.clone();
+        h.insert_header(cache::stored::REQUEST_ID, ctx.id.as_str())?;
+        h.insert_header(
+            cache::stored::LATENCY_MS,
+            ctx.start.elapsed().as_millis().to_string(),
+        )?;
+        if let Some(u) = ctx.target().and_then(|t| t.unified.as_ref()) {
+            h.insert_header(cache::stored::PROVIDER, u.endpoint.name.as_str())?;
+            h.insert_header(cache::stored::MODEL, u.model_id.as_str())?;
+        }
+        let now = std::time::SystemTime::now();
+        Ok(RespCacheable::Cacheable(CacheMeta::new(
+            now + c.policy.ttl,
+            now,
+            0,
+            0,
+            h,
+        )))
     }
 
     fn response_body_filter(

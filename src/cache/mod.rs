@@ -131,6 +131,65 @@ impl CacheMetrics {
     }
 }
 
+/// The response cache as the proxy uses it: the store and the lock that makes identical
+/// requests share one upstream call.
+pub struct ResponseCache {
+    pub store: &'static store::Store,
+    pub lock: &'static pingora_cache::lock::CacheKeyLockImpl,
+    pub metrics: CacheMetrics,
+}
+
+impl ResponseCache {
+    /// Built once per process (pingora-cache wants `'static` storage).
+    pub fn build(conf: &CacheConf) -> Result<ResponseCache, String> {
+        let metrics = CacheMetrics::register().map_err(|e| e.to_string())?;
+        let redis = match &conf.redis {
+            None => None,
+            Some(r) => Some(redis_tier::RedisTier::new(
+                &r.url,
+                r.prefix.clone(),
+                Duration::from_millis(r.timeout_ms),
+                metrics.clone(),
+            )?),
+        };
+        let store: &'static store::Store = Box::leak(Box::new(store::Store::new(
+            conf.max_bytes,
+            conf.max_entry_bytes,
+            redis,
+            metrics.clone(),
+        )));
+        let lock: &'static pingora_cache::lock::CacheLock = Box::leak(
+            pingora_cache::lock::CacheLock::new_boxed(Duration::from_secs(conf.lock_timeout_secs)),
+        );
+        Ok(ResponseCache {
+            store,
+            lock,
+            metrics,
+        })
+    }
+
+    /// The bucket this request reads or fills: the first empty one, or a random one when all
+    /// `buckets` hold an answer (spec section 7).
+    pub async fn choose_bucket(&self, base: &str, buckets: u8) -> u8 {
+        for i in 0..buckets {
+            if !self
+                .store
+                .contains(&storage_key(&bucket_key(base, i)))
+                .await
+            {
+                return i;
+            }
+        }
+        (uuid::Uuid::new_v4().as_u128() % u128::from(buckets)) as u8
+    }
+}
+
+/// The key the store files an entry under (pingora-cache's hash of our key).
+pub fn storage_key(key: &str) -> String {
+    use pingora_cache::key::CacheHashKey;
+    pingora_cache::CacheKey::new(key.to_string(), "").combined()
+}
+
 /// What the request's cache headers ask for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {

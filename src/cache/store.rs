@@ -65,7 +65,10 @@ struct Temp {
 type TempMap = RwLock<HashMap<String, HashMap<u64, Temp>>>;
 
 pub struct Store {
-    entries: tinyufo::TinyUfo<String, Arc<Entry>>,
+    /// The answers. TinyUFO only decides which keys stay: its lock-free buckets are reclaimed
+    /// late (epoch-based), so the bodies themselves live here and are freed on eviction.
+    entries: RwLock<HashMap<String, Arc<Entry>>>,
+    admission: tinyufo::TinyUfo<String, Arc<str>>,
     bytes: AtomicUsize,
     max_bytes: usize,
     max_entry_bytes: usize,
@@ -88,8 +91,9 @@ impl Store {
     ) -> Store {
         let units = (max_bytes / WEIGHT_UNIT).max(1);
         Store {
+            entries: RwLock::new(HashMap::new()),
             // the estimate sizes TinyUFO's frequency sketch: assume 8 KiB answers
-            entries: tinyufo::TinyUfo::new(units, (max_bytes / 8192).max(64)),
+            admission: tinyufo::TinyUfo::new(units, (max_bytes / 8192).max(64)),
             bytes: AtomicUsize::new(0),
             max_bytes,
             max_entry_bytes,
@@ -110,7 +114,10 @@ impl Store {
     }
 
     fn get(&self, key: &str) -> Option<Arc<Entry>> {
-        self.entries.get(&key.to_string()).filter(|e| e.key == key)
+        let e = self.entries.read().ok()?.get(key).cloned()?;
+        // counts the access for TinyUFO's frequency estimate
+        self.admission.get(&e.key);
+        Some(e)
     }
 
     /// Whether a fresh answer is stored under `key` (memory, then Redis): buckets are chosen by it.
@@ -134,21 +141,28 @@ impl Store {
             return size;
         }
         let key = entry.key.clone();
-        if let Some(old) = self.entries.remove(&key) {
-            self.bytes.fetch_sub(old.size(), Ordering::Relaxed);
-        }
+        self.remove(&key);
         let weight = size.div_ceil(WEIGHT_UNIT).clamp(1, u16::MAX as usize) as u16;
+        let Ok(mut entries) = self.entries.write() else {
+            return size;
+        };
+        entries.insert(key.clone(), entry);
         self.bytes.fetch_add(size, Ordering::Relaxed);
-        for evicted in self.entries.force_put(key, entry, weight) {
-            self.bytes.fetch_sub(evicted.data.size(), Ordering::Relaxed);
-            self.metrics.evictions.inc();
+        let name: Arc<str> = Arc::from(key.as_str());
+        for evicted in self.admission.force_put(key, name, weight) {
+            if let Some(e) = entries.remove(&*evicted.data) {
+                self.bytes.fetch_sub(e.size(), Ordering::Relaxed);
+                self.metrics.evictions.inc();
+            }
         }
         self.metrics.bytes.set(self.bytes() as i64);
         size
     }
 
     fn remove(&self, key: &str) -> bool {
-        match self.entries.remove(&key.to_string()) {
+        self.admission.remove(&key.to_string());
+        let removed = self.entries.write().ok().and_then(|mut m| m.remove(key));
+        match removed {
             Some(e) => {
                 self.bytes.fetch_sub(e.size(), Ordering::Relaxed);
                 self.metrics.bytes.set(self.bytes() as i64);
@@ -273,6 +287,9 @@ impl HandleMiss for Miss {
     }
 
     async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+        // pingora may finish without a last `eof` write: readers learn the end here
+        let len = self.body.read().map_err(lock_err)?.len();
+        self.written.send_replace(Written::Complete(len));
         let entry = {
             let temp = self.store.temp.read().map_err(lock_err)?;
             let Some(t) = temp.get(&self.key).and_then(|m| m.get(&u64::from(self.id))) else {

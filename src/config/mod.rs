@@ -13,6 +13,7 @@ use pingora_core::server::configuration::ServerConf;
 use serde::Deserialize;
 
 use crate::auth::KeyStore;
+use crate::cache::CacheConf;
 use crate::export::ExportConf;
 use crate::failover::health::HealthConf;
 use crate::pricing::{Pricing, PricingFile};
@@ -55,6 +56,9 @@ pub struct FileConfig {
     /// Request log export (sinks, batching, body capture).
     #[serde(default)]
     pub export: ExportConf,
+    /// Response cache (`Helicone-Cache-Enabled`): memory bound, lock, Redis tier.
+    #[serde(default)]
+    pub cache: CacheConf,
     /// Path of the model registry (routing and prices); the embedded `conf/models.yaml` when absent.
     #[serde(default)]
     pub pricing: Option<PathBuf>,
@@ -270,6 +274,7 @@ pub struct Config {
     pub limits: LimitsConf,
     pub health: HealthConf,
     pub export: ExportConf,
+    pub cache: CacheConf,
     pub pricing: Pricing,
     /// The unified API's model -> providers registry.
     pub registry: Registry,
@@ -633,6 +638,42 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
             issues.push(format!("export.{f}"), "must be greater than 0".into());
         }
     }
+    let c = &fc.cache;
+    if c.max_bytes < 1024 * 1024 {
+        issues.push(
+            "cache.max_bytes".into(),
+            "must be at least 1048576 (1 MiB)".into(),
+        );
+    }
+    if c.max_entry_bytes == 0 || c.max_entry_bytes > c.max_bytes {
+        issues.push(
+            "cache.max_entry_bytes".into(),
+            "must be greater than 0 and at most cache.max_bytes".into(),
+        );
+    }
+    if c.lock_timeout_secs == 0 {
+        issues.push(
+            "cache.lock_timeout_secs".into(),
+            "must be greater than 0".into(),
+        );
+    }
+    if let Some(r) = &c.redis {
+        if let Err(e) = redis::Client::open(r.url.as_str()) {
+            issues.push(
+                "cache.redis.url".into(),
+                format!(
+                    "'{}' is not a Redis URL ({e}); write redis://host:port/db",
+                    r.url
+                ),
+            );
+        }
+        if r.timeout_ms == 0 {
+            issues.push(
+                "cache.redis.timeout_ms".into(),
+                "must be greater than 0".into(),
+            );
+        }
+    }
     if !issues.is_empty() {
         return Err(ConfigError::Invalid {
             file: file.to_string(),
@@ -650,6 +691,7 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         limits: fc.limits,
         health: fc.health,
         export,
+        cache: fc.cache.clone(),
         pricing,
         registry,
         state_dir: resolve(&fc.state_dir),

@@ -196,6 +196,8 @@ pub struct Record {
     pub reasoning_tokens: Option<u64>,
     pub cost_usd: Option<f64>,
     pub cache: Option<String>,
+    /// On a cache hit: the id of the request whose answer was served.
+    pub cache_reference_id: Option<String>,
     pub rate_limit: Option<String>,
     pub rejection: Option<String>,
     pub user_id: Option<String>,
@@ -272,6 +274,7 @@ pub fn sample(i: usize) -> Record {
         reasoning_tokens: Some(0),
         cost_usd: Some(0.000_220_2),
         cache: None,
+        cache_reference_id: None,
         rate_limit: None,
         rejection: None,
         user_id: Some(format!("user-{}", i % 1000)),
@@ -357,6 +360,7 @@ pub fn build(
         .and_then(|r| r.provider.as_ref())
         .map(|p| p.name.clone());
     let model = usage.model.clone().or_else(|| model_requested.clone());
+    let hit = ctx.cache.as_ref().is_some_and(|c| c.status == Some("hit"));
     let (cost, model_label) = match &model {
         Some(m) => (
             pricing.cost(provider.as_deref(), m, &usage),
@@ -366,6 +370,8 @@ pub fn build(
         ),
         None => (None, "none".to_string()),
     };
+    // an answer served from cache cost nothing
+    let cost = if hit { Some(0.0) } else { cost };
     let ms = |d: std::time::Duration| d.as_millis() as u64;
     let response_body = LoggedBody::keep(
         Bytes::from(std::mem::take(&mut ctx.response_capture)),
@@ -398,7 +404,11 @@ pub fn build(
         cache_write_tokens: usage.cache_write_tokens,
         reasoning_tokens: usage.reasoning_tokens,
         cost_usd: cost,
-        cache: None,
+        cache: ctx
+            .cache
+            .as_ref()
+            .and_then(|c| c.status.map(str::to_string)),
+        cache_reference_id: ctx.cache.as_ref().and_then(|c| c.reference.clone()),
         rate_limit: None,
         rejection: ctx.rejection.map(|r| r.label().to_string()),
         user_id: header(session, headers::USER_ID).or(body_user),

@@ -26,8 +26,12 @@ pub struct Report {
 
 /// Rewrites a response body on its way to the client.
 pub enum Mapper {
-    /// An Anthropic JSON answer, collected and translated at its end.
-    AnthropicJson(Vec<u8>),
+    /// An Anthropic JSON answer, collected and translated once it is complete (known by its
+    /// parsing, since an answer replayed while it is cached ends without an end-of-stream call).
+    AnthropicJson {
+        buf: Vec<u8>,
+        done: bool,
+    },
     AnthropicSse(Box<StreamTranslator>),
     /// An OpenAI-format stream for which the gateway asked for usage (to log it) and the client
     /// did not: the usage-only chunk (`"choices": []`) is taken out, everything else passes.
@@ -57,7 +61,10 @@ impl Mapper {
             (ApiFormat::Anthropic, true) => Some(Mapper::AnthropicSse(Box::new(
                 StreamTranslator::new(include_usage, unix_now()),
             ))),
-            (ApiFormat::Anthropic, false) => Some(Mapper::AnthropicJson(Vec::new())),
+            (ApiFormat::Anthropic, false) => Some(Mapper::AnthropicJson {
+                buf: Vec::new(),
+                done: false,
+            }),
             (_, true) if !include_usage => Some(Mapper::DropUsage {
                 sse: SseDecoder::new(MAX_SSE_LINE),
                 events: Vec::new(),
@@ -97,15 +104,21 @@ impl Mapper {
                     }
                 }
             }
-            Mapper::AnthropicJson(buf) => {
+            Mapper::AnthropicJson { buf, done } => {
+                if *done {
+                    return;
+                }
                 if buf.len() + chunk.len() <= MAX_JSON {
                     buf.extend_from_slice(&chunk);
                 } else {
                     buf.clear();
                     buf.push(b'!'); // not JSON: reported at the end
                 }
-                if end {
+                let complete = buf.trim_ascii_end().ends_with(b"}")
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(buf).is_ok();
+                if end || complete {
                     out = translate_json(buf);
+                    *done = true;
                 }
             }
             Mapper::Failed {

@@ -381,6 +381,17 @@ async fn handle(req: Request<Incoming>, st: Arc<MockState>) -> Result<Response<B
             let events = (0..n).map(|i| format!(r#"{{"i":{i}}}"#)).collect();
             sse(st, events, Duration::from_millis(ms))
         }
+        "/big" => {
+            // `kb` KiB of JSON whose content depends on `seed`: distinct large answers
+            let kb: usize = q.get("kb").and_then(|v| v.parse().ok()).unwrap_or(64);
+            let seed = q.get("seed").cloned().unwrap_or_default();
+            let filler = seed.repeat(1024 * kb / seed.len().max(1) + 1);
+            full(
+                200,
+                "application/json",
+                format!(r#"{{"seed":"{seed}","filler":"{}"}}"#, &filler[..1024 * kb]),
+            )
+        }
         "/hang" => {
             tokio::time::sleep(Duration::from_secs(30)).await;
             full(200, "text/plain", "too late")
