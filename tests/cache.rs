@@ -283,6 +283,8 @@ async fn streams_are_stored_and_replayed_and_concurrent_twins_share_one_call() {
     assert_eq!(a.body, b.body);
     assert_eq!(mock.hits(), 2, "one upstream call for both");
     assert_eq!(b.h("helicone-cache"), "HIT");
+    let m = metrics_with(&gw, &["switchyard_cache_inflight_hits_total 1"]).await;
+    assert!(m.contains("switchyard_cache_inflight_hits_total 1"), "{m}");
 }
 
 #[tokio::test]

@@ -78,6 +78,7 @@ pub struct CacheMetrics {
     pub evictions: IntCounter,
     pub too_large: IntCounter,
     pub lock_waits: IntCounter,
+    pub inflight_hits: IntCounter,
     pub redis_errors: IntCounter,
     pub redis_hits: IntCounter,
 }
@@ -118,6 +119,10 @@ impl CacheMetrics {
             lock_waits: register_int_counter!(
                 "switchyard_cache_lock_waits_total",
                 "Requests that waited for an identical request's answer instead of going upstream"
+            )?,
+            inflight_hits: register_int_counter!(
+                "switchyard_cache_inflight_hits_total",
+                "Hits that read an answer still being written (identical requests sharing one upstream call)"
             )?,
             redis_errors: register_int_counter!(
                 "switchyard_cache_redis_errors_total",

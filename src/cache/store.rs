@@ -362,6 +362,7 @@ impl Storage for Store {
             // an answer being written is preferred: it is the newest
             let temp = self.temp.read().map_err(lock_err)?;
             if let Some(t) = temp.get(&hash).and_then(|m| m.values().next()) {
+                self.metrics.inflight_hits.inc();
                 return partial(t);
             }
         }
