@@ -208,3 +208,15 @@ fn the_openai_sdk_and_litellm_use_any_model_through_the_unified_api() {
         assert!(!r.headers.iter().any(|(_, v)| v.contains(UNIFIED_GW_KEY)));
     }
 }
+
+#[test]
+fn the_openai_sdk_gets_repeats_from_the_cache() {
+    let openai = MockProvider::start();
+    let gw = unified_gateway(&[("openai", &openai)], "", true);
+    let stdout = run_python("sdk_cache.py", &gw, &[("GATEWAY_KEY", UNIFIED_GW_KEY)]);
+    for line in ["cached chat: ok", "keys: ok", "cached stream: ok"] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    // chat, another body, a seed, one stream: the two repeats never reached the provider
+    assert_eq!(openai.hits(), 4);
+}
