@@ -10,7 +10,6 @@ use prometheus::{register_int_counter, register_int_counter_vec, register_int_ga
 use prometheus::{IntCounter, IntCounterVec, IntGauge};
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::error::GatewayError;
 use crate::headers;
@@ -177,22 +176,12 @@ impl ResponseCache {
     /// `buckets` hold an answer (spec section 7).
     pub async fn choose_bucket(&self, base: &str, buckets: u8) -> u8 {
         for i in 0..buckets {
-            if !self
-                .store
-                .contains(&storage_key(&bucket_key(base, i)))
-                .await
-            {
+            if !self.store.contains(&bucket_key(base, i)).await {
                 return i;
             }
         }
         (uuid::Uuid::new_v4().as_u128() % u128::from(buckets)) as u8
     }
-}
-
-/// The key the store files an entry under (pingora-cache's hash of our key).
-pub fn storage_key(key: &str) -> String {
-    use pingora_cache::key::CacheHashKey;
-    pingora_cache::CacheKey::new(key.to_string(), "").combined()
 }
 
 /// What the request's cache headers ask for.
@@ -316,11 +305,12 @@ pub struct KeyParts<'a> {
     pub credentials: &'a [&'a [u8]],
 }
 
-/// The base key (without the bucket): sha256 over every part, length-prefixed.
+/// The base key (without the bucket): BLAKE3 (collision-resistant, so no tenant can craft
+/// another's key) over every part, length-prefixed.
 pub fn base_key(p: &Policy, parts: &KeyParts) -> String {
-    let mut h = Sha256::new();
+    let mut h = blake3::Hasher::new();
     let mut put = |b: &[u8]| {
-        h.update((b.len() as u64).to_be_bytes());
+        h.update(&(b.len() as u64).to_be_bytes());
         h.update(b);
     };
     put(b"switchyard-cache-v1");
@@ -331,19 +321,23 @@ pub fn base_key(p: &Policy, parts: &KeyParts) -> String {
     for c in parts.credentials {
         put(c);
     }
-    // the body without the ignored keys; a JSON object is re-serialized with sorted keys, so
-    // that key order does not matter
-    match serde_json::from_slice::<Value>(parts.body) {
-        Ok(Value::Object(mut o)) => {
-            for k in &p.ignore_keys {
-                o.remove(k);
+    // the body as sent; with ignored keys, a JSON object without them, re-serialized with
+    // sorted keys (so that their order does not matter either)
+    if p.ignore_keys.is_empty() {
+        put(parts.body);
+    } else {
+        match serde_json::from_slice::<Value>(parts.body) {
+            Ok(Value::Object(mut o)) => {
+                for k in &p.ignore_keys {
+                    o.remove(k);
+                }
+                let sorted: std::collections::BTreeMap<_, _> = o.into_iter().collect();
+                put(&serde_json::to_vec(&sorted).unwrap_or_default());
             }
-            let sorted: std::collections::BTreeMap<_, _> = o.into_iter().collect();
-            put(&serde_json::to_vec(&sorted).unwrap_or_default());
+            _ => put(parts.body),
         }
-        _ => put(parts.body),
     }
-    hex::encode(h.finalize())
+    h.finalize().to_hex().to_string()
 }
 
 /// The key of bucket `i`.

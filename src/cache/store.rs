@@ -37,6 +37,11 @@ pub struct Entry {
     key: String,
     pub meta: BinaryMeta,
     pub body: Bytes,
+    /// From `meta`, decoded once: hits rebuild their `CacheMeta` from these instead of decoding
+    /// (and decompressing) the stored header every time.
+    fresh_until: SystemTime,
+    created: SystemTime,
+    header: Option<pingora_http::ResponseHeader>,
 }
 
 impl Entry {
@@ -76,6 +81,13 @@ pub struct Store {
     next_write: AtomicU64,
     redis: Option<RedisTier>,
     metrics: CacheMetrics,
+}
+
+/// The store's name for a key: the key text the proxy built (already a BLAKE3 digest plus the
+/// bucket), so no second hash is needed.
+fn name(key: &CacheKey) -> String {
+    key.primary_key_str()
+        .map_or_else(|| key.combined(), str::to_string)
 }
 
 fn lock_err<T>(_: T) -> Box<Error> {
@@ -123,7 +135,7 @@ impl Store {
     /// Whether a fresh answer is stored under `key` (memory, then Redis): buckets are chosen by it.
     pub async fn contains(&self, key: &str) -> bool {
         if let Some(e) = self.get(key) {
-            if fresh(&e.meta) {
+            if e.fresh_until > SystemTime::now() {
                 return true;
             }
         }
@@ -173,9 +185,39 @@ impl Store {
     }
 }
 
-/// Whether serialized meta is still fresh (a stale Redis or memory entry counts as absent).
-fn fresh(meta: &BinaryMeta) -> bool {
-    CacheMeta::deserialize(&meta.0, &meta.1).is_ok_and(|m| m.is_fresh(SystemTime::now()))
+impl Entry {
+    pub fn new(key: String, meta: BinaryMeta, body: Bytes) -> Entry {
+        // undecodable meta: never fresh, and decoded (to fail) when asked for
+        let (fresh_until, created, header) = match CacheMeta::deserialize(&meta.0, &meta.1) {
+            Ok(m) => (
+                m.fresh_until(),
+                m.created(),
+                Some(m.response_header().clone()),
+            ),
+            Err(_) => (SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH, None),
+        };
+        Entry {
+            key,
+            meta,
+            body,
+            fresh_until,
+            created,
+            header,
+        }
+    }
+
+    fn cache_meta(&self) -> Result<CacheMeta> {
+        match &self.header {
+            Some(h) => Ok(CacheMeta::new(
+                self.fresh_until,
+                self.created,
+                0,
+                0,
+                h.clone(),
+            )),
+            None => CacheMeta::deserialize(&self.meta.0, &self.meta.1),
+        }
+    }
 }
 
 /// Reads a complete entry at once.
@@ -296,11 +338,7 @@ impl HandleMiss for Miss {
                 return Error::e_explain(ErrorType::InternalError, "cache write state is gone");
             };
             let body = Bytes::from(t.body.read().map_err(lock_err)?.clone());
-            Arc::new(Entry {
-                key: self.key.clone(),
-                meta: t.meta.clone(),
-                body,
-            })
+            Arc::new(Entry::new(self.key.clone(), t.meta.clone(), body))
         };
         let size = self.store.put(entry.clone());
         if let Some(r) = &self.store.redis {
@@ -340,7 +378,7 @@ fn partial(t: &Temp) -> Result<Option<(CacheMeta, HitHandler)>> {
 }
 
 fn complete(e: &Entry) -> Result<Option<(CacheMeta, HitHandler)>> {
-    let meta = CacheMeta::deserialize(&e.meta.0, &e.meta.1)?;
+    let meta = e.cache_meta()?;
     Ok(Some((
         meta,
         Box::new(Hit::Complete(CompleteHit {
@@ -357,7 +395,7 @@ impl Storage for Store {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let hash = key.combined();
+        let hash = name(key);
         {
             // an answer being written is preferred: it is the newest
             let temp = self.temp.read().map_err(lock_err)?;
@@ -388,7 +426,7 @@ impl Storage for Store {
         let Some(id) = tag.and_then(|t| U64WriteId::try_from(t).ok()) else {
             return self.lookup(key, trace).await;
         };
-        let hash = key.combined();
+        let hash = name(key);
         let temp = self.temp.read().map_err(lock_err)?;
         match temp.get(&hash).and_then(|m| m.get(&u64::from(id))) {
             Some(t) => partial(t),
@@ -402,7 +440,7 @@ impl Storage for Store {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
-        let hash = key.combined();
+        let hash = name(key);
         let ttl = meta
             .fresh_until()
             .duration_since(SystemTime::now())
@@ -440,6 +478,8 @@ impl Storage for Store {
         if matches!(target, PurgeTarget::Exact(CacheEntryKey::Identified { .. })) {
             return Ok(PurgeOutcome::NotFound);
         }
+        // a purge names the key by its hash only; entries stored under that hash are removed
+        // (the proxy never purges: entries leave by TTL or eviction)
         let hash = target.key().combined();
         let temp = self.temp.write().map_err(lock_err)?.remove(&hash).is_some();
         if self.remove(&hash) || temp {
@@ -455,15 +495,15 @@ impl Storage for Store {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<bool> {
-        let hash = key.combined();
+        let hash = name(key);
         let Some(e) = self.get(&hash) else {
             return Ok(false);
         };
-        self.put(Arc::new(Entry {
-            key: hash,
-            meta: meta.serialize()?,
-            body: e.body.clone(),
-        }));
+        self.put(Arc::new(Entry::new(
+            hash,
+            meta.serialize()?,
+            e.body.clone(),
+        )));
         Ok(true)
     }
 
@@ -495,12 +535,8 @@ pub fn decode(key: &str, b: &[u8]) -> Option<Entry> {
     let meta0 = b.get(8..8 + a)?.to_vec();
     let meta1 = b.get(8 + a..8 + a + m)?.to_vec();
     let body = Bytes::copy_from_slice(b.get(8 + a + m..)?);
-    let e = Entry {
-        key: key.to_string(),
-        meta: (meta0, meta1),
-        body,
-    };
-    fresh(&e.meta).then_some(e)
+    let e = Entry::new(key.to_string(), (meta0, meta1), body);
+    (e.fresh_until > SystemTime::now()).then_some(e)
 }
 
 #[cfg(test)]
@@ -554,7 +590,7 @@ mod tests {
         assert!(read(s, &k).await.is_none());
         write(s, &k, b"hello").await;
         assert_eq!(read(s, &k).await.unwrap(), b"hello");
-        assert!(s.contains(&k.combined()).await);
+        assert!(s.contains("k1").await);
         assert!(s.bytes() > 5);
     }
 
@@ -622,19 +658,15 @@ mod tests {
     #[test]
     fn entries_round_trip_through_their_redis_encoding() {
         let m = meta(Duration::from_secs(60)).serialize().unwrap();
-        let e = Entry {
-            key: "k".into(),
-            meta: m.clone(),
-            body: Bytes::from_static(b"body"),
-        };
+        let e = Entry::new("k".into(), m.clone(), Bytes::from_static(b"body"));
         let d = decode("k", &encode(&e)).unwrap();
         assert_eq!((d.meta, d.body), (m, Bytes::from_static(b"body")));
         assert!(decode("k", b"\0\0").is_none());
-        let stale = Entry {
-            key: "k".into(),
-            meta: meta(Duration::ZERO).serialize().unwrap(),
-            body: Bytes::new(),
-        };
+        let stale = Entry::new(
+            "k".into(),
+            meta(Duration::ZERO).serialize().unwrap(),
+            Bytes::new(),
+        );
         assert!(
             decode("k", &encode(&stale)).is_none(),
             "stale entries count as absent"
