@@ -719,7 +719,9 @@ impl Gateway {
             .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        ctx.tap = Some(Tap::new(content_type));
+        // a cache hit consumed no tokens: its record points at the original's instead
+        let hit = ctx.cache.as_ref().is_some_and(|c| c.status == Some("hit"));
+        ctx.tap = (!hit).then(|| Tap::new(content_type));
         let sse = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
         if let Some(c) = ctx.target().and_then(|t| t.unified.clone()) {
             let status = resp.status.as_u16();

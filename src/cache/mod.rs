@@ -175,6 +175,10 @@ impl ResponseCache {
     /// The bucket this request reads or fills: the first empty one, or a random one when all
     /// `buckets` hold an answer (spec section 7).
     pub async fn choose_bucket(&self, base: &str, buckets: u8) -> u8 {
+        if buckets <= 1 {
+            // one bucket: nothing to choose (and no lookup to spend)
+            return 0;
+        }
         for i in 0..buckets {
             if !self.store.contains(&bucket_key(base, i)).await {
                 return i;
