@@ -284,11 +284,40 @@ fn chat_json_request() -> String {
     r#"{"model":"MODEL","messages":[{"role":"system","content":"You are a concise assistant for an on-call team. Answer in three bullet points."},{"role":"user","content":"Summarise this incident: at 09:12 UTC the provider slowed down, p99 latency rose from 1.2 s to 9 s, retries doubled the load, the circuit breaker opened at 09:14 and traffic moved to the fallback provider; it recovered at 09:31."},{"role":"assistant","content":"- 09:12 slowdown\n- 09:14 breaker opened\n- 09:31 recovered"},{"role":"user","content":"What should we change?"}],"tools":[{"type":"function","function":{"name":"open_ticket","description":"Open a follow-up ticket","parameters":{"type":"object","properties":{"title":{"type":"string"},"priority":{"type":"string","enum":["p1","p2","p3"]}},"required":["title"]}}}],"temperature":0.2,"max_tokens":400,"stream":true,"user":"oncall-7"}"#.to_string()
 }
 
+/// The cache key of a 1.3 KB request (BLAKE3 over its parts), without and with ignored keys.
+fn bench_cache_key(c: &mut Criterion) {
+    let body = chat_json_request();
+    let mut policy = switchyard::cache::Policy {
+        ttl: std::time::Duration::from_secs(60),
+        seed: Some("tenant-seed".into()),
+        buckets: 1,
+        ignore_keys: Vec::new(),
+    };
+    let creds: [&[u8]; 1] = [b"Bearer sk-provider-0123456789"];
+    let parts = switchyard::cache::KeyParts {
+        method: "POST",
+        target: "https://api.openai.com/v1/chat/completions",
+        body: body.as_bytes(),
+        tenant: Some("team-a"),
+        credentials: &creds,
+    };
+    let mut g = c.benchmark_group("cache key");
+    g.bench_function("1.3 KB body", |b| {
+        b.iter(|| switchyard::cache::base_key(black_box(&policy), black_box(&parts)))
+    });
+    policy.ignore_keys = vec!["user".into()];
+    g.bench_function("1.3 KB body, ignoring user", |b| {
+        b.iter(|| switchyard::cache::base_key(black_box(&policy), black_box(&parts)))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench,
     bench_logging,
     bench_translate,
-    bench_unified
+    bench_unified,
+    bench_cache_key
 );
 criterion_main!(benches);

@@ -108,7 +108,10 @@ async fn a_repeat_is_answered_from_cache_byte_identical_and_logged_as_a_hit() {
     assert_eq!(b["cache"], "hit");
     assert_eq!(b["cost_usd"], 0.0);
     assert_eq!(b["cache_reference_id"], first.h("helicone-id"));
-    assert!(b["prompt_tokens"].is_null(), "a hit consumed no tokens: {b}");
+    assert!(
+        b["prompt_tokens"].is_null(),
+        "a hit consumed no tokens: {b}"
+    );
     assert_eq!(a["prompt_tokens"], 5, "the original has them");
     let m = metrics_with(&gw, &["switchyard_cache_lookups_total{result=\"hit\"} 1"]).await;
     assert!(m.contains("switchyard_cache_bytes"), "{m}");
