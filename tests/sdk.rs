@@ -214,9 +214,17 @@ fn the_openai_sdk_gets_repeats_from_the_cache() {
     let openai = MockProvider::start();
     let gw = unified_gateway(&[("openai", &openai)], "", true);
     let stdout = run_python("sdk_cache.py", &gw, &[("GATEWAY_KEY", UNIFIED_GW_KEY)]);
-    for line in ["cached chat: ok", "keys: ok", "cached stream: ok"] {
+    for line in [
+        "cached chat: ok",
+        "keys: ok",
+        "cached stream: ok",
+        "buckets: ok",
+        "ttl: ok",
+        "bad header: ok",
+    ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
-    // chat, another body, a seed, one stream: the two repeats never reached the provider
-    assert_eq!(openai.hits(), 4);
+    // chat, another body, a seed, one stream, two buckets, the TTL's two misses: repeats and
+    // the refused header never reached the provider
+    assert_eq!(openai.hits(), 8);
 }

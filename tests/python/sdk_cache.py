@@ -35,3 +35,31 @@ def stream_text():
 assert stream_text() == ("MISS", "Hello from mock")
 assert stream_text() == ("HIT", "Hello from mock")
 print("cached stream: ok")
+
+# buckets: two answers are kept for the same request, then one of them is served
+b = {"Helicone-Cache-Bucket-Max-Size": "2"}
+q = [{"role": "user", "content": "bucketed"}]
+seen = [client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=q, extra_headers=b)
+        .headers["helicone-cache"] for _ in range(4)]
+assert seen == ["MISS", "MISS", "HIT", "HIT"], seen
+print("buckets: ok")
+
+# TTL: Cache-Control max-age=1 expires
+import time  # noqa: E402
+t = {"Cache-Control": "max-age=1"}
+q = [{"role": "user", "content": "short-lived"}]
+first = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=q, extra_headers=t)
+again = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=q, extra_headers=t)
+time.sleep(2.1)
+later = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=q, extra_headers=t)
+assert [r.headers["helicone-cache"] for r in (first, again, later)] == ["MISS", "HIT", "MISS"]
+print("ttl: ok")
+
+# a bad cache header is a 400 the SDK reports
+try:
+    client.chat.completions.create(model="gpt-4o-mini", messages=q,
+                                   extra_headers={"Helicone-Cache-Bucket-Max-Size": "50"})
+    raise AssertionError("expected a 400")
+except openai.BadRequestError as e:
+    assert "Helicone-Cache-Bucket-Max-Size" in str(e), e
+print("bad header: ok")
