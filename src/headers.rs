@@ -44,6 +44,28 @@ pub static MODEL: HeaderName = HeaderName::from_static("helicone-model");
 pub static HELICONE_ID: HeaderName = HeaderName::from_static("helicone-id");
 pub static RETRY_AFTER: HeaderName = HeaderName::from_static("retry-after");
 
+/// A request header's value by name, as text (what the header parsers of `failover` and `cache`
+/// read from).
+pub fn reader(map: &http::HeaderMap) -> impl Fn(&str) -> Option<String> + '_ {
+    move |n| {
+        map.get(n)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    }
+}
+
+/// The same reader over fixed pairs, for the parsers' unit tests.
+#[cfg(test)]
+pub fn from_pairs(
+    pairs: &'static [(&'static str, &'static str)],
+) -> impl Fn(&str) -> Option<String> {
+    move |n| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
 /// `true` for headers that belong to the gateway and must never reach an upstream.
 pub fn is_gateway_header(name: &str) -> bool {
     // header names from `http` are already lower-case

@@ -228,19 +228,9 @@ impl Gateway {
             Some(raw) => failover::parse_fallbacks(raw).map_err(bad)?,
             None => Vec::new(),
         };
-        ctx.retry = failover::parse_retry(|n| {
-            req.headers
-                .get(n)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        })
-        .map_err(bad)?;
+        ctx.retry = failover::parse_retry(headers::reader(&req.headers)).map_err(bad)?;
         if self.cache.is_some() {
-            let policy = cache::policy(|n| {
-                req.headers
-                    .get(n)
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            })
-            .map_err(bad)?;
+            let policy = cache::policy(headers::reader(&req.headers)).map_err(bad)?;
             ctx.quota_deferred = policy.is_some();
             ctx.cache = policy.map(|policy| CacheState {
                 policy,

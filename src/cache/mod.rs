@@ -365,14 +365,7 @@ pub mod stored {
 mod tests {
     use super::*;
 
-    fn hdrs(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |n| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| v.to_string())
-        }
-    }
+    use crate::headers::from_pairs as hdrs;
 
     #[test]
     fn policy_from_the_helicone_headers() {

@@ -412,14 +412,7 @@ mod tests {
         );
     }
 
-    fn headers(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |n| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| v.to_string())
-        }
-    }
+    use crate::headers::from_pairs as headers;
 
     #[test]
     fn retry_headers() {
