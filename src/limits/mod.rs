@@ -1,3 +1,6 @@
-//! Request limits enforced in `request_filter`: today the unapproved-origin quotas.
+//! Request limits enforced in `request_filter`: the unapproved-origin quotas, and (groundwork
+//! for rate-limit policies) the policy grammar and an exact sliding-window counter.
 
 pub mod origin_quota;
+pub mod policy;
+pub mod window;

@@ -1,0 +1,231 @@
+//! `Helicone-RateLimit-Policy`: the header grammar and the scope a policy counts in.
+
+use std::time::Duration;
+
+use crate::error::GatewayError;
+
+/// What a policy counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Request,
+    /// The cost of each finished request, in US cents.
+    Cents,
+}
+
+/// Who shares a counter (besides the gateway key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Global,
+    /// `Helicone-User-Id`, else the body's `user`.
+    User,
+    /// The value of `Helicone-Property-<name>` (name lower-cased).
+    Property(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub quota: u64,
+    pub window: Duration,
+    pub unit: Unit,
+    pub segment: Segment,
+    /// The header value as sent, echoed in `Helicone-RateLimit-Policy`.
+    pub raw: String,
+}
+
+/// Longest window: one year.
+pub const MAX_WINDOW_SECS: u64 = 365 * 24 * 3600;
+
+const GRAMMAR: &str = "expected <quota>;w=<seconds>[;u=request|cents][;s=user|<property>], e.g. 100;w=60 or 500;w=3600;u=cents;s=user (quota and w are positive integers, in that order)";
+
+fn bad(v: &str, why: &str) -> GatewayError {
+    GatewayError::BadRequest(format!(
+        "Helicone-RateLimit-Policy '{v}' is invalid: {why}; {GRAMMAR}"
+    ))
+}
+
+fn positive(v: &str, s: &str, what: &str) -> Result<u64, GatewayError> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(
+            v,
+            &format!("{what} must be a positive integer, got '{s}'"),
+        ));
+    }
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(bad(
+            v,
+            &format!("{what} must be a positive integer, got '{s}'"),
+        )),
+    }
+}
+
+/// Parses the header (Helicone's grammar: `^(\d+);w=(\d+)(;u=(request|cents))?(;s=([\w-]+))?$`).
+pub fn parse(v: &str) -> Result<Policy, GatewayError> {
+    let raw = v.trim();
+    let mut parts = raw.split(';');
+    let quota = positive(raw, parts.next().unwrap_or_default(), "the quota")?;
+    let window = match parts.next().and_then(|p| p.strip_prefix("w=")) {
+        Some(w) => positive(raw, w, "w")?,
+        None => return Err(bad(raw, "the window `w=<seconds>` must follow the quota")),
+    };
+    if window > MAX_WINDOW_SECS {
+        return Err(bad(
+            raw,
+            &format!("w is at most {MAX_WINDOW_SECS} seconds (a year)"),
+        ));
+    }
+    let mut unit = Unit::Request;
+    let mut segment = Segment::Global;
+    let mut rest: Vec<&str> = parts.collect();
+    if let Some(u) = rest.first().and_then(|p| p.strip_prefix("u=")) {
+        unit = match u {
+            "request" => Unit::Request,
+            "cents" => Unit::Cents,
+            _ => return Err(bad(raw, &format!("u must be request or cents, got '{u}'"))),
+        };
+        rest.remove(0);
+    }
+    if let Some(s) = rest.first().and_then(|p| p.strip_prefix("s=")) {
+        if s.is_empty()
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(bad(
+                raw,
+                &format!("s must be user or a property name (letters, digits, _ and -), got '{s}'"),
+            ));
+        }
+        segment = if s == "user" {
+            Segment::User
+        } else {
+            Segment::Property(s.to_ascii_lowercase())
+        };
+        rest.remove(0);
+    }
+    if let Some(extra) = rest.first() {
+        return Err(bad(raw, &format!("unexpected part '{extra}'")));
+    }
+    Ok(Policy {
+        quota,
+        window: Duration::from_secs(window),
+        unit,
+        segment,
+        raw: raw.to_string(),
+    })
+}
+
+impl Policy {
+    /// The counter's scope: the gateway key plus the segment's value. A named segment without a
+    /// value is a 400 (Helicone would stop limiting).
+    pub fn scope(
+        &self,
+        key_id: Option<&str>,
+        user: Option<&str>,
+        property: impl Fn(&str) -> Option<String>,
+    ) -> Result<String, GatewayError> {
+        let key = key_id.unwrap_or("-");
+        let unit = match self.unit {
+            Unit::Request => "r",
+            Unit::Cents => "c",
+        };
+        match &self.segment {
+            Segment::Global => Ok(format!("{key}|{unit}|global")),
+            Segment::User => match user.filter(|u| !u.is_empty()) {
+                Some(u) => Ok(format!("{key}|{unit}|user={u}")),
+                None => Err(GatewayError::BadRequest(format!(
+                    "Helicone-RateLimit-Policy '{}' limits per user, but the request names none: send Helicone-User-Id (or `user` in the body)",
+                    self.raw
+                ))),
+            },
+            Segment::Property(p) => match property(p).filter(|v| !v.is_empty()) {
+                Some(v) => Ok(format!("{key}|{unit}|{p}={v}")),
+                None => Err(GatewayError::BadRequest(format!(
+                    "Helicone-RateLimit-Policy '{}' limits per property '{p}', but the request has no Helicone-Property-{p} header",
+                    self.raw
+                ))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_helicone_grammar() {
+        let p = parse("100;w=60").unwrap();
+        assert_eq!(
+            (p.quota, p.window.as_secs(), p.unit, p.segment.clone()),
+            (100, 60, Unit::Request, Segment::Global)
+        );
+        let p = parse(" 500;w=3600;u=cents;s=user ").unwrap();
+        assert_eq!(
+            (p.unit, p.segment.clone(), p.raw.as_str()),
+            (Unit::Cents, Segment::User, "500;w=3600;u=cents;s=user")
+        );
+        let p = parse("3;w=60;s=Team-Name").unwrap();
+        assert_eq!(p.segment, Segment::Property("team-name".into()));
+    }
+
+    #[test]
+    fn invalid_policies_are_400_with_the_grammar() {
+        for (v, why) in [
+            ("", "quota"),
+            ("abc;w=60", "quota"),
+            ("0;w=60", "quota"),
+            ("-1;w=60", "quota"),
+            ("10", "window"),
+            ("10;60", "window"),
+            ("10;w=0", "w must"),
+            ("10;w=x", "w must"),
+            ("10;w=99999999999", "at most"),
+            ("10;w=60;u=tokens", "u must"),
+            ("10;w=60;s=", "s must"),
+            ("10;w=60;s=a b", "s must"),
+            ("10;w=60;s=user;u=cents", "unexpected part"),
+            ("10;w=60;x=1", "unexpected part"),
+        ] {
+            let e = parse(v).unwrap_err();
+            assert_eq!(e.status(), 400);
+            let m = e.to_string();
+            assert!(
+                m.contains(why) && m.contains("<quota>;w=<seconds>"),
+                "{v:?}: {m}"
+            );
+        }
+    }
+
+    #[test]
+    fn scopes_keep_keys_users_and_properties_apart_and_missing_values_are_400() {
+        let none = |_: &str| None;
+        let p = parse("3;w=60;s=user").unwrap();
+        assert_eq!(
+            p.scope(Some("team-a"), Some("u1"), none).unwrap(),
+            "team-a|r|user=u1"
+        );
+        assert_ne!(
+            p.scope(Some("team-a"), Some("u1"), none).unwrap(),
+            p.scope(Some("team-b"), Some("u1"), none).unwrap()
+        );
+        assert!(p
+            .scope(Some("team-a"), None, none)
+            .unwrap_err()
+            .to_string()
+            .contains("Helicone-User-Id"));
+        let p = parse("3;w=60;s=feature").unwrap();
+        let prop = |n: &str| (n == "feature").then(|| "search".to_string());
+        assert_eq!(p.scope(None, None, prop).unwrap(), "-|r|feature=search");
+        assert!(p
+            .scope(None, None, none)
+            .unwrap_err()
+            .to_string()
+            .contains("Helicone-Property-feature"));
+        let cents = parse("3;w=60;u=cents").unwrap();
+        assert_ne!(
+            cents.scope(None, None, none).unwrap(),
+            parse("3;w=60").unwrap().scope(None, None, none).unwrap()
+        );
+    }
+}

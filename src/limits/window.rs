@@ -1,0 +1,248 @@
+//! Exact sliding-window counters: per scope, a log of `(time, units)` entries in the last window.
+//! `quota` N admits exactly N units per window, at any instant (no fixed-window edge burst and no
+//! sketch over-counting). Admission reserves its units; a reservation can be settled later to
+//! the real amount (cents: the estimate at admission, the real cost once the request finished).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+const SHARDS: usize = 16;
+/// Every this many admissions a shard drops its scopes with no entry left.
+const SWEEP_EVERY: u64 = 4096;
+
+struct Entry {
+    at_ms: u64,
+    id: u64,
+    units: u64,
+}
+
+#[derive(Default)]
+struct Log {
+    entries: VecDeque<Entry>,
+    used: u64,
+}
+
+impl Log {
+    fn prune(&mut self, now_ms: u64, window_ms: u64) {
+        while let Some(e) = self.entries.front() {
+            if e.at_ms + window_ms > now_ms {
+                break;
+            }
+            self.used -= e.units;
+            self.entries.pop_front();
+        }
+    }
+}
+
+/// What one admission decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub admitted: bool,
+    /// Units left in the window after this decision.
+    pub remaining: u64,
+    /// When the window has room again for this request's units (admitted: when its oldest
+    /// entry leaves the window).
+    pub reset: Duration,
+}
+
+/// Units held for an admitted request, to be settled to its real amount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    scope: String,
+    id: u64,
+}
+
+pub struct Windows {
+    shards: Vec<Mutex<HashMap<String, Log>>>,
+    next_id: AtomicU64,
+}
+
+impl Default for Windows {
+    fn default() -> Self {
+        Windows {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+fn shard_of(scope: &str) -> usize {
+    // FNV-1a: stable and cheap; only spreads scopes over the shards
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in scope.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    (h % SHARDS as u64) as usize
+}
+
+impl Windows {
+    /// Admits `units` in `scope` if the last `window` holds at most `quota - units`; the
+    /// reservation comes with an admission.
+    pub fn admit(
+        &self,
+        scope: &str,
+        window: Duration,
+        quota: u64,
+        units: u64,
+        now_ms: u64,
+    ) -> (Decision, Option<Reservation>) {
+        let window_ms = window.as_millis() as u64;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut shard = self.shards[shard_of(scope)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if id.is_multiple_of(SWEEP_EVERY) {
+            shard.retain(|_, log| {
+                log.prune(now_ms, window_ms);
+                !log.entries.is_empty()
+            });
+        }
+        let log = shard.entry(scope.to_string()).or_default();
+        log.prune(now_ms, window_ms);
+        if log.used + units <= quota {
+            log.used += units;
+            log.entries.push_back(Entry {
+                at_ms: now_ms,
+                id,
+                units,
+            });
+            let oldest = log.entries.front().map_or(now_ms, |e| e.at_ms);
+            let decision = Decision {
+                admitted: true,
+                remaining: quota - log.used,
+                reset: Duration::from_millis(oldest + window_ms - now_ms),
+            };
+            return (
+                decision,
+                Some(Reservation {
+                    scope: scope.to_string(),
+                    id,
+                }),
+            );
+        }
+        // room again once enough of the oldest entries have left
+        let need = (log.used + units).saturating_sub(quota);
+        let mut freed = 0;
+        let mut at = now_ms;
+        for e in &log.entries {
+            freed += e.units;
+            at = e.at_ms + window_ms;
+            if freed >= need {
+                break;
+            }
+        }
+        let decision = Decision {
+            admitted: false,
+            remaining: quota.saturating_sub(log.used),
+            reset: Duration::from_millis(at.saturating_sub(now_ms)),
+        };
+        (decision, None)
+    }
+
+    /// Replaces a reservation's units by the real amount (0 releases it).
+    pub fn settle(&self, r: &Reservation, units: u64) {
+        let mut shard = self.shards[shard_of(&r.scope)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(log) = shard.get_mut(&r.scope) {
+            if let Some(e) = log.entries.iter_mut().find(|e| e.id == r.id) {
+                log.used = log.used - e.units + units;
+                e.units = units;
+            }
+        }
+    }
+
+    /// Units counted in `scope` over the last `window`.
+    pub fn used(&self, scope: &str, window: Duration, now_ms: u64) -> u64 {
+        let mut shard = self.shards[shard_of(scope)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        shard.get_mut(scope).map_or(0, |log| {
+            log.prune(now_ms, window.as_millis() as u64);
+            log.used
+        })
+    }
+
+    /// Scopes held (for tests and metrics).
+    pub fn scopes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_quota_of_n_admits_exactly_n_and_the_window_slides() {
+        let w = Windows::default();
+        let mut admitted = 0;
+        for i in 0..5 {
+            let (d, r) = w.admit("k", W, 3, 1, 1_000 + i * 10);
+            if d.admitted {
+                admitted += 1;
+                assert!(r.is_some());
+            } else {
+                assert_eq!(d.remaining, 0);
+                // the first entry (t=1000) leaves at 61000
+                assert_eq!(d.reset, Duration::from_millis(61_000 - (1_000 + i * 10)));
+            }
+        }
+        assert_eq!(admitted, 3, "exactly the quota (Helicone admits N-1)");
+        // just before the first entry leaves: still full; just after: one slot
+        assert!(!w.admit("k", W, 3, 1, 60_999).0.admitted);
+        let (d, _) = w.admit("k", W, 3, 1, 61_000);
+        assert!(d.admitted && d.remaining == 0, "{d:?}");
+        // another scope is not affected
+        assert!(w.admit("other", W, 3, 1, 61_000).0.admitted);
+    }
+
+    #[test]
+    fn reservations_settle_to_the_real_amount() {
+        let w = Windows::default();
+        // 100 cents; an estimate of 60 is reserved, the request really cost 10
+        let (d, r) = w.admit("c", W, 100, 60, 0);
+        assert!(d.admitted && d.remaining == 40);
+        assert!(
+            !w.admit("c", W, 100, 50, 1).0.admitted,
+            "the reservation holds"
+        );
+        w.settle(&r.unwrap(), 10);
+        assert_eq!(w.used("c", W, 2), 10);
+        let (d, _) = w.admit("c", W, 100, 50, 3);
+        assert!(d.admitted && d.remaining == 40, "{d:?}");
+    }
+
+    #[test]
+    fn concurrent_admissions_never_exceed_the_quota() {
+        let w = std::sync::Arc::new(Windows::default());
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    (0..1000)
+                        .filter(|_| w.admit("hot", W, 250, 1, 5).0.admitted)
+                        .count()
+                })
+            })
+            .collect();
+        let total: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(total, 250);
+    }
+
+    #[test]
+    fn idle_scopes_are_swept() {
+        let w = Windows::default();
+        for i in 0..SWEEP_EVERY * 2 {
+            w.admit(&format!("user-{i}"), Duration::from_millis(10), 1, 1, i);
+        }
+        assert!(w.scopes() < (SWEEP_EVERY * 2) as usize, "{}", w.scopes());
+    }
+}
