@@ -3,4 +3,5 @@
 
 pub mod origin_quota;
 pub mod policy;
+pub mod redis_window;
 pub mod window;
