@@ -196,6 +196,24 @@ impl Pricing {
             .or_else(|| self.by_model.get(&base))
     }
 
+    /// An upper estimate of a request's cost in USD before it runs, for budgets that reserve at
+    /// admission and settle on completion: prompt tokens as a third of the body's bytes (a token
+    /// is about four bytes of text, so this over-counts), completion tokens as `max_tokens`
+    /// (or `default_completion` when the request sets none). `None` when the model has no price.
+    pub fn estimate(
+        &self,
+        provider: Option<&str>,
+        model: &str,
+        body_bytes: usize,
+        max_tokens: Option<u64>,
+        default_completion: u64,
+    ) -> Option<f64> {
+        let p = self.find(provider, model)?;
+        let prompt = (body_bytes as f64 / 3.0).ceil();
+        let completion = max_tokens.unwrap_or(default_completion) as f64;
+        Some((prompt * p.input + completion * p.output) / 1_000_000.0)
+    }
+
     /// USD for `usage`; `None` when the model has no price or the tokens are unknown.
     pub fn cost(&self, provider: Option<&str>, model: &str, usage: &Usage) -> Option<f64> {
         if !usage.is_known() {
@@ -259,6 +277,37 @@ mod tests {
             "claude-3-5-haiku"
         );
         assert!(p.find(Some("openai"), "no-such-model").is_none());
+    }
+
+    #[test]
+    fn estimates_bound_the_real_cost_from_above() {
+        let p = Pricing::embedded().unwrap();
+        // 3,000 body bytes -> 1,000 prompt tokens; 500 completion tokens at gpt-4o prices
+        let e = p
+            .estimate(Some("openai"), "gpt-4o", 3000, Some(500), 4096)
+            .unwrap();
+        assert!(
+            (e - (1000.0 * 2.5 + 500.0 * 10.0) / 1e6).abs() < 1e-12,
+            "{e}"
+        );
+        let real = p
+            .cost(
+                Some("openai"),
+                "gpt-4o",
+                &Usage {
+                    prompt_tokens: Some(700),
+                    completion_tokens: Some(480),
+                    ..Usage::default()
+                },
+            )
+            .unwrap();
+        assert!(real <= e);
+        assert!(
+            p.estimate(Some("openai"), "gpt-4o", 10, None, 4096)
+                .unwrap()
+                > 4096.0 * 10.0 / 1e6
+        );
+        assert!(p.estimate(None, "no-such-model", 10, None, 4096).is_none());
     }
 
     #[test]
