@@ -38,6 +38,9 @@ pub enum GatewayError {
     BadGateway(String),
     #[error("{0}")]
     GatewayTimeout(String),
+    /// A store the gateway needs (Redis for shared limits) is down and it was told to refuse.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Internal(String),
     /// Every provider attempt of a unified request failed (spec section 9).
@@ -66,6 +69,7 @@ impl GatewayError {
             Self::TooManyRequests { .. } => 429,
             Self::BadGateway(_) => 502,
             Self::GatewayTimeout(_) => 504,
+            Self::Unavailable(_) => 503,
             Self::Internal(_) => 500,
             Self::AttemptsFailed { status, .. } => *status,
         }
@@ -84,6 +88,7 @@ impl GatewayError {
             Self::ModelNotFound(_) => "invalid_request_error",
             Self::TooManyRequests { .. } => "rate_limit_error",
             Self::BadGateway(_) | Self::GatewayTimeout(_) => "upstream_error",
+            Self::Unavailable(_) => "server_error",
             Self::Internal(_) => "server_error",
             Self::AttemptsFailed { .. } => "upstream_error",
         }
@@ -103,6 +108,7 @@ impl GatewayError {
             Self::TooManyRequests { .. } => "rate_limited",
             Self::BadGateway(_) => "upstream_unreachable",
             Self::GatewayTimeout(_) => "upstream_timeout",
+            Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal_error",
             Self::AttemptsFailed { .. } => "all_attempts_failed",
         }

@@ -1,0 +1,165 @@
+//! One interface over the two counter stores (exact in memory, or shared in Redis), with the
+//! operator's choice when Redis does not answer: admit (fail-open, the default) or refuse.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+
+use super::redis_window::{RedisReservation, RedisWindows};
+use super::window::{Decision, Reservation, Windows};
+use crate::error::GatewayError;
+
+/// What happens when the shared store cannot be reached.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStoreError {
+    /// Admit the request (counted and logged): an outage of Redis is not an outage of the API.
+    #[default]
+    Open,
+    /// Refuse with 503: limits must hold even then.
+    Closed,
+}
+
+/// Units held for an admitted request, in whichever store counted them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Held {
+    Local(Reservation),
+    Redis(RedisReservation),
+    /// Admitted without counting (the store failed open).
+    Uncounted,
+}
+
+/// The outcome of an admission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    pub decision: Decision,
+    /// `Some` when admitted.
+    pub held: Option<Held>,
+    /// The shared store failed and the request was admitted anyway.
+    pub failed_open: bool,
+}
+
+pub enum Store {
+    Local(Windows),
+    Redis(RedisWindows),
+}
+
+pub struct Limiter {
+    store: Store,
+    on_error: OnStoreError,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Limiter {
+    pub fn new(store: Store, on_error: OnStoreError) -> Limiter {
+        Limiter { store, on_error }
+    }
+
+    /// Admits `units` in `scope` under `quota` per `window`.
+    pub async fn admit(
+        &self,
+        scope: &str,
+        window: Duration,
+        quota: u64,
+        units: u64,
+    ) -> Result<Admission, GatewayError> {
+        match &self.store {
+            Store::Local(w) => {
+                let (decision, r) = w.admit(scope, window, quota, units, now_ms());
+                Ok(Admission {
+                    decision,
+                    held: r.map(Held::Local),
+                    failed_open: false,
+                })
+            }
+            Store::Redis(r) => match r.admit(scope, window, quota, units).await {
+                Ok((decision, held)) => Ok(Admission {
+                    decision,
+                    held: held.map(Held::Redis),
+                    failed_open: false,
+                }),
+                Err(e) => match self.on_error {
+                    OnStoreError::Open => {
+                        log::warn!("rate limits: {e}; admitting without counting (fail-open)");
+                        Ok(Admission {
+                            decision: Decision {
+                                admitted: true,
+                                remaining: quota.saturating_sub(units),
+                                reset: window,
+                            },
+                            held: Some(Held::Uncounted),
+                            failed_open: true,
+                        })
+                    }
+                    OnStoreError::Closed => Err(GatewayError::Unavailable(format!(
+                        "rate limits cannot be checked ({e}) and this gateway refuses requests it cannot count (limits.on_store_error: closed); try again shortly"
+                    ))),
+                },
+            },
+        }
+    }
+
+    /// Settles what an admitted request holds to its real amount.
+    pub async fn settle(&self, held: &Held, units: u64) {
+        match (&self.store, held) {
+            (Store::Local(w), Held::Local(r)) => w.settle(r, units),
+            (Store::Redis(s), Held::Redis(r)) => {
+                if let Err(e) = s.settle(r, units).await {
+                    log::warn!("rate limits: settling a reservation failed: {e}");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store whose Redis is a closed local port: every command fails.
+    fn unreachable_redis() -> RedisWindows {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(Some(Duration::from_millis(100)));
+        let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, cfg).unwrap();
+        RedisWindows::new(conn, "x:".into(), Duration::from_millis(200))
+    }
+
+    #[tokio::test]
+    async fn the_local_store_counts_exactly_and_settles() {
+        let l = Limiter::new(Store::Local(Windows::default()), OnStoreError::Open);
+        let w = Duration::from_secs(60);
+        for _ in 0..3 {
+            assert!(l.admit("s", w, 3, 1).await.unwrap().decision.admitted);
+        }
+        let a = l.admit("s", w, 3, 1).await.unwrap();
+        assert!(!a.decision.admitted && a.held.is_none());
+        let a = l.admit("c", w, 100, 90).await.unwrap();
+        l.settle(a.held.as_ref().unwrap(), 5).await;
+        assert!(l.admit("c", w, 100, 90).await.unwrap().decision.admitted);
+    }
+
+    #[tokio::test]
+    async fn redis_down_fails_open_by_default_and_closed_when_asked() {
+        let w = Duration::from_secs(60);
+        let open = Limiter::new(Store::Redis(unreachable_redis()), OnStoreError::Open);
+        let a = open.admit("s", w, 3, 1).await.unwrap();
+        assert!(a.decision.admitted && a.failed_open && a.held == Some(Held::Uncounted));
+        let closed = Limiter::new(Store::Redis(unreachable_redis()), OnStoreError::Closed);
+        let e = closed.admit("s", w, 3, 1).await.unwrap_err();
+        assert_eq!(e.status(), 503);
+        assert!(e.to_string().contains("on_store_error"), "{e}");
+    }
+}
