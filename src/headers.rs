@@ -26,6 +26,13 @@ pub static CACHE: HeaderName = HeaderName::from_static("helicone-cache");
 pub static CACHE_BUCKET_IDX: HeaderName = HeaderName::from_static("helicone-cache-bucket-idx");
 pub static CACHE_LATENCY: HeaderName = HeaderName::from_static("helicone-cache-latency");
 
+// rate-limit policies (spec section 8)
+pub const RATELIMIT_LIMIT: &str = "helicone-ratelimit-limit";
+pub const RATELIMIT_REMAINING: &str = "helicone-ratelimit-remaining";
+/// The policy the client sends, and the same header echoing it on the response.
+pub const RATELIMIT_POLICY: &str = "helicone-ratelimit-policy";
+pub const RATELIMIT_RESET: &str = "helicone-ratelimit-reset";
+
 // what the log record takes from the request
 pub const OMIT_REQUEST: &str = "helicone-omit-request";
 pub const OMIT_RESPONSE: &str = "helicone-omit-response";

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::GatewayError;
+use crate::headers;
 
 /// What a policy counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,9 +150,72 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// `Helicone-RateLimit-Limit`, `-Remaining`, `-Policy` (the policy as sent) and `-Reset`
+    /// (whole seconds, rounded up) for a decision.
+    pub fn response_headers(&self, d: &super::window::Decision) -> [(&'static str, String); 4] {
+        [
+            (headers::RATELIMIT_LIMIT, self.quota.to_string()),
+            (headers::RATELIMIT_REMAINING, d.remaining.to_string()),
+            (headers::RATELIMIT_POLICY, self.raw.clone()),
+            (
+                headers::RATELIMIT_RESET,
+                d.reset.as_millis().div_ceil(1000).to_string(),
+            ),
+        ]
+    }
+
+    /// The 429 for a refused decision: which policy, how much was used, when to retry.
+    pub fn refusal(&self, scope_label: &str, d: &super::window::Decision) -> GatewayError {
+        let secs = d.reset.as_millis().div_ceil(1000) as u64;
+        let unit = match self.unit {
+            Unit::Request => "requests",
+            Unit::Cents => "cents",
+        };
+        GatewayError::TooManyRequests {
+            message: format!(
+                "rate limit policy '{}' reached for {scope_label}: at most {} {unit} per {} s; retry in {secs} s (Retry-After)",
+                self.raw,
+                self.quota,
+                self.window.as_secs()
+            ),
+            retry_after_secs: secs.max(1),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_and_the_refusal_say_which_policy_and_when() {
+        use crate::limits::window::Decision;
+        let p = parse("3;w=60;s=user").unwrap();
+        let d = Decision {
+            admitted: false,
+            remaining: 0,
+            reset: Duration::from_millis(12_001),
+        };
+        let h = p.response_headers(&d);
+        assert_eq!(h[0], (headers::RATELIMIT_LIMIT, "3".to_string()));
+        assert_eq!(h[1], (headers::RATELIMIT_REMAINING, "0".to_string()));
+        assert_eq!(
+            h[2],
+            (headers::RATELIMIT_POLICY, "3;w=60;s=user".to_string()),
+            "the full policy is echoed"
+        );
+        assert_eq!(h[3], (headers::RATELIMIT_RESET, "13".to_string()));
+        let e = p.refusal("user=u1", &d);
+        assert_eq!(e.status(), 429);
+        let m = e.to_string();
+        assert!(
+            m.contains("'3;w=60;s=user'") && m.contains("user=u1") && m.contains("retry in 13 s"),
+            "{m}"
+        );
+        let (resp, _) = e.response("id").unwrap();
+        assert_eq!(resp.headers.get("retry-after").unwrap(), "13");
+    }
 
     #[test]
     fn the_helicone_grammar() {
