@@ -506,6 +506,35 @@ pub struct Gateway {
     log: PathBuf,
 }
 
+/// Waits until the gateway `child` answers its own health check on `port` (the body and the
+/// `helicone-id` header tell it from anything else listening there).
+fn wait_ready(child: &mut Child, port: u16, log: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(format!("gateway exited with {status}"));
+        }
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::Write;
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            let ours = buf.starts_with("HTTP/1.1 200")
+                && buf.to_ascii_lowercase().contains("\r\nhelicone-id:")
+                && buf.contains(r#"{"status":"ok"}"#);
+            if ours && child.try_wait().unwrap().is_none() {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "gateway not ready after 30 s:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    ))
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_switchyard")
 }
@@ -521,93 +550,89 @@ impl Gateway {
     }
 
     fn start_in(dir: tempfile::TempDir, conf: GatewayConf, env: &[(&str, &str)]) -> Gateway {
-        let port = free_port();
-        let metrics_port = free_port();
-        let d = dir.path().display().to_string();
-        let state = conf
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| dir.path().join("state"));
-        let mut yaml = format!(
-            "server: {{threads: 2, grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1, pid_file: '{d}/pid', upgrade_sock: '{d}/upgrade.sock'}}\n\
-             listeners: [{{address: '127.0.0.1:{port}'}}{}]\n\
-             metrics: {{address: '127.0.0.1:{metrics_port}'}}\n\
-             origins: [{}]\n\
-             auth: {{keys: [{}]}}\n\
-             unapproved_origins: {}\n\
-             upstream: {}\n\
-             limits: {}\n\
-             host_aliases: {}\n\
-             state_dir: '{}'\n",
-            conf.tls_listener.as_ref().map_or(String::new(), |(p, cert, key)| format!(
-                ", {{address: '127.0.0.1:{p}', tls: {{cert: '{}', key: '{}'}}}}",
-                cert.display(),
-                key.display()
-            )),
-            conf.origins.join(", "),
-            conf.keys.join(", "),
-            conf.unapproved,
-            conf.upstream,
-            conf.limits,
-            conf.host_aliases,
-            state.display(),
-        );
-        yaml.push_str(&conf.extra);
-        if let Some(c) = &conf.catalogue {
-            yaml.push_str(&format!("catalogue: '{}'\n", c.display()));
-        }
-        let cfg = dir.path().join("switchyard.yaml");
-        std::fs::write(&cfg, yaml).unwrap();
-        let log = dir.path().join("gateway.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(bin());
-        cmd.arg("-c")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(out)
-            .env("RUST_LOG", "info");
-        // a provider key from the developer's shell would send unified requests off the machine
-        for (k, _) in std::env::vars() {
-            if k.ends_with("_API_KEY") {
-                cmd.env_remove(k);
+        // `free_port` releases its port before the gateway binds it, so a test running beside
+        // this one may take it first: then the gateway cannot bind, and it starts again on
+        // other ports (a mock on the stolen port must never pass for the gateway)
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let metrics_port = free_port();
+            let d = dir.path().display().to_string();
+            let state = conf
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| dir.path().join("state"));
+            let mut yaml = format!(
+                "server: {{threads: 2, grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1, pid_file: '{d}/pid', upgrade_sock: '{d}/upgrade.sock'}}\n\
+                 listeners: [{{address: '127.0.0.1:{port}'}}{}]\n\
+                 metrics: {{address: '127.0.0.1:{metrics_port}'}}\n\
+                 origins: [{}]\n\
+                 auth: {{keys: [{}]}}\n\
+                 unapproved_origins: {}\n\
+                 upstream: {}\n\
+                 limits: {}\n\
+                 host_aliases: {}\n\
+                 state_dir: '{}'\n",
+                conf.tls_listener.as_ref().map_or(String::new(), |(p, cert, key)| format!(
+                    ", {{address: '127.0.0.1:{p}', tls: {{cert: '{}', key: '{}'}}}}",
+                    cert.display(),
+                    key.display()
+                )),
+                conf.origins.join(", "),
+                conf.keys.join(", "),
+                conf.unapproved,
+                conf.upstream,
+                conf.limits,
+                conf.host_aliases,
+                state.display(),
+            );
+            yaml.push_str(&conf.extra);
+            if let Some(c) = &conf.catalogue {
+                yaml.push_str(&format!("catalogue: '{}'\n", c.display()));
             }
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap();
-        let mut g = Gateway {
-            child: Some(child),
-            port,
-            metrics_port,
-            dir,
-            conf,
-            log,
-        };
-        g.wait_ready();
-        g
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("gateway exited with {status}:\n{}", self.log());
-            }
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                use std::io::Write;
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ =
-                    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-                let mut buf = String::new();
-                let _ = s.read_to_string(&mut buf);
-                if buf.starts_with("HTTP/1.1 200") {
-                    return;
+            let cfg = dir.path().join("switchyard.yaml");
+            std::fs::write(&cfg, yaml).unwrap();
+            let log = dir.path().join("gateway.log");
+            let out = std::fs::File::create(&log).unwrap();
+            let mut cmd = Command::new(bin());
+            cmd.arg("-c")
+                .arg(&cfg)
+                .stdout(Stdio::null())
+                .stderr(out)
+                .env("RUST_LOG", "info");
+            // a provider key from the developer's shell would send unified requests off the machine
+            for (k, _) in std::env::vars() {
+                if k.ends_with("_API_KEY") {
+                    cmd.env_remove(k);
                 }
             }
-            std::thread::sleep(Duration::from_millis(50));
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let mut child = cmd.spawn().unwrap();
+            match wait_ready(&mut child, port, &log) {
+                Ok(()) => {
+                    return Gateway {
+                        child: Some(child),
+                        port,
+                        metrics_port,
+                        dir,
+                        conf,
+                        log,
+                    }
+                }
+                Err(why) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    if !text.contains("in use") {
+                        panic!("{why}:\n{text}");
+                    }
+                    last = text;
+                }
+            }
         }
-        panic!("gateway not ready after 30 s:\n{}", self.log());
+        panic!("gateway could not bind free ports 5 times:\n{last}");
     }
 
     pub fn config_path(&self) -> PathBuf {
