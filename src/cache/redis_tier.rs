@@ -81,40 +81,41 @@ impl RedisTier {
         format!("{}{key}", self.prefix)
     }
 
-    pub async fn get(&self, key: &str) -> Option<Entry> {
-        let mut c = self.conn().await?;
-        match tokio::time::timeout(self.timeout, c.get::<_, Option<Vec<u8>>>(self.key(key))).await {
-            Ok(Ok(Some(b))) => {
-                self.metrics.redis_hits.inc();
-                decode(key, &b)
-            }
-            Ok(Ok(None)) => None,
+    /// One Redis command under the timeout; a failure is counted, logged and `None`.
+    async fn call<T>(
+        &self,
+        what: &str,
+        command: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Option<T> {
+        match tokio::time::timeout(self.timeout, command).await {
+            Ok(Ok(v)) => Some(v),
             Ok(Err(e)) => {
-                self.failed("GET", e);
+                self.failed(what, e);
                 None
             }
             Err(_) => {
-                self.failed("GET", "timed out");
+                self.failed(what, "timed out");
                 None
             }
         }
+    }
+
+    pub async fn get(&self, key: &str) -> Option<Entry> {
+        let mut c = self.conn().await?;
+        let b = self
+            .call("GET", c.get::<_, Option<Vec<u8>>>(self.key(key)))
+            .await??;
+        self.metrics.redis_hits.inc();
+        decode(key, &b)
     }
 
     pub async fn exists(&self, key: &str) -> bool {
         let Some(mut c) = self.conn().await else {
             return false;
         };
-        match tokio::time::timeout(self.timeout, c.exists::<_, bool>(self.key(key))).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => {
-                self.failed("EXISTS", e);
-                false
-            }
-            Err(_) => {
-                self.failed("EXISTS", "timed out");
-                false
-            }
-        }
+        self.call("EXISTS", c.exists::<_, bool>(self.key(key)))
+            .await
+            .unwrap_or(false)
     }
 
     pub async fn set(&self, e: &Entry, ttl: Duration) {
@@ -125,12 +126,7 @@ impl RedisTier {
         let Some(mut c) = self.conn().await else {
             return;
         };
-        let value = encode(e);
-        let key = self.key(e.key());
-        match tokio::time::timeout(self.timeout, c.set_ex::<_, _, ()>(key, value, secs)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => self.failed("SET", e),
-            Err(_) => self.failed("SET", "timed out"),
-        }
+        let (key, value) = (self.key(e.key()), encode(e));
+        let _: Option<()> = self.call("SET", c.set_ex(key, value, secs)).await;
     }
 }
