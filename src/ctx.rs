@@ -176,12 +176,6 @@ impl RequestCtx {
         self.route().map_or("none", Route::provider_label)
     }
 
-    /// A response body chunk on its way to the client: usage tap and capture for the record.
-    pub fn observe_body(&mut self, chunk: &[u8], capture_cap: usize) {
-        self.tap_body(chunk);
-        self.capture_body(chunk, capture_cap);
-    }
-
     /// The provider's answer, as it came (usage is read from it).
     pub fn tap_body(&mut self, chunk: &[u8]) {
         if let Some(t) = self.tap.as_mut() {
