@@ -14,9 +14,15 @@ use crate::config::Config;
 use crate::export;
 use crate::failover::health::Health;
 use crate::forward::Forwarder;
+use crate::limits::limiter::{Limiter, Store};
 use crate::limits::origin_quota::{OriginQuota, QuotaPersister};
+use crate::limits::redis_window::RedisWindows;
+use crate::limits::rules::RateLimits;
+use crate::limits::window::Windows;
+use crate::limits::{self, OriginLimits};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
+use crate::shared_redis::Link;
 use crate::ssrf;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +38,8 @@ pub enum AppError {
     Export(String),
     #[error("response cache: {0}")]
     Cache(String),
+    #[error("rate limits: {0}")]
+    Limits(String),
     #[error("listener {address}: {message}")]
     Listener { address: String, message: String },
 }
@@ -99,6 +107,20 @@ pub fn build(mut cfg: Config, opt: Opt) -> Result<App, AppError> {
     }
 
     let metrics = Arc::new(Metrics::register()?);
+    let store = match &cfg.limits.redis {
+        None => Store::Local(Windows::default()),
+        Some(r) => Store::Redis(RedisWindows::new(
+            Link::new(&r.url, r.timeout()).map_err(AppError::Limits)?,
+            r.prefix
+                .clone()
+                .unwrap_or_else(|| limits::DEFAULT_REDIS_PREFIX.to_string()),
+        )),
+    };
+    let limiter = Arc::new(Limiter::new(
+        store,
+        cfg.limits.on_store_error,
+        metrics.limit_store_errors.clone(),
+    ));
     let quota = OriginQuota::open(cfg.unapproved.clone(), &cfg.state_dir).map_err(|source| {
         AppError::State {
             path: cfg.state_dir.display().to_string(),
@@ -124,7 +146,20 @@ pub fn build(mut cfg: Config, opt: Opt) -> Result<App, AppError> {
         cfg: cfg.clone(),
         guard: ssrf::Guard::new(),
         origins: Default::default(),
-        quota: quota.clone(),
+        origin_limits: if cfg.limits.redis.is_some() {
+            OriginLimits::Shared {
+                limiter: limiter.clone(),
+                conf: cfg.unapproved.clone(),
+            }
+        } else {
+            OriginLimits::Local(quota.clone())
+        },
+        rate_limits: RateLimits::new(
+            limiter,
+            cfg.key_limits.clone(),
+            Duration::from_secs(cfg.limits.concurrency_lease_secs),
+            metrics.clone(),
+        ),
         metrics,
         forwarder: Forwarder::new(&server.configuration),
         health: Health::new(cfg.health.clone())?,

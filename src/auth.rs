@@ -113,11 +113,13 @@ mod tests {
                 id: "one".into(),
                 env: Some("SWITCHYARD_TEST_AUTH_KEY".into()),
                 sha256: None,
+                limits: None,
             },
             KeyConf {
                 id: "two".into(),
                 env: None,
                 sha256: Some(hex::encode(Sha256::digest(b"sk-gw-two"))),
+                limits: None,
             },
         ];
         let mut issues = Issues::default();

@@ -121,6 +121,10 @@ pub struct RequestCtx {
     pub cache: Option<CacheState>,
     /// The first attempt's origin quota is charged when it starts (a cache hit is not charged).
     pub quota_deferred: bool,
+    /// `Helicone-RateLimit-Policy`, parsed.
+    pub rate_policy: Option<crate::limits::policy::Policy>,
+    /// What the request holds in the rate-limit counters, and the headers it gets.
+    pub limits: crate::limits::rules::Counted,
 }
 
 impl RequestCtx {
@@ -154,6 +158,8 @@ impl RequestCtx {
             unified: None,
             cache: None,
             quota_deferred: false,
+            rate_policy: None,
+            limits: Default::default(),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pricing;
 pub mod proxy;
 pub mod routing;
+pub mod shared_redis;
 pub mod ssrf;
 pub mod translate;
 pub mod unified;

@@ -22,6 +22,10 @@ pub enum Rejection {
     BadRequest,
     NoRoute,
     Denied,
+    /// A rate-limit policy or a gateway key's limit refused the request (429).
+    RateLimit,
+    /// The shared limit store did not answer and `limits.on_store_error` is `closed` (503).
+    LimitStore,
 }
 
 impl Rejection {
@@ -34,6 +38,8 @@ impl Rejection {
             Rejection::BadRequest => "bad_request",
             Rejection::NoRoute => "no_route",
             Rejection::Denied => "origin_denied",
+            Rejection::RateLimit => "rate_limit",
+            Rejection::LimitStore => "limit_store",
         }
     }
 }
@@ -54,6 +60,9 @@ pub struct Metrics {
     cost: CounterVec,
     unpriced: IntCounterVec,
     ttft: HistogramVec,
+    limit_decisions: IntCounterVec,
+    /// Failed operations on the shared limit store (Redis).
+    pub limit_store_errors: prometheus::IntCounter,
 }
 
 /// What one finished request contributes.
@@ -157,7 +166,23 @@ impl Metrics {
                 "Responses of Helicone-Fallbacks requests by the 0-based index of the entry that answered",
                 &["index"]
             )?,
+            limit_decisions: register_int_counter_vec!(
+                "switchyard_rate_limit_decisions_total",
+                "Rate-limit checks by rule (header, key_requests, key_usd_day, key_usd_month, key_concurrency, origin_second, origin_day) and result (admitted, refused, uncounted: the store failed open)",
+                &["rule", "result"]
+            )?,
+            limit_store_errors: prometheus::register_int_counter!(
+                "switchyard_rate_limit_store_errors_total",
+                "Failed operations on the shared limit store (Redis): admissions then follow limits.on_store_error"
+            )?,
         })
+    }
+
+    /// One rate-limit check decided.
+    pub fn limit_decision(&self, rule: &str, result: &str) {
+        self.limit_decisions
+            .with_label_values(&[rule, result])
+            .inc();
     }
 
     /// One upstream attempt ended: `status` 0 with `skipped` for an open circuit, 0 for an error.

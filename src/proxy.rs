@@ -21,7 +21,9 @@ use crate::export::{record, Exporter};
 use crate::failover::{self, health::Health, CodeSet, FallbackEntry, Next};
 use crate::forward::Forwarder;
 use crate::headers;
-use crate::limits::origin_quota::OriginQuota;
+use crate::limits::policy as rate_policy;
+use crate::limits::rules::{Ask, Plan, RateLimits};
+use crate::limits::OriginLimits;
 use crate::metrics::{Metrics, Observation, Rejection};
 use crate::pricing::Pricing;
 use crate::routing::{self, RequestMeta, Route, RouteKind};
@@ -34,7 +36,10 @@ pub struct Gateway {
     pub cfg: Arc<Config>,
     pub guard: ssrf::Guard,
     pub origins: routing::OriginCache,
-    pub quota: Arc<OriginQuota>,
+    /// Unapproved-origin quotas.
+    pub origin_limits: OriginLimits,
+    /// Rate-limit policies and gateway-key limits.
+    pub rate_limits: RateLimits,
     pub metrics: Arc<Metrics>,
     pub forwarder: Forwarder,
     pub health: Health,
@@ -153,12 +158,33 @@ async fn respond_error_closing(
                 ctx.cursor.index.to_string(),
             )?;
         }
+        insert_limit_headers(&mut h, ctx)?;
         session.write_response_header(Box::new(h), false).await?;
         session.write_response_body(Some(body), true).await
     };
     if let Err(err) = res.await {
         log::debug!("could not send error response ({e}): {err}");
     }
+}
+
+/// `Helicone-RateLimit-*` while a limit applies to the request.
+fn insert_limit_headers(h: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    if let Some(shown) = &ctx.limits.shown {
+        for (name, value) in shown.headers() {
+            h.insert_header(name, value)?;
+        }
+    }
+    Ok(())
+}
+
+/// The 429 of a quota, or the 503 of a limit store that failed closed.
+fn origin_refusal(e: GatewayError) -> Refusal {
+    let reason = if e.status() == 503 {
+        Rejection::LimitStore
+    } else {
+        Rejection::Quota
+    };
+    (Some(reason), e)
 }
 
 impl Gateway {
@@ -223,6 +249,14 @@ impl Gateway {
             ctx.key_id = Some(key.map_err(|e| (Some(Rejection::Auth), e))?);
         }
 
+        if let Some(v) = header(req, headers::RATELIMIT_POLICY) {
+            let v = std::str::from_utf8(v).map_err(|_| {
+                bad(GatewayError::BadRequest(
+                    "Helicone-RateLimit-Policy is not valid UTF-8".into(),
+                ))
+            })?;
+            ctx.rate_policy = Some(rate_policy::parse(v).map_err(bad)?);
+        }
         let path_and_query = req.uri.path_and_query().map_or("/", |p| p.as_str());
         let entries = match fallbacks {
             Some(raw) => failover::parse_fallbacks(raw).map_err(bad)?,
@@ -351,13 +385,15 @@ impl Gateway {
         // are charged in `next_attempt`
         if let Some(first) = ctx.targets.first().filter(|_| !ctx.quota_deferred) {
             if !first.approved {
-                self.quota
-                    .admit(&first.origin)
-                    .map_err(|e| (Some(Rejection::Quota), e))?;
+                self.origin_limits
+                    .admit(&first.origin, &self.metrics)
+                    .await
+                    .map_err(origin_refusal)?;
             }
         }
 
         self.read_body(session, ctx).await?;
+        self.count(session, ctx).await?;
         for (i, over) in overrides.iter().enumerate() {
             if let Some(v) = over {
                 ctx.targets[i].body =
@@ -415,6 +451,84 @@ impl Gateway {
         );
         state.bucket = rc.choose_bucket(&base, state.policy.buckets).await;
         state.key = cache::bucket_key(&base, state.bucket);
+    }
+
+    /// Counts the request against its rate-limit policy and its key's limits (after the body is
+    /// read: a per-user policy may need the body's `user`, a money limit its model and
+    /// `max_tokens`).
+    async fn count(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), Refusal> {
+        let Some(plan) = self
+            .limit_plan(session, ctx)
+            .map_err(|(reason, e)| (Some(reason), e))?
+        else {
+            return Ok(());
+        };
+        let mut counted = Default::default();
+        let result = self.rate_limits.admit(plan, &mut counted).await;
+        ctx.limits = counted;
+        result.map_err(|(reason, e)| (Some(reason), e))
+    }
+
+    /// The limits that apply to this request (`None`: none does, nothing is read).
+    fn limit_plan(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+    ) -> std::result::Result<Option<Plan>, (Rejection, GatewayError)> {
+        let key_id = ctx.key_id.as_deref();
+        if !self.rate_limits.applies(key_id, ctx.rate_policy.as_ref()) {
+            return Ok(None);
+        }
+        let req = session.req_header();
+        let parsed = std::cell::OnceCell::new();
+        let head = || parsed.get_or_init(|| rate_limit_head(&ctx.body.bytes));
+        let header_user = header(req, headers::USER_ID).and_then(|v| std::str::from_utf8(v).ok());
+        let user = match header_user {
+            Some(u) => Some(u),
+            None if RateLimits::needs_user(ctx.rate_policy.as_ref()) => head().user.as_deref(),
+            None => None,
+        };
+        let property = |name: &str| {
+            req.headers
+                .get(format!("{}{name}", headers::PROPERTY_PREFIX).as_str())
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let default_completion = self.cfg.limits.default_completion_tokens;
+        let body_len = ctx.body.bytes.len();
+        let estimate = || {
+            let h = head();
+            // any attempt may answer: the dearest one is reserved
+            ctx.targets
+                .iter()
+                .filter_map(|t| {
+                    let provider = t.route.provider.as_ref().map(|p| p.name.as_str());
+                    let model = match &t.unified {
+                        Some(c) => Some(c.model_id.as_str()),
+                        None => h.model.as_deref(),
+                    }?;
+                    self.pricing.estimate(
+                        provider,
+                        model,
+                        body_len,
+                        h.completion_cap(),
+                        default_completion,
+                    )
+                })
+                .reduce(f64::max)
+        };
+        let ask = Ask {
+            key_id,
+            policy: ctx.rate_policy.as_ref(),
+            user,
+            property: &property,
+            estimate_usd: &estimate,
+        };
+        self.rate_limits.plan(&ask).map(Some)
     }
 
     async fn read_body(
@@ -535,6 +649,7 @@ impl Gateway {
             include_usage: req.include_usage,
             mapper: None,
         });
+        self.count(session, ctx).await?;
         self.cache_key(session, ctx).await;
         if ctx.body.present && !ctx.body.replayable {
             return self.forward_manually(session, ctx).await;
@@ -562,7 +677,7 @@ impl Gateway {
                 continue;
             }
             if (ctx.attempt > 0 || ctx.quota_deferred) && !approved {
-                if let Err(e) = self.quota.admit(&origin) {
+                if let Err(e) = self.origin_limits.admit(&origin, &self.metrics).await {
                     ctx.attempt_start = Some(Instant::now());
                     if self.judge(ctx, 429, None, Some(e.to_string())) {
                         continue;
@@ -752,6 +867,7 @@ impl Gateway {
 
     fn add_response_headers(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
         resp.insert_header(headers::HELICONE_ID.clone(), ctx.id.as_str())?;
+        insert_limit_headers(resp, ctx)?;
         if ctx.fallback_mode {
             resp.insert_header(
                 headers::FALLBACK_INDEX.clone(),
@@ -814,6 +930,32 @@ impl Gateway {
             Next::Fallback => true,
         }
     }
+}
+
+/// What rate limits read of a JSON request body.
+#[derive(Default, serde::Deserialize)]
+struct LimitHead {
+    model: Option<String>,
+    user: Option<String>,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    max_output_tokens: Option<u64>,
+}
+
+impl LimitHead {
+    /// The completion cap the request sets, whichever name it uses.
+    fn completion_cap(&self) -> Option<u64> {
+        self.max_completion_tokens
+            .or(self.max_tokens)
+            .or(self.max_output_tokens)
+    }
+}
+
+fn rate_limit_head(body: &[u8]) -> LimitHead {
+    if body.first() != Some(&b'{') {
+        return LimitHead::default();
+    }
+    serde_json::from_slice(body).unwrap_or_default()
 }
 
 /// Uniform in [1, 2): the backoff jitter.
@@ -1117,6 +1259,11 @@ impl ProxyHttp for Gateway {
                 error,
                 self.cfg.export.max_body_bytes,
             );
+            // the counters learn what the request really cost
+            let answered = ctx.attempts.iter().any(|a| (200..300).contains(&a.status));
+            self.rate_limits
+                .settle(&mut ctx.limits, built.cost, answered)
+                .await;
             let provider = built.record.provider.as_deref().unwrap_or("none");
             let ttft = built.record.ttft_ms.map(Duration::from_millis);
             self.metrics

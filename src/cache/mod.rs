@@ -35,7 +35,7 @@ pub struct CacheConf {
     /// themselves; sized for long generations (streams are shared while they are written).
     pub lock_timeout_secs: u64,
     /// The shared tier: `{url: redis://127.0.0.1:6379/0, timeout_ms: 250, prefix: "switchyard:cache:"}`.
-    pub redis: Option<RedisConf>,
+    pub redis: Option<crate::shared_redis::RedisConf>,
 }
 
 impl Default for CacheConf {
@@ -50,23 +50,8 @@ impl Default for CacheConf {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisConf {
-    pub url: String,
-    #[serde(default = "default_redis_timeout")]
-    pub timeout_ms: u64,
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
-}
-
-fn default_redis_timeout() -> u64 {
-    250
-}
-
-fn default_prefix() -> String {
-    "switchyard:cache:".into()
-}
+/// Keys of the shared tier start with this unless `cache.redis.prefix` says otherwise.
+pub const DEFAULT_REDIS_PREFIX: &str = "switchyard:cache:";
 
 /// The cache's Prometheus metrics.
 #[derive(Clone)]
@@ -151,8 +136,10 @@ impl ResponseCache {
             None => None,
             Some(r) => Some(redis_tier::RedisTier::new(
                 &r.url,
-                r.prefix.clone(),
-                Duration::from_millis(r.timeout_ms),
+                r.prefix
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_string()),
+                r.timeout(),
                 metrics.clone(),
             )?),
         };

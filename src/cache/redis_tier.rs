@@ -3,18 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
-use tokio::sync::OnceCell;
 
 use super::store::{decode, encode, Entry};
 use super::CacheMetrics;
+use crate::shared_redis::Link;
 
 pub struct RedisTier {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    link: Link,
     prefix: String,
-    timeout: Duration,
     metrics: CacheMetrics,
     /// Last error log line (errors are logged at most every 10 s).
     last_log: std::sync::Mutex<Option<Instant>>,
@@ -27,54 +24,26 @@ impl RedisTier {
         timeout: Duration,
         metrics: CacheMetrics,
     ) -> Result<RedisTier, String> {
-        let client =
-            redis::Client::open(url).map_err(|e| format!("'{url}' is not a Redis URL ({e})"))?;
         Ok(RedisTier {
-            client,
-            conn: OnceCell::new(),
+            link: Link::new(url, timeout)?,
             prefix,
-            timeout,
             metrics,
             last_log: std::sync::Mutex::new(None),
         })
     }
 
-    fn failed(&self, what: &str, e: impl std::fmt::Display) {
+    fn failed(&self, e: impl std::fmt::Display) {
         self.metrics.redis_errors.inc();
         let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
             *last = Some(Instant::now());
-            log::warn!("cache: Redis {what} failed, the shared tier is bypassed: {e}");
+            log::warn!("cache: Redis {e}; the shared tier is bypassed");
         }
     }
 
     /// The connection (made on first use; it reconnects by itself afterwards).
-    async fn conn(&self) -> Option<ConnectionManager> {
-        if let Some(c) = self.conn.get() {
-            return Some(c.clone());
-        }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
-        let made = tokio::time::timeout(
-            self.timeout * 2,
-            self.conn.get_or_try_init(|| {
-                ConnectionManager::new_with_config(self.client.clone(), config)
-            }),
-        )
-        .await;
-        match made {
-            Ok(Ok(c)) => Some(c.clone()),
-            Ok(Err(e)) => {
-                self.failed("connect", e);
-                None
-            }
-            Err(_) => {
-                self.failed("connect", "timed out");
-                None
-            }
-        }
+    async fn conn(&self) -> Option<redis::aio::ConnectionManager> {
+        self.link.conn().await.map_err(|e| self.failed(e)).ok()
     }
 
     fn key(&self, key: &str) -> String {
@@ -87,17 +56,11 @@ impl RedisTier {
         what: &str,
         command: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Option<T> {
-        match tokio::time::timeout(self.timeout, command).await {
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => {
-                self.failed(what, e);
-                None
-            }
-            Err(_) => {
-                self.failed(what, "timed out");
-                None
-            }
-        }
+        self.link
+            .call(what, command)
+            .await
+            .map_err(|e| self.failed(e))
+            .ok()
     }
 
     pub async fn get(&self, key: &str) -> Option<Entry> {

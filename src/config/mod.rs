@@ -144,6 +144,9 @@ pub struct KeyConf {
     pub env: Option<String>,
     #[serde(default)]
     pub sha256: Option<String>,
+    /// What this key may use: requests per window, spend per day and month, concurrency.
+    #[serde(default)]
+    pub limits: Option<crate::limits::rules::KeyLimits>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,12 +239,27 @@ impl UpstreamConf {
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConf {
     pub max_body_bytes: usize,
+    /// Where every counter lives (rate-limit policies, key limits, unapproved-origin quotas):
+    /// in this process (absent) or in the Redis several gateways share.
+    pub redis: Option<crate::shared_redis::RedisConf>,
+    /// Redis unreachable: admit uncounted (`open`) or refuse with 503 (`closed`).
+    pub on_store_error: crate::limits::limiter::OnStoreError,
+    /// A request still running after this long stops counting against `max_concurrent` (so a
+    /// gateway that died mid-request cannot hold its slots for ever).
+    pub concurrency_lease_secs: u64,
+    /// Completion tokens assumed for a request without `max_tokens` when money limits reserve
+    /// its cost up front.
+    pub default_completion_tokens: u64,
 }
 
 impl Default for LimitsConf {
     fn default() -> Self {
         LimitsConf {
             max_body_bytes: 32 * 1024 * 1024,
+            redis: None,
+            on_store_error: Default::default(),
+            concurrency_lease_secs: 900,
+            default_completion_tokens: 4096,
         }
     }
 }
@@ -267,6 +285,8 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub metrics_address: Option<String>,
     pub keys: KeyStore,
+    /// `auth.keys[].limits` by key id.
+    pub key_limits: HashMap<String, crate::limits::rules::KeyLimits>,
     pub catalogue: Catalogue,
     pub origins: HashMap<Origin, OriginPolicy>,
     pub unapproved: UnapprovedConf,
@@ -657,21 +677,27 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
             "must be greater than 0".into(),
         );
     }
-    if let Some(r) = &c.redis {
-        if let Err(e) = redis::Client::open(r.url.as_str()) {
-            issues.push(
-                "cache.redis.url".into(),
-                format!(
-                    "'{}' is not a Redis URL ({e}); write redis://host:port/db",
-                    r.url
-                ),
-            );
+    if let Some(r) = &fc.limits.redis {
+        for (path, message) in r.check("limits.redis") {
+            issues.push(path, message);
         }
-        if r.timeout_ms == 0 {
-            issues.push(
-                "cache.redis.timeout_ms".into(),
-                "must be greater than 0".into(),
-            );
+    }
+    if fc.limits.concurrency_lease_secs == 0 {
+        issues.push(
+            "limits.concurrency_lease_secs".into(),
+            "must be greater than 0".into(),
+        );
+    }
+    for (i, k) in fc.auth.keys.iter().enumerate() {
+        if let Some(l) = &k.limits {
+            for (path, message) in l.check(&format!("auth.keys[{i}].limits")) {
+                issues.push(path, message);
+            }
+        }
+    }
+    if let Some(r) = &c.redis {
+        for (path, message) in r.check("cache.redis") {
+            issues.push(path, message);
         }
     }
     if !issues.is_empty() {
@@ -680,10 +706,17 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
             issues,
         });
     }
+    let key_limits = fc
+        .auth
+        .keys
+        .iter()
+        .filter_map(|k| k.limits.clone().map(|l| (k.id.clone(), l)))
+        .collect();
     Ok(Config {
         listeners,
         metrics_address,
         keys,
+        key_limits,
         catalogue,
         origins,
         unapproved: fc.unapproved_origins,

@@ -409,7 +409,7 @@ pub fn build(
             .as_ref()
             .and_then(|c| c.status.map(str::to_string)),
         cache_reference_id: ctx.cache.as_ref().and_then(|c| c.reference.clone()),
-        rate_limit: None,
+        rate_limit: ctx.limits.decided_by.clone(),
         rejection: ctx.rejection.map(|r| r.label().to_string()),
         user_id: header(session, headers::USER_ID).or(body_user),
         session_id: header(session, headers::SESSION_ID),

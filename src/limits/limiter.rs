@@ -47,6 +47,10 @@ pub enum Store {
 pub struct Limiter {
     store: Store,
     on_error: OnStoreError,
+    /// Counts the shared store's failures.
+    errors: prometheus::IntCounter,
+    /// Last error log line (errors are logged at most every 10 s).
+    last_log: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 fn now_ms() -> u64 {
@@ -56,8 +60,23 @@ fn now_ms() -> u64 {
 }
 
 impl Limiter {
-    pub fn new(store: Store, on_error: OnStoreError) -> Limiter {
-        Limiter { store, on_error }
+    pub fn new(store: Store, on_error: OnStoreError, errors: prometheus::IntCounter) -> Limiter {
+        Limiter {
+            store,
+            on_error,
+            errors,
+            last_log: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Counts a failure of the shared store and logs it (at most every 10 s).
+    fn failed(&self, what: &str) {
+        self.errors.inc();
+        let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            *last = Some(std::time::Instant::now());
+            log::warn!("rate limits: Redis {what}");
+        }
     }
 
     /// Admits `units` in `scope` under `quota` per `window`.
@@ -85,7 +104,7 @@ impl Limiter {
                 }),
                 Err(e) => match self.on_error {
                     OnStoreError::Open => {
-                        log::warn!("rate limits: {e}; admitting without counting (fail-open)");
+                        self.failed(&format!("{e}; admitting without counting (fail-open)"));
                         Ok(Admission {
                             decision: Decision {
                                 admitted: true,
@@ -96,9 +115,12 @@ impl Limiter {
                             failed_open: true,
                         })
                     }
-                    OnStoreError::Closed => Err(GatewayError::Unavailable(format!(
+                    OnStoreError::Closed => {
+                        self.failed(&format!("{e}; refusing (limits.on_store_error: closed)"));
+                        Err(GatewayError::Unavailable(format!(
                         "rate limits cannot be checked ({e}) and this gateway refuses requests it cannot count (limits.on_store_error: closed); try again shortly"
-                    ))),
+                    )))
+                    }
                 },
             },
         }
@@ -110,7 +132,7 @@ impl Limiter {
             (Store::Local(w), Held::Local(r)) => w.settle(r, units),
             (Store::Redis(s), Held::Redis(r)) => {
                 if let Err(e) = s.settle(r, units).await {
-                    log::warn!("rate limits: settling a reservation failed: {e}");
+                    self.failed(&format!("{e} (settling a reservation)"));
                 }
             }
             _ => {}
@@ -122,6 +144,10 @@ impl Limiter {
 mod tests {
     use super::*;
 
+    pub(crate) fn counter() -> prometheus::IntCounter {
+        prometheus::IntCounter::new("t", "t").unwrap()
+    }
+
     /// A store whose Redis is a closed local port: every command fails.
     fn unreachable_redis() -> RedisWindows {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -129,17 +155,21 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_number_of_retries(0)
-            .set_connection_timeout(Some(Duration::from_millis(100)));
-        let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, cfg).unwrap();
-        RedisWindows::new(conn, "x:".into(), Duration::from_millis(200))
+        let link = crate::shared_redis::Link::new(
+            &format!("redis://127.0.0.1:{port}/0"),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        RedisWindows::new(link, "x:".into())
     }
 
     #[tokio::test]
     async fn the_local_store_counts_exactly_and_settles() {
-        let l = Limiter::new(Store::Local(Windows::default()), OnStoreError::Open);
+        let l = Limiter::new(
+            Store::Local(Windows::default()),
+            OnStoreError::Open,
+            counter(),
+        );
         let w = Duration::from_secs(60);
         for _ in 0..3 {
             assert!(l.admit("s", w, 3, 1).await.unwrap().decision.admitted);
@@ -154,10 +184,18 @@ mod tests {
     #[tokio::test]
     async fn redis_down_fails_open_by_default_and_closed_when_asked() {
         let w = Duration::from_secs(60);
-        let open = Limiter::new(Store::Redis(unreachable_redis()), OnStoreError::Open);
+        let open = Limiter::new(
+            Store::Redis(unreachable_redis()),
+            OnStoreError::Open,
+            counter(),
+        );
         let a = open.admit("s", w, 3, 1).await.unwrap();
         assert!(a.decision.admitted && a.failed_open && a.held == Some(Held::Uncounted));
-        let closed = Limiter::new(Store::Redis(unreachable_redis()), OnStoreError::Closed);
+        let closed = Limiter::new(
+            Store::Redis(unreachable_redis()),
+            OnStoreError::Closed,
+            counter(),
+        );
         let e = closed.admit("s", w, 3, 1).await.unwrap_err();
         assert_eq!(e.status(), 503);
         assert!(e.to_string().contains("on_store_error"), "{e}");

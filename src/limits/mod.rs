@@ -1,8 +1,82 @@
-//! Request limits enforced in `request_filter`: the unapproved-origin quotas, and (groundwork
-//! for rate-limit policies) the policy grammar and an exact sliding-window counter.
+//! Request limits enforced in `request_filter`: rate-limit policies and gateway-key limits
+//! (`rules`), and the unapproved-origin quotas, counted in this process or in a shared Redis.
 
 pub mod limiter;
 pub mod origin_quota;
 pub mod policy;
 pub mod redis_window;
+pub mod rules;
 pub mod window;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::UnapprovedConf;
+use crate::error::GatewayError;
+use crate::metrics::Metrics;
+use limiter::Limiter;
+use origin_quota::OriginQuota;
+
+/// Keys of the shared limit store start with this unless `limits.redis.prefix` says otherwise.
+pub const DEFAULT_REDIS_PREFIX: &str = "switchyard:rl:";
+
+/// The unapproved-origin quotas: in this process (per-day counts persisted in the state
+/// directory), or in the shared store so that every gateway counts one quota.
+pub enum OriginLimits {
+    Local(Arc<OriginQuota>),
+    Shared {
+        limiter: Arc<Limiter>,
+        conf: UnapprovedConf,
+    },
+}
+
+impl OriginLimits {
+    /// Counts one request to `origin`, or refuses it (429 with `Retry-After`; 503 when the
+    /// shared store fails closed).
+    pub async fn admit(&self, origin: &str, metrics: &Metrics) -> Result<(), GatewayError> {
+        let result = match self {
+            OriginLimits::Local(q) => q.admit(origin),
+            OriginLimits::Shared { limiter, conf } => {
+                let second = limiter
+                    .admit(
+                        &format!("o|{origin}|s"),
+                        Duration::from_secs(1),
+                        u64::from(conf.per_second),
+                        1,
+                    )
+                    .await?;
+                if second.held.is_none() {
+                    Err(origin_quota::per_second_refusal(origin, conf.per_second))
+                } else {
+                    let (day, secs_left) = origin_quota::utc_day_and_secs_left();
+                    let d = limiter
+                        .admit(
+                            &format!("o|{origin}|d{day}"),
+                            Duration::from_secs(86_400),
+                            conf.per_day,
+                            1,
+                        )
+                        .await?;
+                    if d.held.is_none() {
+                        Err(origin_quota::per_day_refusal(
+                            origin,
+                            conf.per_day,
+                            secs_left,
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                }
+            }
+        };
+        metrics.limit_decision(
+            "origin",
+            if result.is_ok() {
+                "admitted"
+            } else {
+                "refused"
+            },
+        );
+        result
+    }
+}

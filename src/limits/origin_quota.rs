@@ -45,7 +45,29 @@ pub struct OriginQuota {
     dir: PathBuf,
 }
 
-fn utc_day_and_secs_left() -> (i64, u64) {
+/// The 429 of an unapproved origin over its per-second quota.
+pub fn per_second_refusal(origin: &str, per_second: u32) -> GatewayError {
+    GatewayError::TooManyRequests {
+        message: format!(
+            "origin {origin} is not an approved provider and is limited to {per_second} request(s) per second; \
+             to lift the limit, approve it in the gateway config (origins: - url: {origin}, approved: true)"
+        ),
+        retry_after_secs: 1,
+    }
+}
+
+/// The 429 of an unapproved origin that has used today's quota.
+pub fn per_day_refusal(origin: &str, per_day: u64, secs_left: u64) -> GatewayError {
+    GatewayError::TooManyRequests {
+        message: format!(
+            "origin {origin} is not an approved provider and has used its {per_day} requests for today (UTC); \
+             to lift the limit, approve it in the gateway config (origins: - url: {origin}, approved: true)"
+        ),
+        retry_after_secs: secs_left,
+    }
+}
+
+pub fn utc_day_and_secs_left() -> (i64, u64) {
     let now = chrono::Utc::now().timestamp();
     (
         now.div_euclid(86_400),
@@ -76,14 +98,7 @@ impl OriginQuota {
     pub fn admit(&self, origin: &str) -> Result<(), GatewayError> {
         let (today, secs_left) = utc_day_and_secs_left();
         if self.per_second.observe(&origin, 1) > self.conf.per_second as isize {
-            return Err(GatewayError::TooManyRequests {
-                message: format!(
-                    "origin {origin} is not an approved provider and is limited to {} request(s) per second; \
-                     to lift the limit, approve it in the gateway config (origins: - url: {origin}, approved: true)",
-                    self.conf.per_second
-                ),
-                retry_after_secs: 1,
-            });
+            return Err(per_second_refusal(origin, self.conf.per_second));
         }
         let mut d = self.lock_day();
         if d.day != today {
@@ -95,14 +110,7 @@ impl OriginQuota {
         let used = d.persisted.get(origin).copied().unwrap_or(0)
             + d.pending.get(origin).copied().unwrap_or(0);
         if used >= self.conf.per_day {
-            return Err(GatewayError::TooManyRequests {
-                message: format!(
-                    "origin {origin} is not an approved provider and has used its {} requests for today (UTC); \
-                     to lift the limit, approve it in the gateway config (origins: - url: {origin}, approved: true)",
-                    self.conf.per_day
-                ),
-                retry_after_secs: secs_left,
-            });
+            return Err(per_day_refusal(origin, self.conf.per_day, secs_left));
         }
         if used == 0 && d.persisted.len() + d.pending.len() >= MAX_TRACKED_ORIGINS {
             return Err(GatewayError::TooManyRequests {

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use crate::error::GatewayError;
-use crate::headers;
 
 /// What a policy counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,9 +125,10 @@ impl Policy {
         property: impl Fn(&str) -> Option<String>,
     ) -> Result<String, GatewayError> {
         let key = key_id.unwrap_or("-");
+        // the window is part of the scope: two policies with other windows are other counters
         let unit = match self.unit {
-            Unit::Request => "r",
-            Unit::Cents => "c",
+            Unit::Request => format!("r{}", self.window.as_secs()),
+            Unit::Cents => format!("c{}", self.window.as_secs()),
         };
         match &self.segment {
             Segment::Global => Ok(format!("{key}|{unit}|global")),
@@ -150,72 +150,9 @@ impl Policy {
     }
 }
 
-impl Policy {
-    /// `Helicone-RateLimit-Limit`, `-Remaining`, `-Policy` (the policy as sent) and `-Reset`
-    /// (whole seconds, rounded up) for a decision.
-    pub fn response_headers(&self, d: &super::window::Decision) -> [(&'static str, String); 4] {
-        [
-            (headers::RATELIMIT_LIMIT, self.quota.to_string()),
-            (headers::RATELIMIT_REMAINING, d.remaining.to_string()),
-            (headers::RATELIMIT_POLICY, self.raw.clone()),
-            (
-                headers::RATELIMIT_RESET,
-                d.reset.as_millis().div_ceil(1000).to_string(),
-            ),
-        ]
-    }
-
-    /// The 429 for a refused decision: which policy, how much was used, when to retry.
-    pub fn refusal(&self, scope_label: &str, d: &super::window::Decision) -> GatewayError {
-        let secs = d.reset.as_millis().div_ceil(1000) as u64;
-        let unit = match self.unit {
-            Unit::Request => "requests",
-            Unit::Cents => "cents",
-        };
-        GatewayError::TooManyRequests {
-            message: format!(
-                "rate limit policy '{}' reached for {scope_label}: at most {} {unit} per {} s; retry in {secs} s (Retry-After)",
-                self.raw,
-                self.quota,
-                self.window.as_secs()
-            ),
-            retry_after_secs: secs.max(1),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn headers_and_the_refusal_say_which_policy_and_when() {
-        use crate::limits::window::Decision;
-        let p = parse("3;w=60;s=user").unwrap();
-        let d = Decision {
-            admitted: false,
-            remaining: 0,
-            reset: Duration::from_millis(12_001),
-        };
-        let h = p.response_headers(&d);
-        assert_eq!(h[0], (headers::RATELIMIT_LIMIT, "3".to_string()));
-        assert_eq!(h[1], (headers::RATELIMIT_REMAINING, "0".to_string()));
-        assert_eq!(
-            h[2],
-            (headers::RATELIMIT_POLICY, "3;w=60;s=user".to_string()),
-            "the full policy is echoed"
-        );
-        assert_eq!(h[3], (headers::RATELIMIT_RESET, "13".to_string()));
-        let e = p.refusal("user=u1", &d);
-        assert_eq!(e.status(), 429);
-        let m = e.to_string();
-        assert!(
-            m.contains("'3;w=60;s=user'") && m.contains("user=u1") && m.contains("retry in 13 s"),
-            "{m}"
-        );
-        let (resp, _) = e.response("id").unwrap();
-        assert_eq!(resp.headers.get("retry-after").unwrap(), "13");
-    }
 
     #[test]
     fn the_helicone_grammar() {
@@ -267,7 +204,7 @@ mod tests {
         let p = parse("3;w=60;s=user").unwrap();
         assert_eq!(
             p.scope(Some("team-a"), Some("u1"), none).unwrap(),
-            "team-a|r|user=u1"
+            "team-a|r60|user=u1"
         );
         assert_ne!(
             p.scope(Some("team-a"), Some("u1"), none).unwrap(),
@@ -280,7 +217,7 @@ mod tests {
             .contains("Helicone-User-Id"));
         let p = parse("3;w=60;s=feature").unwrap();
         let prop = |n: &str| (n == "feature").then(|| "search".to_string());
-        assert_eq!(p.scope(None, None, prop).unwrap(), "-|r|feature=search");
+        assert_eq!(p.scope(None, None, prop).unwrap(), "-|r60|feature=search");
         assert!(p
             .scope(None, None, none)
             .unwrap_err()

@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-
 use super::window::Decision;
+use crate::shared_redis::Link;
 
 /// KEYS[1] the scope's sorted set (member `<id>:<units>`, score = admission time in ms);
 /// ARGV window_ms, quota, units, id. Returns {admitted, remaining, reset_ms}.
@@ -62,21 +61,19 @@ pub struct RedisReservation {
 }
 
 pub struct RedisWindows {
-    conn: ConnectionManager,
+    link: Link,
     prefix: String,
     admit: redis::Script,
     settle: redis::Script,
-    timeout: Duration,
 }
 
 impl RedisWindows {
-    pub fn new(conn: ConnectionManager, prefix: String, timeout: Duration) -> RedisWindows {
+    pub fn new(link: Link, prefix: String) -> RedisWindows {
         RedisWindows {
-            conn,
+            link,
             prefix,
             admit: redis::Script::new(ADMIT),
             settle: redis::Script::new(SETTLE),
-            timeout,
         }
     }
 
@@ -91,16 +88,16 @@ impl RedisWindows {
     ) -> Result<(Decision, Option<RedisReservation>), String> {
         let key = format!("{}{scope}", self.prefix);
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let mut conn = self.conn.clone();
+        let mut conn = self.link.conn().await?;
         let mut inv = self.admit.key(&key);
         inv.arg(window.as_millis() as u64)
             .arg(quota)
             .arg(units)
             .arg(&id);
-        let out: (u8, u64, i64) = tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
-            .await
-            .map_err(|_| "Redis timed out".to_string())?
-            .map_err(|e| format!("Redis: {e}"))?;
+        let out: (u8, u64, i64) = self
+            .link
+            .call("admission script", inv.invoke_async(&mut conn))
+            .await?;
         let decision = Decision {
             admitted: out.0 == 1,
             remaining: out.1,
@@ -114,13 +111,13 @@ impl RedisWindows {
 
     /// Replaces a reservation's units by the real amount.
     pub async fn settle(&self, r: &RedisReservation, units: u64) -> Result<(), String> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.link.conn().await?;
         let mut inv = self.settle.key(&r.key);
         inv.arg(&r.id).arg(r.units).arg(units);
-        let _: i64 = tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
-            .await
-            .map_err(|_| "Redis timed out".to_string())?
-            .map_err(|e| format!("Redis: {e}"))?;
+        let _: i64 = self
+            .link
+            .call("settlement script", inv.invoke_async(&mut conn))
+            .await?;
         Ok(())
     }
 }
@@ -131,11 +128,9 @@ mod tests {
     use super::*;
 
     async fn windows(prefix: &str) -> RedisWindows {
-        let client = redis::Client::open("redis://127.0.0.1:6379/0").unwrap();
-        let conn = ConnectionManager::new(client)
-            .await
-            .expect("Redis on 127.0.0.1:6379");
-        RedisWindows::new(conn, prefix.to_string(), Duration::from_secs(2))
+        let link = Link::new("redis://127.0.0.1:6379/0", Duration::from_secs(2)).unwrap();
+        link.conn().await.expect("Redis on 127.0.0.1:6379");
+        RedisWindows::new(link, prefix.to_string())
     }
 
     fn prefix() -> String {

@@ -22,6 +22,8 @@ struct Entry {
 struct Log {
     entries: VecDeque<Entry>,
     used: u64,
+    /// The window of the last admission (a sweep prunes each scope by its own window).
+    window_ms: u64,
 }
 
 impl Log {
@@ -95,11 +97,12 @@ impl Windows {
             .unwrap_or_else(|p| p.into_inner());
         if id.is_multiple_of(SWEEP_EVERY) {
             shard.retain(|_, log| {
-                log.prune(now_ms, window_ms);
+                log.prune(now_ms, log.window_ms);
                 !log.entries.is_empty()
             });
         }
         let log = shard.entry(scope.to_string()).or_default();
+        log.window_ms = window_ms;
         log.prune(now_ms, window_ms);
         if log.used + units <= quota {
             log.used += units;
@@ -235,6 +238,24 @@ mod tests {
             .collect();
         let total: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
         assert_eq!(total, 250);
+    }
+
+    #[test]
+    fn a_sweep_prunes_each_scope_by_its_own_window() {
+        let w = Windows::default();
+        let day = Duration::from_secs(86_400);
+        assert!(w.admit("day", day, 10, 4, 0).0.admitted);
+        // enough short-window admissions later to sweep every shard
+        for i in 0..SWEEP_EVERY * 2 {
+            w.admit(
+                &format!("s{i}"),
+                Duration::from_millis(10),
+                1,
+                1,
+                60_000 + i,
+            );
+        }
+        assert_eq!(w.used("day", day, 70_000), 4, "the day's count survives");
     }
 
     #[test]

@@ -1,0 +1,515 @@
+//! What one request is counted against (its `Helicone-RateLimit-Policy`, its gateway key's
+//! limits), admitted all or nothing, and settled to its real cost once it has finished.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{Datelike, TimeZone, Utc};
+use serde::Deserialize;
+
+use super::limiter::{Held, Limiter};
+use super::policy::{Policy, Unit, MAX_WINDOW_SECS};
+use crate::error::GatewayError;
+use crate::headers;
+use crate::metrics::{Metrics, Rejection};
+
+/// `auth.keys[].limits`: what one gateway key may use. Every limit set must pass.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyLimits {
+    /// At most this many requests per sliding window of `window_secs`.
+    #[serde(default)]
+    pub requests: Option<u64>,
+    #[serde(default = "default_window")]
+    pub window_secs: u64,
+    /// Spend per UTC day, in USD (the real cost of finished requests; running ones reserve an
+    /// estimate).
+    #[serde(default)]
+    pub usd_per_day: Option<f64>,
+    /// Spend per UTC calendar month, in USD.
+    #[serde(default)]
+    pub usd_per_month: Option<f64>,
+    /// Requests in flight at once.
+    #[serde(default)]
+    pub max_concurrent: Option<u64>,
+}
+
+fn default_window() -> u64 {
+    60
+}
+
+impl KeyLimits {
+    /// Config problems, each with its field (`at` is `auth.keys[i].limits`).
+    pub fn check(&self, at: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.requests == Some(0) {
+            out.push((
+                format!("{at}.requests"),
+                "must be at least 1 (leave it out for no request limit)".into(),
+            ));
+        }
+        if self.window_secs == 0 || self.window_secs > MAX_WINDOW_SECS {
+            out.push((
+                format!("{at}.window_secs"),
+                format!("must be between 1 and {MAX_WINDOW_SECS} seconds"),
+            ));
+        }
+        for (name, v) in [
+            ("usd_per_day", self.usd_per_day),
+            ("usd_per_month", self.usd_per_month),
+        ] {
+            if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0 && *v < 1e9)) {
+                out.push((
+                    format!("{at}.{name}"),
+                    format!("must be a positive amount of USD below 1e9, got {v}"),
+                ));
+            }
+        }
+        if self.max_concurrent == Some(0) {
+            out.push((
+                format!("{at}.max_concurrent"),
+                "must be at least 1 (leave it out for no cap)".into(),
+            ));
+        }
+        if self.requests.is_none()
+            && self.usd_per_day.is_none()
+            && self.usd_per_month.is_none()
+            && self.max_concurrent.is_none()
+        {
+            out.push((
+                at.to_string(),
+                "sets no limit: give requests, usd_per_day, usd_per_month or max_concurrent (or remove `limits`)".into(),
+            ));
+        }
+        out
+    }
+}
+
+/// Money counters count millionths of a US dollar: a cheap request costs a few of them, so
+/// nothing is rounded away.
+pub const MICROS_PER_USD: f64 = 1_000_000.0;
+pub const MICROS_PER_CENT: u64 = 10_000;
+
+fn micros(usd: f64) -> u64 {
+    (usd.max(0.0) * MICROS_PER_USD).ceil() as u64
+}
+
+/// Which limit a check enforces (the `rule` label of the metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    Header,
+    KeyRequests,
+    KeyUsdDay,
+    KeyUsdMonth,
+    KeyConcurrency,
+}
+
+impl Rule {
+    pub fn label(self) -> &'static str {
+        match self {
+            Rule::Header => "header",
+            Rule::KeyRequests => "key_requests",
+            Rule::KeyUsdDay => "key_usd_day",
+            Rule::KeyUsdMonth => "key_usd_month",
+            Rule::KeyConcurrency => "key_concurrency",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    Requests,
+    /// Micro-dollars: reserved as an estimate, settled to the real cost.
+    Money,
+    /// A slot held while the request runs, released when it ends.
+    Slots,
+}
+
+struct Check {
+    rule: Rule,
+    measure: Measure,
+    scope: String,
+    window: Duration,
+    /// In the measure's units.
+    quota: u64,
+    /// What `Helicone-RateLimit-Policy` shows for this check.
+    policy: String,
+    /// Calendar budgets: the time left in the period (the counter's reset).
+    period_left: Option<Duration>,
+}
+
+/// The `Helicone-RateLimit-*` values of one decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    pub limit: u64,
+    pub remaining: u64,
+    pub policy: String,
+    pub reset_secs: u64,
+}
+
+impl Shown {
+    pub fn headers(&self) -> [(&'static str, String); 4] {
+        [
+            (headers::RATELIMIT_LIMIT, self.limit.to_string()),
+            (headers::RATELIMIT_REMAINING, self.remaining.to_string()),
+            (headers::RATELIMIT_POLICY, self.policy.clone()),
+            (headers::RATELIMIT_RESET, self.reset_secs.to_string()),
+        ]
+    }
+}
+
+struct HeldCheck {
+    rule: Rule,
+    measure: Measure,
+    held: Held,
+}
+
+/// What a request holds in the counters, from admission to its end.
+#[derive(Default)]
+pub struct Counted {
+    held: Vec<HeldCheck>,
+    /// The headers the client gets (the header policy's, else the key's).
+    pub shown: Option<Shown>,
+    /// The check that decided, for the log record: `header 3;w=60`.
+    pub decided_by: Option<String>,
+    settled: bool,
+}
+
+/// The checks one request is counted against.
+pub struct Plan {
+    checks: Vec<Check>,
+    key: String,
+    /// Micro-dollars each money check reserves.
+    money: u64,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.checks.is_empty()
+    }
+}
+
+/// What a request brings to the checks.
+pub struct Ask<'a> {
+    pub key_id: Option<&'a str>,
+    pub policy: Option<&'a Policy>,
+    /// `Helicone-User-Id`, else the body's `user`.
+    pub user: Option<&'a str>,
+    /// The value of `Helicone-Property-<name>`.
+    pub property: &'a dyn Fn(&str) -> Option<String>,
+    /// An upper estimate of the request's cost in USD (`None`: unpriced); asked only when a
+    /// money limit applies.
+    pub estimate_usd: &'a dyn Fn() -> Option<f64>,
+}
+
+pub struct RateLimits {
+    limiter: Arc<Limiter>,
+    keys: HashMap<String, KeyLimits>,
+    lease: Duration,
+    metrics: Arc<Metrics>,
+}
+
+fn secs_ceil(d: Duration) -> u64 {
+    d.as_millis().div_ceil(1000) as u64
+}
+
+/// (UTC day number, time left in it), and (month id, its length, time left in it).
+fn periods() -> ((i64, Duration), (String, Duration, Duration)) {
+    let now = Utc::now();
+    let ts = now.timestamp_millis();
+    let day_ms = 86_400_000;
+    let day = (
+        ts.div_euclid(day_ms),
+        Duration::from_millis((day_ms - ts.rem_euclid(day_ms)) as u64),
+    );
+    let (y, m) = (now.year(), now.month());
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    let start = Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).single();
+    let next = Utc.with_ymd_and_hms(ny, nm, 1, 0, 0, 0).single();
+    let (len, left) = match (start, next) {
+        (Some(s), Some(n)) => (
+            Duration::from_millis((n - s).num_milliseconds().max(0) as u64),
+            Duration::from_millis((n.timestamp_millis() - ts).max(0) as u64),
+        ),
+        _ => (
+            Duration::from_secs(31 * 86_400),
+            Duration::from_secs(86_400),
+        ),
+    };
+    (day, (format!("{y:04}-{m:02}"), len, left))
+}
+
+impl RateLimits {
+    pub fn new(
+        limiter: Arc<Limiter>,
+        keys: HashMap<String, KeyLimits>,
+        lease: Duration,
+        metrics: Arc<Metrics>,
+    ) -> RateLimits {
+        RateLimits {
+            limiter,
+            keys,
+            lease,
+            metrics,
+        }
+    }
+
+    /// Whether any limit applies (nothing is counted, parsed or estimated otherwise).
+    pub fn applies(&self, key_id: Option<&str>, policy: Option<&Policy>) -> bool {
+        policy.is_some() || key_id.is_some_and(|k| self.keys.contains_key(k))
+    }
+
+    /// Whether the policy needs the request's `user` (from the body when no header names it).
+    pub fn needs_user(policy: Option<&Policy>) -> bool {
+        policy.is_some_and(|p| p.segment == super::policy::Segment::User)
+    }
+
+    fn checks(&self, ask: &Ask) -> Result<Vec<Check>, GatewayError> {
+        let mut out = Vec::with_capacity(5);
+        if let Some(p) = ask.policy {
+            let scope = p.scope(ask.key_id, ask.user, ask.property)?;
+            let (measure, quota) = match p.unit {
+                Unit::Request => (Measure::Requests, p.quota),
+                Unit::Cents => (Measure::Money, p.quota.saturating_mul(MICROS_PER_CENT)),
+            };
+            out.push(Check {
+                rule: Rule::Header,
+                measure,
+                scope: format!("p|{scope}"),
+                window: p.window,
+                quota,
+                policy: p.raw.clone(),
+                period_left: None,
+            });
+        }
+        let Some((id, l)) = ask
+            .key_id
+            .and_then(|k| self.keys.get_key_value(k))
+            .map(|(k, v)| (k.as_str(), v))
+        else {
+            return Ok(out);
+        };
+        if let Some(n) = l.requests {
+            out.push(Check {
+                rule: Rule::KeyRequests,
+                measure: Measure::Requests,
+                scope: format!("k|{id}|r{}", l.window_secs),
+                window: Duration::from_secs(l.window_secs),
+                quota: n,
+                policy: format!("{n};w={}", l.window_secs),
+                period_left: None,
+            });
+        }
+        if l.usd_per_day.is_some() || l.usd_per_month.is_some() {
+            let ((day, day_left), (month, month_len, month_left)) = periods();
+            if let Some(usd) = l.usd_per_day {
+                out.push(Check {
+                    rule: Rule::KeyUsdDay,
+                    measure: Measure::Money,
+                    scope: format!("k|{id}|usd-day|{day}"),
+                    window: Duration::from_secs(86_400),
+                    quota: micros(usd),
+                    policy: format!("{};w=86400;u=cents", micros(usd) / MICROS_PER_CENT),
+                    period_left: Some(day_left),
+                });
+            }
+            if let Some(usd) = l.usd_per_month {
+                out.push(Check {
+                    rule: Rule::KeyUsdMonth,
+                    measure: Measure::Money,
+                    scope: format!("k|{id}|usd-month|{month}"),
+                    window: month_len,
+                    quota: micros(usd),
+                    policy: format!(
+                        "{};w={};u=cents",
+                        micros(usd) / MICROS_PER_CENT,
+                        month_len.as_secs()
+                    ),
+                    period_left: Some(month_left),
+                });
+            }
+        }
+        if let Some(n) = l.max_concurrent {
+            out.push(Check {
+                rule: Rule::KeyConcurrency,
+                measure: Measure::Slots,
+                scope: format!("k|{id}|inflight"),
+                window: self.lease,
+                quota: n,
+                policy: format!("{n} concurrent"),
+                period_left: None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The checks that apply to a request, with what it reserves of each (synchronous: the
+    /// request's own details are read here, nothing is held across the store's round trips).
+    pub fn plan(&self, ask: &Ask) -> Result<Plan, (Rejection, GatewayError)> {
+        let checks = self.checks(ask).map_err(|e| (Rejection::BadRequest, e))?;
+        // at least one micro-dollar, so that a spent budget refuses unpriced requests too
+        let money = if checks.iter().any(|c| c.measure == Measure::Money) {
+            (ask.estimate_usd)().map_or(1, micros).max(1)
+        } else {
+            0
+        };
+        Ok(Plan {
+            checks,
+            key: ask.key_id.unwrap_or("-").to_string(),
+            money,
+        })
+    }
+
+    /// Counts the request against every check of its plan; all must pass. A refusal releases
+    /// what the earlier checks reserved, and leaves the refusing check's headers in `out`.
+    pub async fn admit(
+        &self,
+        plan: Plan,
+        out: &mut Counted,
+    ) -> Result<(), (Rejection, GatewayError)> {
+        for c in &plan.checks {
+            let units = match c.measure {
+                Measure::Requests | Measure::Slots => 1,
+                Measure::Money => plan.money,
+            };
+            let admission = match self.limiter.admit(&c.scope, c.window, c.quota, units).await {
+                Ok(a) => a,
+                Err(e) => {
+                    self.metrics.limit_decision(c.rule.label(), "refused");
+                    self.release(out).await;
+                    return Err((Rejection::LimitStore, e));
+                }
+            };
+            let mut d = admission.decision;
+            if let Some(left) = c.period_left {
+                d.reset = left;
+            }
+            let shown = (c.measure != Measure::Slots).then(|| {
+                let per = if c.measure == Measure::Money {
+                    MICROS_PER_CENT
+                } else {
+                    1
+                };
+                Shown {
+                    limit: c.quota / per,
+                    remaining: d.remaining / per,
+                    policy: c.policy.clone(),
+                    reset_secs: secs_ceil(d.reset),
+                }
+            });
+            match admission.held {
+                Some(held) => {
+                    let result = if admission.failed_open {
+                        "uncounted"
+                    } else {
+                        "admitted"
+                    };
+                    self.metrics.limit_decision(c.rule.label(), result);
+                    if out.shown.is_none() && shown.is_some() {
+                        out.shown = shown;
+                        out.decided_by = Some(format!("{} {}", c.rule.label(), c.policy));
+                    }
+                    out.held.push(HeldCheck {
+                        rule: c.rule,
+                        measure: c.measure,
+                        held,
+                    });
+                }
+                None => {
+                    self.metrics.limit_decision(c.rule.label(), "refused");
+                    self.release(out).await;
+                    out.shown = shown;
+                    out.decided_by = Some(format!("{} {} refused", c.rule.label(), c.policy));
+                    return Err((Rejection::RateLimit, refusal(c, &plan.key, &d, units)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back everything held (a later check refused the request).
+    async fn release(&self, out: &mut Counted) {
+        for h in out.held.drain(..) {
+            if h.measure != Measure::Requests {
+                self.limiter.settle(&h.held, 0).await;
+            }
+        }
+    }
+
+    /// The request ended: its slots are freed and its money reservations become its real cost.
+    /// An unknown cost keeps the estimate when a provider answered (a stream without usage must
+    /// not be free), and is nothing when none did.
+    pub async fn settle(&self, c: &mut Counted, cost_usd: Option<f64>, answered: bool) {
+        if std::mem::replace(&mut c.settled, true) {
+            return;
+        }
+        for h in &c.held {
+            let units = match (h.measure, cost_usd) {
+                (Measure::Requests, _) => continue,
+                (Measure::Slots, _) => 0,
+                (Measure::Money, Some(usd)) => micros(usd),
+                (Measure::Money, None) if !answered => 0,
+                (Measure::Money, None) => {
+                    log::debug!(
+                        "{}: cost unknown, the reserved estimate stays charged",
+                        h.rule.label()
+                    );
+                    continue;
+                }
+            };
+            self.limiter.settle(&h.held, units).await;
+        }
+    }
+}
+
+/// The 429 for a refused check: which limit, how much, when to retry.
+fn refusal(c: &Check, key: &str, d: &super::window::Decision, units: u64) -> GatewayError {
+    let secs = secs_ceil(d.reset).max(1);
+    let usd = |m: u64| m as f64 / MICROS_PER_USD;
+    let message = match c.rule {
+        Rule::Header => {
+            let (what, unit) = match c.measure {
+                Measure::Money => (c.quota / MICROS_PER_CENT, "cents"),
+                _ => (c.quota, "requests"),
+            };
+            let scope = c.scope.rsplit('|').next().unwrap_or("global");
+            format!(
+                "rate limit policy '{}' reached for {scope}: at most {what} {unit} per {} s; retry in {secs} s (Retry-After)",
+                c.policy,
+                c.window.as_secs()
+            )
+        }
+        Rule::KeyRequests => format!(
+            "gateway key '{key}' reached its limit of {} requests per {} s (auth.keys[].limits.requests); retry in {secs} s (Retry-After)",
+            c.quota,
+            c.window.as_secs()
+        ),
+        Rule::KeyUsdDay | Rule::KeyUsdMonth => {
+            let (field, period) = if c.rule == Rule::KeyUsdDay {
+                ("usd_per_day", "today (UTC)")
+            } else {
+                ("usd_per_month", "this month (UTC)")
+            };
+            let used = c.quota.saturating_sub(d.remaining);
+            format!(
+                "gateway key '{key}' has used ${:.4} of its ${:.2} budget for {period} (auth.keys[].limits.{field}); this request would reserve up to ${:.4}; the budget resets in {secs} s (Retry-After)",
+                usd(used),
+                usd(c.quota),
+                usd(units)
+            )
+        }
+        Rule::KeyConcurrency => format!(
+            "gateway key '{key}' already has {} requests in flight (auth.keys[].limits.max_concurrent); retry when one has finished",
+            c.quota
+        ),
+    };
+    GatewayError::TooManyRequests {
+        message,
+        retry_after_secs: if c.rule == Rule::KeyConcurrency {
+            1
+        } else {
+            secs
+        },
+    }
+}
