@@ -312,9 +312,17 @@ async fn handle(req: Request<Incoming>, st: Arc<MockState>) -> Result<Response<B
                 }
                 sse(st, events, Duration::from_millis(10))
             } else {
+                // `?pt=&ct=` set the usage it reports, `?delay_ms=` holds the answer back
+                let (pt, ct) = (
+                    q.get("pt").and_then(|v| v.parse::<u64>().ok()).unwrap_or(5),
+                    q.get("ct").and_then(|v| v.parse::<u64>().ok()).unwrap_or(3),
+                );
+                if let Some(ms) = q.get("delay_ms").and_then(|v| v.parse::<u64>().ok()) {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
                 let body = serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion","created":1,"model":model,
                     "choices":[{"index":0,"message":{"role":"assistant","content":"Hello from mock"},"finish_reason":"stop"}],
-                    "usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}});
+                    "usage":{"prompt_tokens":pt,"completion_tokens":ct,"total_tokens":pt + ct}});
                 // like real providers: compressed when the client accepts it
                 if parts
                     .headers

@@ -1,0 +1,571 @@
+//! Rate limits end to end: `Helicone-RateLimit-Policy` (exactly N, the sliding window, segments,
+//! cents), gateway-key limits (requests, daily budget, concurrency), reserve-then-settle under 50
+//! concurrent requests, two gateways sharing one Redis, and a Redis outage either way.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn h(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    fn id(&self) -> String {
+        self.h("helicone-id").to_string()
+    }
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+const KEYS: [(&str, &str); 2] = [
+    ("SWITCHYARD_TEST_KEY_A", "sk-gw-a"),
+    ("SWITCHYARD_TEST_KEY_B", "sk-gw-b"),
+];
+
+/// A gateway in front of `mock`; `key_a_limits` is team-a's `limits:` (team-b has none);
+/// `limits` the `limits:` section.
+fn gateway_with(mock: &MockProvider, key_a_limits: &str, limits: &str) -> Gateway {
+    let mut conf = GatewayConf::default().allow(&mock.origin());
+    let a = if key_a_limits.is_empty() {
+        String::new()
+    } else {
+        format!(", limits: {key_a_limits}")
+    };
+    conf.keys = vec![
+        format!("{{id: team-a, env: SWITCHYARD_TEST_KEY_A{a}}}"),
+        "{id: team-b, env: SWITCHYARD_TEST_KEY_B}".into(),
+    ];
+    conf.limits = limits.to_string();
+    conf.extra = "export: {batch_max_delay_ms: 20}\n".into();
+    Gateway::start_with_env(conf, &KEYS)
+}
+
+fn gateway(mock: &MockProvider, key_a_limits: &str) -> Gateway {
+    gateway_with(mock, key_a_limits, "{}")
+}
+
+/// POSTs `body` to `path` (passthrough to `mock`) as team-a, with `extra` headers (which replace
+/// defaults of the same name).
+async fn send(
+    gw: &Gateway,
+    mock: &MockProvider,
+    path: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> Answer {
+    let mut h = reqwest::header::HeaderMap::new();
+    for (k, v) in [
+        ("helicone-target-url", mock.origin().as_str()),
+        ("helicone-auth", "Bearer sk-gw-a"),
+        ("content-type", "application/json"),
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    {
+        h.insert(
+            reqwest::header::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let r = client()
+        .post(gw.url(path))
+        .headers(h)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    Answer {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        body: r.text().await.unwrap(),
+    }
+}
+
+const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+const PATH: &str = "/v1/chat/completions";
+
+async fn with_policy(gw: &Gateway, mock: &MockProvider, policy: &str) -> Answer {
+    send(
+        gw,
+        mock,
+        PATH,
+        CHAT,
+        &[("helicone-ratelimit-policy", policy)],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_quota_of_three_admits_exactly_three_and_the_fourth_is_a_429_that_says_why() {
+    let mock = MockProvider::start();
+    let gw = gateway(&mock, "");
+    for remaining in ["2", "1", "0"] {
+        let a = with_policy(&gw, &mock, "3;w=60").await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.h("helicone-ratelimit-limit"), "3");
+        assert_eq!(a.h("helicone-ratelimit-remaining"), remaining);
+        assert_eq!(a.h("helicone-ratelimit-policy"), "3;w=60");
+        let reset: u64 = a.h("helicone-ratelimit-reset").parse().unwrap();
+        assert!((1..=60).contains(&reset), "{reset}");
+    }
+    let a = with_policy(&gw, &mock, "3;w=60").await;
+    assert_eq!(a.status, 429, "{}", a.body);
+    assert_eq!(
+        mock.hits(),
+        3,
+        "the refused request never reached the provider"
+    );
+    let retry: u64 = a.h("retry-after").parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(a.h("helicone-ratelimit-remaining"), "0");
+    assert_eq!(a.h("helicone-ratelimit-policy"), "3;w=60");
+    let e = &a.json()["error"];
+    assert_eq!(e["type"], "rate_limit_error");
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains("'3;w=60'") && msg.contains("at most 3 requests per 60 s"),
+        "{msg}"
+    );
+    // another key has its own counter
+    let b = send(
+        &gw,
+        &mock,
+        PATH,
+        CHAT,
+        &[
+            ("helicone-ratelimit-policy", "3;w=60"),
+            ("helicone-auth", "Bearer sk-gw-b"),
+        ],
+    )
+    .await;
+    assert_eq!(b.status, 200);
+    // the refusal is in the log record and in the metrics
+    let r = logged_record(&gw, &a.id()).await;
+    assert_eq!(r["status"], 429);
+    assert_eq!(r["rejection"], "rate_limit");
+    assert_eq!(r["rate_limit"], "header 3;w=60 refused");
+    let ok = logged_record(&gw, &b.id()).await;
+    assert_eq!(ok["rate_limit"], "header 3;w=60");
+    let m = metrics_with(
+        &gw,
+        &[r#"switchyard_rate_limit_decisions_total{result="refused",rule="header"} 1"#],
+    )
+    .await;
+    assert!(
+        m.contains(r#"switchyard_rate_limit_decisions_total{result="admitted",rule="header"} 4"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"switchyard_rejections_total{reason="rate_limit"} 1"#),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn the_window_slides() {
+    let mock = MockProvider::start();
+    let gw = gateway(&mock, "");
+    for _ in 0..2 {
+        assert_eq!(with_policy(&gw, &mock, "2;w=2").await.status, 200);
+    }
+    let refused = with_policy(&gw, &mock, "2;w=2").await;
+    assert_eq!(refused.status, 429);
+    let reset: u64 = refused.h("helicone-ratelimit-reset").parse().unwrap();
+    assert!((1..=2).contains(&reset), "{reset}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let a = with_policy(&gw, &mock, "2;w=2").await;
+    assert_eq!(a.status, 200, "the first two left the window");
+    assert_eq!(a.h("helicone-ratelimit-remaining"), "1");
+    assert_eq!(mock.hits(), 3);
+}
+
+#[tokio::test]
+async fn user_and_property_segments_count_apart_and_a_missing_value_is_a_400() {
+    let mock = MockProvider::start();
+    let gw = gateway(&mock, "");
+    let per_user = [("helicone-ratelimit-policy", "1;w=60;s=user")];
+    let as_user = |u: &'static str| [per_user[0], ("helicone-user-id", u)];
+    assert_eq!(
+        send(&gw, &mock, PATH, CHAT, &as_user("u1")).await.status,
+        200
+    );
+    assert_eq!(
+        send(&gw, &mock, PATH, CHAT, &as_user("u1")).await.status,
+        429
+    );
+    assert_eq!(
+        send(&gw, &mock, PATH, CHAT, &as_user("u2")).await.status,
+        200
+    );
+    // without the header, the body's `user` is the user
+    let body_u3 = r#"{"model":"gpt-4o-mini","messages":[],"user":"u3"}"#;
+    assert_eq!(send(&gw, &mock, PATH, body_u3, &per_user).await.status, 200);
+    assert_eq!(send(&gw, &mock, PATH, body_u3, &per_user).await.status, 429);
+    let none = send(&gw, &mock, PATH, CHAT, &per_user).await;
+    assert_eq!(none.status, 400);
+    assert!(none.body.contains("Helicone-User-Id"), "{}", none.body);
+
+    let per_team = |t: &'static str| {
+        [
+            ("helicone-ratelimit-policy", "2;w=60;s=team"),
+            ("helicone-property-team", t),
+        ]
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            send(&gw, &mock, PATH, CHAT, &per_team("red")).await.status,
+            200
+        );
+    }
+    assert_eq!(
+        send(&gw, &mock, PATH, CHAT, &per_team("red")).await.status,
+        429
+    );
+    assert_eq!(
+        send(&gw, &mock, PATH, CHAT, &per_team("blue")).await.status,
+        200
+    );
+    let missing = send(
+        &gw,
+        &mock,
+        PATH,
+        CHAT,
+        &[("helicone-ratelimit-policy", "2;w=60;s=team")],
+    )
+    .await;
+    assert_eq!(missing.status, 400);
+    assert!(
+        missing.body.contains("Helicone-Property-team"),
+        "{}",
+        missing.body
+    );
+    assert_eq!(mock.hits(), 6);
+}
+
+#[tokio::test]
+async fn an_invalid_policy_is_a_400_that_quotes_the_grammar() {
+    let mock = MockProvider::start();
+    let gw = gateway(&mock, "");
+    for bad in [
+        "10",
+        "10;w=0",
+        "ten;w=60",
+        "10;w=60;u=tokens",
+        "10;w=60;s=a b",
+    ] {
+        let a = with_policy(&gw, &mock, bad).await;
+        assert_eq!(a.status, 400, "{bad}: {}", a.body);
+        let msg = a.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            msg.contains("Helicone-RateLimit-Policy") && msg.contains("<quota>;w=<seconds>"),
+            "{bad}: {msg}"
+        );
+    }
+    assert_eq!(mock.hits(), 0);
+}
+
+/// A chat body for `o1` ($15 / $60 per million tokens) whose cost the gateway estimates exactly:
+/// the mock reports the estimate's own token counts (a third of the body's bytes as prompt
+/// tokens, `max_tokens` as completion tokens).
+fn priced_request() -> (String, String, u64) {
+    let body =
+        r#"{"model":"o1","max_tokens":100,"messages":[{"role":"user","content":"price me"}]}"#;
+    let pt = body.len().div_ceil(3) as u64;
+    let micros = pt * 15 + 100 * 60;
+    (format!("{PATH}?pt={pt}&ct=100"), body.to_string(), micros)
+}
+
+#[tokio::test]
+async fn a_cents_policy_stops_once_the_real_cost_is_spent() {
+    let mock = MockProvider::start();
+    let gw = gateway(&mock, "");
+    let (path, body, micros) = priced_request();
+    // 2 cents = 20000 micro-dollars: room for floor(20000 / cost) requests
+    let fits = 20_000 / micros;
+    assert!(fits >= 2, "{micros}");
+    let policy = [("helicone-ratelimit-policy", "2;w=60;u=cents")];
+    for i in 0..fits {
+        let a = send(&gw, &mock, &path, &body, &policy).await;
+        assert_eq!(a.status, 200, "request {i}: {}", a.body);
+        assert_eq!(a.h("helicone-ratelimit-limit"), "2", "in cents");
+        // settled (in `logging`) before the next one is counted
+        let r = logged_record(&gw, &a.id()).await;
+        assert_eq!(r["cost_usd"].as_f64().unwrap(), micros as f64 / 1e6);
+    }
+    let a = send(&gw, &mock, &path, &body, &policy).await;
+    assert_eq!(a.status, 429, "{}", a.body);
+    assert!(a.body.contains("2 cents per 60 s"), "{}", a.body);
+    assert_eq!(mock.hits() as u64, fits);
+}
+
+#[tokio::test]
+async fn a_key_budget_stops_after_the_day_s_spend_and_says_when_it_resets() {
+    let mock = MockProvider::start();
+    let (path, body, micros) = priced_request();
+    // exactly three requests' cost
+    let budget = (3 * micros) as f64 / 1e6;
+    let gw = gateway(&mock, &format!("{{usd_per_day: {budget}}}"));
+    for _ in 0..3 {
+        let a = send(&gw, &mock, &path, &body, &[]).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert!(a
+            .h("helicone-ratelimit-policy")
+            .ends_with(";w=86400;u=cents"));
+        logged_record(&gw, &a.id()).await;
+    }
+    let a = send(&gw, &mock, &path, &body, &[]).await;
+    assert_eq!(a.status, 429, "{}", a.body);
+    let msg = a.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("team-a") && msg.contains("usd_per_day") && msg.contains("today (UTC)"),
+        "{msg}"
+    );
+    let retry: u64 = a.h("retry-after").parse().unwrap();
+    assert!((1..=86_400).contains(&retry), "until UTC midnight: {retry}");
+    assert_eq!(mock.hits(), 3);
+    // a request to a model without a price still counts against a spent budget
+    let unpriced = r#"{"model":"no-such-model","messages":[]}"#;
+    assert_eq!(send(&gw, &mock, PATH, unpriced, &[]).await.status, 429);
+    // another key is not limited
+    let b = send(
+        &gw,
+        &mock,
+        &path,
+        &body,
+        &[("helicone-auth", "Bearer sk-gw-b")],
+    )
+    .await;
+    assert_eq!(b.status, 200);
+    assert_eq!(b.h("helicone-ratelimit-policy"), "", "no limit, no headers");
+}
+
+#[tokio::test]
+async fn a_key_request_limit_and_a_header_policy_must_both_pass() {
+    let mock = MockProvider::start();
+    let gw = gateway(&mock, "{requests: 2, window_secs: 60}");
+    let a = send(&gw, &mock, PATH, CHAT, &[]).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.h("helicone-ratelimit-policy"),
+        "2;w=60",
+        "the key's limit"
+    );
+    let a = with_policy(&gw, &mock, "10;w=60").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.h("helicone-ratelimit-policy"),
+        "10;w=60",
+        "the header's policy"
+    );
+    let a = with_policy(&gw, &mock, "10;w=60").await;
+    assert_eq!(a.status, 429, "{}", a.body);
+    assert_eq!(
+        a.h("helicone-ratelimit-policy"),
+        "2;w=60",
+        "the refusing limit"
+    );
+    assert!(a.body.contains("auth.keys[].limits.requests"), "{}", a.body);
+    // the refused request did not use the header policy's allowance: 9 are left there
+    let b = send(
+        &gw,
+        &mock,
+        PATH,
+        CHAT,
+        &[
+            ("helicone-ratelimit-policy", "10;w=60"),
+            ("helicone-auth", "Bearer sk-gw-b"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        b.h("helicone-ratelimit-remaining"),
+        "9",
+        "team-b counts apart"
+    );
+    assert_eq!(mock.hits(), 3);
+}
+
+/// Sends `n` requests at once; returns their answers.
+async fn burst(gw: &Gateway, mock: &MockProvider, path: &str, body: &str, n: usize) -> Vec<Answer> {
+    let futures: Vec<_> = (0..n).map(|_| send(gw, mock, path, body, &[])).collect();
+    futures_util::future::join_all(futures).await
+}
+
+async fn fifty_concurrent_against_a_budget_of_ten(gws: &[&Gateway], mock: &MockProvider) {
+    let (path, body, micros) = priced_request();
+    // every request is still running when the last one is counted
+    let path = format!("{path}&delay_ms=1500");
+    let futures: Vec<_> = (0..50)
+        .map(|i| {
+            let (gw, path, body) = (gws[i % gws.len()], path.clone(), body.clone());
+            async move { (gw, send(gw, mock, &path, &body, &[]).await) }
+        })
+        .collect();
+    let answers = futures_util::future::join_all(futures).await;
+    let statuses: Vec<u16> = answers.iter().map(|(_, a)| a.status).collect();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(
+        (ok, refused),
+        (10, 40),
+        "each in-flight request holds its estimated cost: {statuses:?}"
+    );
+    assert_eq!(mock.hits(), 10);
+    let mut spent = 0.0;
+    for (gw, a) in answers.iter().filter(|(_, a)| a.status == 200) {
+        spent += logged_record(gw, &a.id()).await["cost_usd"]
+            .as_f64()
+            .unwrap();
+    }
+    let budget = (10 * micros) as f64 / 1e6;
+    assert!(spent <= budget + 1e-12, "spent {spent} of {budget}");
+    // the budget is spent: the next request is refused
+    let a = send(gws[0], mock, &path, &body, &[]).await;
+    assert_eq!(a.status, 429, "{}", a.body);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_requests_cannot_overrun_a_budget_of_ten_requests() {
+    let mock = MockProvider::start();
+    let (_, _, micros) = priced_request();
+    let budget = (10 * micros) as f64 / 1e6;
+    let gw = gateway(&mock, &format!("{{usd_per_day: {budget}}}"));
+    fifty_concurrent_against_a_budget_of_ten(&[&gw], &mock).await;
+}
+
+#[tokio::test]
+async fn max_concurrent_caps_requests_in_flight_and_frees_the_slot_when_one_ends() {
+    let mock = MockProvider::start();
+    let gw = gateway(&mock, "{max_concurrent: 2}");
+    let slow = format!("{PATH}?delay_ms=800");
+    let answers = burst(&gw, &mock, &slow, CHAT, 5).await;
+    let mut statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 429, 429, 429]);
+    let refused = answers.iter().find(|a| a.status == 429).unwrap();
+    assert!(refused.body.contains("max_concurrent"), "{}", refused.body);
+    assert_eq!(refused.h("retry-after"), "1");
+    // the slots were given back when those two ended (settled in `logging`)
+    logged_record(&gw, &answers.iter().find(|a| a.status == 200).unwrap().id()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = burst(&gw, &mock, &slow, CHAT, 2).await;
+    assert!(again.iter().all(|a| a.status == 200));
+}
+
+fn redis_limits() -> String {
+    format!(
+        "{{redis: {{url: 'redis://127.0.0.1:6379/0', prefix: 'switchyard-test-{}:'}}}}",
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+#[tokio::test]
+async fn two_gateways_on_one_redis_enforce_one_combined_limit() {
+    let mock = MockProvider::start();
+    let limits = redis_limits();
+    let (a, b) = (
+        gateway_with(&mock, "", &limits),
+        gateway_with(&mock, "", &limits),
+    );
+    let mut admitted = 0;
+    for i in 0..10 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let r = with_policy(gw, &mock, "5;w=60").await;
+        if r.status == 200 {
+            admitted += 1;
+        } else {
+            assert_eq!(r.status, 429, "{}", r.body);
+        }
+    }
+    assert_eq!(admitted, 5, "one limit across both gateways");
+    assert_eq!(mock.hits(), 5);
+}
+
+#[tokio::test]
+async fn two_gateways_on_one_redis_share_a_key_budget_under_fifty_concurrent_requests() {
+    let mock = MockProvider::start();
+    let (_, _, micros) = priced_request();
+    let budget = (10 * micros) as f64 / 1e6;
+    let limits = redis_limits();
+    let key = format!("{{usd_per_day: {budget}}}");
+    let (a, b) = (
+        gateway_with(&mock, &key, &limits),
+        gateway_with(&mock, &key, &limits),
+    );
+    fifty_concurrent_against_a_budget_of_ten(&[&a, &b], &mock).await;
+}
+
+#[tokio::test]
+async fn two_gateways_on_one_redis_share_an_unapproved_origin_s_daily_quota() {
+    let mock = MockProvider::start();
+    let limits = redis_limits();
+    let start = || {
+        let mut conf = GatewayConf::default().allow_unapproved(&mock.origin());
+        conf.unapproved = "{policy: limit, per_second: 100, per_day: 3}".into();
+        conf.limits = limits.clone();
+        Gateway::start(conf)
+    };
+    let (a, b) = (start(), start());
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let r = post_target(gw, PATH, &mock.origin(), r#"{"model":"gpt-4o-mini"}"#).await;
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
+    assert_eq!(mock.hits(), 3);
+}
+
+#[tokio::test]
+async fn redis_down_fails_open_by_default_and_closed_when_configured() {
+    let mock = MockProvider::start();
+    let dead = free_port();
+    let open = gateway_with(
+        &mock,
+        "",
+        &format!("{{redis: {{url: 'redis://127.0.0.1:{dead}/0', timeout_ms: 100}}}}"),
+    );
+    let a = with_policy(&open, &mock, "1;w=60").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = with_policy(&open, &mock, "1;w=60").await;
+    assert_eq!(a.status, 200, "uncounted: fail-open");
+    let m = metrics_with(
+        &open,
+        &[r#"switchyard_rate_limit_decisions_total{result="uncounted",rule="header"} 2"#],
+    )
+    .await;
+    assert!(
+        m.contains("switchyard_rate_limit_store_errors_total 2"),
+        "{m}"
+    );
+    assert!(open.log().contains("fail-open"), "logged");
+
+    let closed = gateway_with(
+        &mock,
+        "",
+        &format!(
+            "{{on_store_error: closed, redis: {{url: 'redis://127.0.0.1:{dead}/0', timeout_ms: 100}}}}"
+        ),
+    );
+    let a = with_policy(&closed, &mock, "1;w=60").await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert!(a.body.contains("on_store_error: closed"), "{}", a.body);
+    let r = logged_record(&closed, &a.id()).await;
+    assert_eq!(r["rejection"], "limit_store");
+    // no limit, no store: requests without a policy pass
+    assert_eq!(send(&closed, &mock, PATH, CHAT, &[]).await.status, 200);
+    assert_eq!(mock.hits(), 3);
+}
