@@ -109,12 +109,12 @@ pub fn build(mut cfg: Config, opt: Opt) -> Result<App, AppError> {
     let metrics = Arc::new(Metrics::register()?);
     let store = match &cfg.limits.redis {
         None => Store::Local(Windows::default()),
-        Some(r) => Store::Redis(RedisWindows::new(
+        Some(r) => Store::Redis(Box::new(RedisWindows::new(
             Link::new(&r.url, r.timeout()).map_err(AppError::Limits)?,
             r.prefix
                 .clone()
                 .unwrap_or_else(|| limits::DEFAULT_REDIS_PREFIX.to_string()),
-        )),
+        ))),
     };
     let limiter = Arc::new(Limiter::new(
         store,

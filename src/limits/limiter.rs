@@ -41,7 +41,7 @@ pub struct Admission {
 
 pub enum Store {
     Local(Windows),
-    Redis(RedisWindows),
+    Redis(Box<RedisWindows>),
 }
 
 pub struct Limiter {
@@ -185,14 +185,14 @@ mod tests {
     async fn redis_down_fails_open_by_default_and_closed_when_asked() {
         let w = Duration::from_secs(60);
         let open = Limiter::new(
-            Store::Redis(unreachable_redis()),
+            Store::Redis(Box::new(unreachable_redis())),
             OnStoreError::Open,
             counter(),
         );
         let a = open.admit("s", w, 3, 1).await.unwrap();
         assert!(a.decision.admitted && a.failed_open && a.held == Some(Held::Uncounted));
         let closed = Limiter::new(
-            Store::Redis(unreachable_redis()),
+            Store::Redis(Box::new(unreachable_redis())),
             OnStoreError::Closed,
             counter(),
         );
