@@ -85,6 +85,13 @@ fn errors_name_the_field_path() {
         ("listeners: [{address: '127.0.0.1:1'}]\nproviders: {openai: {base_url: 'ftp://x'}}\n", "providers.openai.base_url"),
         ("listeners: [{address: '127.0.0.1:1'}]\nproviders: {openai: {api_key: sk-inline}}\n", "providers.openai: unknown field `api_key`"),
         ("listeners: [{address: '127.0.0.1:1'}]\nproviders: {azure: {deployments: {gpt4o: d}}}\n", "providers.azure.deployments.gpt4o: unknown model 'gpt4o'"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nlimits: {redis: {url: 'http://x'}}\n", "limits.redis.url"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nlimits: {redis: {url: 'redis://127.0.0.1:6379/0', timeout_ms: 0}}\n", "limits.redis.timeout_ms: must be greater than 0"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nlimits: {on_store_error: maybe}\n", "limits.on_store_error"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nlimits: {concurrency_lease_secs: 0}\n", "limits.concurrency_lease_secs"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nauth: {keys: [{id: a, sha256: '0000000000000000000000000000000000000000000000000000000000000000', limits: {usd_per_day: -5}}]}\n", "auth.keys[0].limits.usd_per_day: must be a positive amount"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nauth: {keys: [{id: a, sha256: '0000000000000000000000000000000000000000000000000000000000000000', limits: {rpm: 5}}]}\n", "unknown field `rpm`"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nauth: {keys: [{id: a, sha256: '0000000000000000000000000000000000000000000000000000000000000000', limits: {}}]}\n", "auth.keys[0].limits: sets no limit"),
     ];
     for (yaml, want) in cases {
         let (ok, out) = check(yaml);

@@ -7,48 +7,66 @@ use std::time::Duration;
 use super::window::Decision;
 use crate::shared_redis::Link;
 
-/// KEYS[1] the scope's sorted set (member `<id>:<units>`, score = admission time in ms);
-/// ARGV window_ms, quota, units, id. Returns {admitted, remaining, reset_ms}.
+/// KEYS[1] the scope's sorted set (member `<id>:<units>`, score = admission time in ms),
+/// KEYS[2] the sum of its units (kept with it, so an admission costs the entries that left the
+/// window, not every entry in it); ARGV window_ms, quota, units, id.
+/// Returns {admitted, remaining, reset_ms}.
 const ADMIT: &str = r#"
-local key = KEYS[1]
+local key, sumk = KEYS[1], KEYS[2]
 local win = tonumber(ARGV[1])
 local quota = tonumber(ARGV[2])
 local units = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - win)
-local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+local function units_of(member) return tonumber(string.match(member, ':(%d+)$')) end
 local used = 0
-for i = 1, #entries, 2 do
-  used = used + tonumber(string.match(entries[i], ':(%d+)$'))
+if redis.call('EXISTS', key) == 1 then
+  used = tonumber(redis.call('GET', sumk) or '0')
+  local gone = redis.call('ZRANGEBYSCORE', key, '-inf', now - win)
+  if #gone > 0 then
+    for i = 1, #gone do used = used - units_of(gone[i]) end
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - win)
+    if used < 0 then used = 0 end
+  end
 end
 if used + units <= quota then
   redis.call('ZADD', key, now, ARGV[4] .. ':' .. units)
+  used = used + units
   redis.call('PEXPIRE', key, win)
-  local oldest = now
-  if #entries > 0 then oldest = tonumber(entries[2]) end
-  return {1, quota - used - units, oldest + win - now}
+  redis.call('SET', sumk, used, 'PX', win)
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  return {1, quota - used, tonumber(oldest[2]) + win - now}
 end
+if redis.call('EXISTS', key) == 1 then
+  redis.call('SET', sumk, used, 'KEEPTTL')
+end
+-- room again once enough of the oldest entries have left
 local need = used + units - quota
-local freed = 0
-local at = now
-for i = 1, #entries, 2 do
-  freed = freed + tonumber(string.match(entries[i], ':(%d+)$'))
-  at = tonumber(entries[i + 1]) + win
-  if freed >= need then break end
+local freed, at, from = 0, now, 0
+while freed < need do
+  local e = redis.call('ZRANGE', key, from, from + 63, 'WITHSCORES')
+  if #e == 0 then break end
+  for i = 1, #e, 2 do
+    freed = freed + units_of(e[i])
+    at = tonumber(e[i + 1]) + win
+    if freed >= need then break end
+  end
+  from = from + 64
 end
 local remaining = quota - used
 if remaining < 0 then remaining = 0 end
 return {0, remaining, at - now}
 "#;
 
-/// KEYS[1] the scope; ARGV id, old units, new units: replaces a reservation's units.
+/// KEYS[1] the scope, KEYS[2] its sum; ARGV id, old units, new units: replaces a reservation's
+/// units.
 const SETTLE: &str = r#"
 local old = ARGV[1] .. ':' .. ARGV[2]
 local score = redis.call('ZSCORE', KEYS[1], old)
 if not score then return 0 end
 redis.call('ZREM', KEYS[1], old)
 redis.call('ZADD', KEYS[1], score, ARGV[1] .. ':' .. ARGV[3])
+redis.call('INCRBY', KEYS[2], tonumber(ARGV[3]) - tonumber(ARGV[2]))
 return 1
 "#;
 
@@ -86,10 +104,12 @@ impl RedisWindows {
         quota: u64,
         units: u64,
     ) -> Result<(Decision, Option<RedisReservation>), String> {
-        let key = format!("{}{scope}", self.prefix);
+        // one hash tag: both keys land on the same Redis Cluster slot
+        let key = format!("{}{{{scope}}}", self.prefix);
         let id = uuid::Uuid::new_v4().simple().to_string();
         let mut conn = self.link.conn().await?;
         let mut inv = self.admit.key(&key);
+        inv.key(format!("{key}:sum"));
         inv.arg(window.as_millis() as u64)
             .arg(quota)
             .arg(units)
@@ -113,6 +133,7 @@ impl RedisWindows {
     pub async fn settle(&self, r: &RedisReservation, units: u64) -> Result<(), String> {
         let mut conn = self.link.conn().await?;
         let mut inv = self.settle.key(&r.key);
+        inv.key(format!("{}:sum", r.key));
         inv.arg(&r.id).arg(r.units).arg(units);
         let _: i64 = self
             .link
@@ -180,6 +201,23 @@ mod tests {
             n += usize::from(t.await.unwrap());
         }
         assert_eq!(n, 10);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_names_when_enough_entries_have_left_even_past_the_first_page() {
+        let p = prefix();
+        let g = windows(&p).await;
+        let w = Duration::from_secs(60);
+        for _ in 0..100 {
+            assert!(g.admit("many", w, 100, 1).await.unwrap().0.admitted);
+        }
+        // 70 units need the 70 oldest entries to leave: more than one page of the walk
+        let (d, r) = g.admit("many", w, 100, 70).await.unwrap();
+        assert!(!d.admitted && r.is_none() && d.remaining == 0, "{d:?}");
+        assert!(d.reset > Duration::from_secs(59) && d.reset <= w, "{d:?}");
+        // the kept sum agrees with the entries
+        let (d, _) = g.admit("other", w, 5, 5).await.unwrap();
+        assert!(d.admitted && d.remaining == 0);
     }
 
     #[tokio::test]

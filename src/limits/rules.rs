@@ -513,3 +513,174 @@ fn refusal(c: &Check, key: &str, d: &super::window::Decision, units: u64) -> Gat
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::limiter::{OnStoreError, Store};
+    use crate::limits::policy::parse;
+    use crate::limits::window::Windows;
+
+    fn limits(keys: &[(&str, KeyLimits)]) -> RateLimits {
+        static METRICS: std::sync::OnceLock<Arc<Metrics>> = std::sync::OnceLock::new();
+        let metrics = METRICS
+            .get_or_init(|| Arc::new(Metrics::register().unwrap()))
+            .clone();
+        let limiter = Limiter::new(
+            Store::Local(Windows::default()),
+            OnStoreError::Open,
+            prometheus::IntCounter::new("t", "t").unwrap(),
+        );
+        RateLimits::new(
+            Arc::new(limiter),
+            keys.iter()
+                .map(|(k, l)| (k.to_string(), l.clone()))
+                .collect(),
+            Duration::from_secs(900),
+            metrics,
+        )
+    }
+
+    fn key(
+        requests: Option<u64>,
+        usd_per_day: Option<f64>,
+        max_concurrent: Option<u64>,
+    ) -> KeyLimits {
+        KeyLimits {
+            requests,
+            window_secs: 60,
+            usd_per_day,
+            usd_per_month: None,
+            max_concurrent,
+        }
+    }
+
+    async fn run(
+        rl: &RateLimits,
+        key_id: &str,
+        policy: Option<&Policy>,
+        usd: f64,
+    ) -> (Counted, Result<(), (Rejection, GatewayError)>) {
+        let none = |_: &str| None;
+        let estimate = move || Some(usd);
+        let ask = Ask {
+            key_id: Some(key_id),
+            policy,
+            user: None,
+            property: &none,
+            estimate_usd: &estimate,
+        };
+        let mut out = Counted::default();
+        let plan = match rl.plan(&ask) {
+            Ok(p) => p,
+            Err(e) => return (out, Err(e)),
+        };
+        let r = rl.admit(plan, &mut out).await;
+        (out, r)
+    }
+
+    #[tokio::test]
+    async fn an_unknown_cost_keeps_the_estimate_when_a_provider_answered_and_is_free_otherwise() {
+        let rl = limits(&[("k", key(None, Some(0.03), None))]);
+        // 1 cent reserved each; the budget is 3 cents
+        let (mut a, r) = run(&rl, "k", None, 0.01).await;
+        r.unwrap();
+        rl.settle(&mut a, None, true).await; // a stream without usage: 1 cent stays
+        let (mut b, r) = run(&rl, "k", None, 0.01).await;
+        r.unwrap();
+        rl.settle(&mut b, None, false).await; // no provider answered: nothing
+        let (mut c, r) = run(&rl, "k", None, 0.01).await;
+        r.unwrap();
+        rl.settle(&mut c, Some(0.005), true).await; // half a cent really
+        assert_eq!(
+            c.shown.as_ref().unwrap().remaining,
+            1,
+            "cents left at admission"
+        );
+        // 1.5 cents used: one more estimate of 1 cent fits, two do not
+        let (_held, r) = run(&rl, "k", None, 0.01).await;
+        r.unwrap();
+        let (refused, r) = run(&rl, "k", None, 0.01).await;
+        let (why, e) = r.unwrap_err();
+        assert_eq!(why, Rejection::RateLimit);
+        assert_eq!(e.status(), 429);
+        assert!(e.to_string().contains("$0.0250 of its $0.03 budget"), "{e}");
+        assert_eq!(
+            refused.decided_by.as_deref(),
+            Some("key_usd_day 3;w=86400;u=cents refused")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_gives_back_what_earlier_checks_reserved() {
+        let rl = limits(&[("k", key(None, Some(1.0), Some(1)))]);
+        // the first request holds the one slot and 10 cents
+        let (mut first, r) = run(&rl, "k", None, 0.10).await;
+        r.unwrap();
+        // the second passes the budget check, then the slot check refuses: its 10 cents go back
+        let (second, r) = run(&rl, "k", None, 0.10).await;
+        assert!(r.unwrap_err().1.to_string().contains("max_concurrent"));
+        assert!(second.held.is_empty());
+        rl.settle(&mut first, Some(0.10), true).await;
+        let (third, r) = run(&rl, "k", None, 0.10).await;
+        r.unwrap();
+        assert_eq!(
+            third.shown.as_ref().unwrap().remaining,
+            80,
+            "100 cents - 10 spent - 10 reserved: the refused one holds nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_header_policy_is_shown_first_and_keys_without_limits_count_nothing() {
+        let rl = limits(&[("k", key(Some(5), None, None))]);
+        let p = parse("3;w=60").unwrap();
+        assert!(!rl.applies(Some("other"), None));
+        assert!(rl.applies(Some("other"), Some(&p)));
+        let (c, r) = run(&rl, "k", Some(&p), 0.0).await;
+        r.unwrap();
+        let s = c.shown.unwrap();
+        assert_eq!((s.limit, s.remaining, s.policy.as_str()), (3, 2, "3;w=60"));
+        let h = Shown {
+            limit: 3,
+            remaining: 0,
+            policy: "3;w=60;s=user".into(),
+            reset_secs: 13,
+        }
+        .headers();
+        assert_eq!(
+            h[2],
+            (headers::RATELIMIT_POLICY, "3;w=60;s=user".to_string())
+        );
+        assert_eq!(h[3], (headers::RATELIMIT_RESET, "13".to_string()));
+    }
+
+    #[test]
+    fn key_limits_are_checked_field_by_field() {
+        let bad = KeyLimits {
+            requests: Some(0),
+            window_secs: 0,
+            usd_per_day: Some(-1.0),
+            usd_per_month: Some(f64::NAN),
+            max_concurrent: Some(0),
+        };
+        let fields: Vec<String> = bad
+            .check("auth.keys[0].limits")
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "auth.keys[0].limits.requests",
+                "auth.keys[0].limits.window_secs",
+                "auth.keys[0].limits.usd_per_day",
+                "auth.keys[0].limits.usd_per_month",
+                "auth.keys[0].limits.max_concurrent",
+            ]
+        );
+        let empty = key(None, None, None);
+        assert!(empty.check("x")[0].1.contains("sets no limit"));
+        assert!(key(Some(1), None, None).check("x").is_empty());
+    }
+}
