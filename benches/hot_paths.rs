@@ -312,12 +312,34 @@ fn bench_cache_key(c: &mut Criterion) {
     g.finish();
 }
 
+/// One admission in the exact in-memory sliding window: a hot scope near its quota's steady
+/// state (1000 entries in the window), and the policy header parsed.
+fn bench_rate_limit(c: &mut Criterion) {
+    use switchyard::limits::window::Windows;
+    let w = Windows::default();
+    let window = std::time::Duration::from_secs(1);
+    let mut now = 0u64;
+    let mut g = c.benchmark_group("rate limit");
+    g.bench_function("admit, hot scope, 1000 in window", |b| {
+        b.iter(|| {
+            // one admission per ms: the window holds 1000, the oldest leaves each time
+            now += 1;
+            w.admit(black_box("team-a|r1|user=oncall-7"), window, 2000, 1, now)
+        })
+    });
+    g.bench_function("parse policy header", |b| {
+        b.iter(|| switchyard::limits::policy::parse(black_box("500;w=3600;u=cents;s=user")))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench,
     bench_logging,
     bench_translate,
     bench_unified,
-    bench_cache_key
+    bench_cache_key,
+    bench_rate_limit
 );
 criterion_main!(benches);
