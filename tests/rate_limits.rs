@@ -569,3 +569,48 @@ async fn redis_down_fails_open_by_default_and_closed_when_configured() {
     assert_eq!(send(&closed, &mock, PATH, CHAT, &[]).await.status, 200);
     assert_eq!(mock.hits(), 3);
 }
+
+#[tokio::test]
+async fn a_cache_hit_counts_as_a_request_carries_the_headers_and_costs_nothing() {
+    let mock = MockProvider::start();
+    let gw = gateway(&mock, "");
+    let (path, body, micros) = priced_request();
+    let cached = |policy: &'static str| {
+        [
+            ("helicone-cache-enabled", "true"),
+            ("helicone-ratelimit-policy", policy),
+        ]
+    };
+    let miss = send(&gw, &mock, &path, &body, &cached("3;w=60")).await;
+    assert_eq!((miss.status, miss.h("helicone-cache")), (200, "MISS"));
+    let hit = send(&gw, &mock, &path, &body, &cached("3;w=60")).await;
+    assert_eq!((hit.status, hit.h("helicone-cache")), (200, "HIT"));
+    assert_eq!(
+        hit.h("helicone-ratelimit-remaining"),
+        "1",
+        "a hit is a request"
+    );
+    assert_eq!(hit.h("helicone-ratelimit-policy"), "3;w=60");
+    assert_eq!(mock.hits(), 1);
+    // money: the miss cost its price, hits cost nothing (settled to 0)
+    let cents = "1;w=60;u=cents";
+    let fits = 10_000 / micros;
+    let miss = send(&gw, &mock, &path, &body, &cached(cents)).await;
+    assert_eq!(
+        miss.h("helicone-cache"),
+        "HIT",
+        "same key as before: the policy is not in it"
+    );
+    logged_record(&gw, &miss.id()).await;
+    for _ in 0..fits + 2 {
+        let a = send(&gw, &mock, &path, &body, &cached(cents)).await;
+        assert_eq!(
+            (a.status, a.h("helicone-cache")),
+            (200, "HIT"),
+            "{}",
+            a.body
+        );
+        logged_record(&gw, &a.id()).await;
+    }
+    assert_eq!(mock.hits(), 1);
+}

@@ -228,3 +228,24 @@ fn the_openai_sdk_gets_repeats_from_the_cache() {
     // the refused header never reached the provider
     assert_eq!(openai.hits(), 8);
 }
+
+#[test]
+fn the_openai_sdk_sees_per_user_limits_and_waits_out_retry_after() {
+    let openai = MockProvider::start();
+    let gw = unified_gateway(&[("openai", &openai)], "", true);
+    let stdout = run_python(
+        "sdk_rate_limits.py",
+        &gw,
+        &[("GATEWAY_KEY", UNIFIED_GW_KEY)],
+    );
+    for line in [
+        "per-user 429: ok",
+        "segments: ok",
+        "sdk retry after Retry-After: ok",
+        "bad policy: ok",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    // alice twice, bob, the patient client's two admitted calls; no refused call got through
+    assert_eq!(openai.hits(), 5);
+}
