@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 
 use super::redis_window::{RedisReservation, RedisWindows};
-use super::window::{Decision, Reservation, Windows};
+use super::window::{Decision, Reservation, Span, Windows};
 use crate::error::GatewayError;
 
 /// What happens when the shared store cannot be reached.
@@ -79,24 +79,27 @@ impl Limiter {
         }
     }
 
-    /// Admits `units` in `scope` under `quota` per `window`.
+    /// Admits `units` in `scope` under `quota` per `span`.
     pub async fn admit(
         &self,
         scope: &str,
-        window: Duration,
+        span: Span,
         quota: u64,
         units: u64,
     ) -> Result<Admission, GatewayError> {
         match &self.store {
             Store::Local(w) => {
-                let (decision, r) = w.admit(scope, window, quota, units, now_ms());
+                let (decision, r) = match span {
+                    Span::Sliding(window) => w.admit(scope, window, quota, units, now_ms()),
+                    Span::Period(left) => w.admit_fixed(scope, left, quota, units, now_ms()),
+                };
                 Ok(Admission {
                     decision,
                     held: r.map(Held::Local),
                     failed_open: false,
                 })
             }
-            Store::Redis(r) => match r.admit(scope, window, quota, units).await {
+            Store::Redis(r) => match r.admit(scope, span, quota, units).await {
                 Ok((decision, held)) => Ok(Admission {
                     decision,
                     held: held.map(Held::Redis),
@@ -109,7 +112,9 @@ impl Limiter {
                             decision: Decision {
                                 admitted: true,
                                 remaining: quota.saturating_sub(units),
-                                reset: window,
+                                reset: match span {
+                                    Span::Sliding(d) | Span::Period(d) => d,
+                                },
                             },
                             held: Some(Held::Uncounted),
                             failed_open: true,
@@ -170,7 +175,7 @@ mod tests {
             OnStoreError::Open,
             counter(),
         );
-        let w = Duration::from_secs(60);
+        let w = Span::Sliding(Duration::from_secs(60));
         for _ in 0..3 {
             assert!(l.admit("s", w, 3, 1).await.unwrap().decision.admitted);
         }
@@ -183,7 +188,7 @@ mod tests {
 
     #[tokio::test]
     async fn redis_down_fails_open_by_default_and_closed_when_asked() {
-        let w = Duration::from_secs(60);
+        let w = Span::Sliding(Duration::from_secs(60));
         let open = Limiter::new(
             Store::Redis(Box::new(unreachable_redis())),
             OnStoreError::Open,

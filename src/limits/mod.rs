@@ -16,6 +16,7 @@ use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use limiter::Limiter;
 use origin_quota::OriginQuota;
+use window::Span;
 
 /// Keys of the shared limit store start with this unless `limits.redis.prefix` says otherwise.
 pub const DEFAULT_REDIS_PREFIX: &str = "switchyard:rl:";
@@ -40,7 +41,7 @@ impl OriginLimits {
                 let second = limiter
                     .admit(
                         &format!("o|{origin}|s"),
-                        Duration::from_secs(1),
+                        Span::Sliding(Duration::from_secs(1)),
                         u64::from(conf.per_second),
                         1,
                     )
@@ -52,7 +53,7 @@ impl OriginLimits {
                     let d = limiter
                         .admit(
                             &format!("o|{origin}|d{day}"),
-                            Duration::from_secs(86_400),
+                            Span::Period(Duration::from_secs(secs_left.max(1))),
                             conf.per_day,
                             1,
                         )

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::window::Decision;
+use super::window::{Decision, Span};
 use crate::shared_redis::Link;
 
 /// KEYS[1] the scope's sorted set (member `<id>:<units>`, score = admission time in ms),
@@ -65,8 +65,33 @@ local old = ARGV[1] .. ':' .. ARGV[2]
 local score = redis.call('ZSCORE', KEYS[1], old)
 if not score then return 0 end
 redis.call('ZREM', KEYS[1], old)
-redis.call('ZADD', KEYS[1], score, ARGV[1] .. ':' .. ARGV[3])
+if tonumber(ARGV[3]) > 0 then
+  redis.call('ZADD', KEYS[1], score, ARGV[1] .. ':' .. ARGV[3])
+end
 redis.call('INCRBY', KEYS[2], tonumber(ARGV[3]) - tonumber(ARGV[2]))
+return 1
+"#;
+
+/// A calendar period's counter: KEYS[1]; ARGV ms left in the period, quota, units.
+/// Returns {admitted, remaining, reset_ms}.
+const ADMIT_PERIOD: &str = r#"
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local quota, units = tonumber(ARGV[2]), tonumber(ARGV[3])
+if used + units <= quota then
+  used = redis.call('INCRBY', KEYS[1], units)
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  return {1, quota - used, tonumber(ARGV[1])}
+end
+local remaining = quota - used
+if remaining < 0 then remaining = 0 end
+return {0, remaining, tonumber(ARGV[1])}
+"#;
+
+/// KEYS[1] a period counter; ARGV old units, new units (a period that ended stays ended).
+const SETTLE_PERIOD: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local v = redis.call('INCRBY', KEYS[1], tonumber(ARGV[2]) - tonumber(ARGV[1]))
+if v < 0 then redis.call('SET', KEYS[1], 0, 'KEEPTTL') end
 return 1
 "#;
 
@@ -74,7 +99,8 @@ return 1
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisReservation {
     key: String,
-    id: String,
+    /// `None` for a period counter.
+    id: Option<String>,
     units: u64,
 }
 
@@ -83,6 +109,8 @@ pub struct RedisWindows {
     prefix: String,
     admit: redis::Script,
     settle: redis::Script,
+    admit_period: redis::Script,
+    settle_period: redis::Script,
 }
 
 impl RedisWindows {
@@ -92,6 +120,8 @@ impl RedisWindows {
             prefix,
             admit: redis::Script::new(ADMIT),
             settle: redis::Script::new(SETTLE),
+            admit_period: redis::Script::new(ADMIT_PERIOD),
+            settle_period: redis::Script::new(SETTLE_PERIOD),
         }
     }
 
@@ -100,20 +130,32 @@ impl RedisWindows {
     pub async fn admit(
         &self,
         scope: &str,
-        window: Duration,
+        span: Span,
         quota: u64,
         units: u64,
     ) -> Result<(Decision, Option<RedisReservation>), String> {
         // one hash tag: both keys land on the same Redis Cluster slot
         let key = format!("{}{{{scope}}}", self.prefix);
-        let id = uuid::Uuid::new_v4().simple().to_string();
         let mut conn = self.link.conn().await?;
-        let mut inv = self.admit.key(&key);
-        inv.key(format!("{key}:sum"));
-        inv.arg(window.as_millis() as u64)
-            .arg(quota)
-            .arg(units)
-            .arg(&id);
+        let (inv, id) = match span {
+            Span::Sliding(window) => {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                let mut inv = self.admit.key(&key);
+                inv.key(format!("{key}:sum"))
+                    .arg(window.as_millis() as u64)
+                    .arg(quota)
+                    .arg(units)
+                    .arg(&id);
+                (inv, Some(id))
+            }
+            Span::Period(left) => {
+                let mut inv = self.admit_period.key(&key);
+                inv.arg(left.as_millis().max(1) as u64)
+                    .arg(quota)
+                    .arg(units);
+                (inv, None)
+            }
+        };
         let out: (u8, u64, i64) = self
             .link
             .call("admission script", inv.invoke_async(&mut conn))
@@ -129,12 +171,24 @@ impl RedisWindows {
         Ok((decision, reservation))
     }
 
-    /// Replaces a reservation's units by the real amount.
+    /// Replaces a reservation's units by the real amount (0 releases it).
     pub async fn settle(&self, r: &RedisReservation, units: u64) -> Result<(), String> {
         let mut conn = self.link.conn().await?;
-        let mut inv = self.settle.key(&r.key);
-        inv.key(format!("{}:sum", r.key));
-        inv.arg(&r.id).arg(r.units).arg(units);
+        let inv = match &r.id {
+            Some(id) => {
+                let mut inv = self.settle.key(&r.key);
+                inv.key(format!("{}:sum", r.key))
+                    .arg(id)
+                    .arg(r.units)
+                    .arg(units);
+                inv
+            }
+            None => {
+                let mut inv = self.settle_period.key(&r.key);
+                inv.arg(r.units).arg(units);
+                inv
+            }
+        };
         let _: i64 = self
             .link
             .call("settlement script", inv.invoke_async(&mut conn))
@@ -166,16 +220,25 @@ mod tests {
         let mut admitted = 0;
         for i in 0..10 {
             let g = if i % 2 == 0 { &a } else { &b };
-            if g.admit("k", w, 3, 1).await.unwrap().0.admitted {
+            if g.admit("k", Span::Sliding(w), 3, 1)
+                .await
+                .unwrap()
+                .0
+                .admitted
+            {
                 admitted += 1;
             }
         }
         assert_eq!(admitted, 3, "one combined limit");
-        let (d, _) = a.admit("k", w, 3, 1).await.unwrap();
+        let (d, _) = a.admit("k", Span::Sliding(w), 3, 1).await.unwrap();
         assert!(!d.admitted && d.reset <= w, "{d:?}");
         tokio::time::sleep(w + Duration::from_millis(50)).await;
         assert!(
-            b.admit("k", w, 3, 1).await.unwrap().0.admitted,
+            b.admit("k", Span::Sliding(w), 3, 1)
+                .await
+                .unwrap()
+                .0
+                .admitted,
             "the window slid"
         );
     }
@@ -188,7 +251,7 @@ mod tests {
             .map(|_| {
                 let g = g.clone();
                 tokio::spawn(async move {
-                    g.admit("hot", Duration::from_secs(60), 10, 1)
+                    g.admit("hot", Span::Sliding(Duration::from_secs(60)), 10, 1)
                         .await
                         .unwrap()
                         .0
@@ -209,15 +272,47 @@ mod tests {
         let g = windows(&p).await;
         let w = Duration::from_secs(60);
         for _ in 0..100 {
-            assert!(g.admit("many", w, 100, 1).await.unwrap().0.admitted);
+            assert!(
+                g.admit("many", Span::Sliding(w), 100, 1)
+                    .await
+                    .unwrap()
+                    .0
+                    .admitted
+            );
         }
         // 70 units need the 70 oldest entries to leave: more than one page of the walk
-        let (d, r) = g.admit("many", w, 100, 70).await.unwrap();
+        let (d, r) = g.admit("many", Span::Sliding(w), 100, 70).await.unwrap();
         assert!(!d.admitted && r.is_none() && d.remaining == 0, "{d:?}");
         assert!(d.reset > Duration::from_secs(59) && d.reset <= w, "{d:?}");
         // the kept sum agrees with the entries
-        let (d, _) = g.admit("other", w, 5, 5).await.unwrap();
+        let (d, _) = g.admit("other", Span::Sliding(w), 5, 5).await.unwrap();
         assert!(d.admitted && d.remaining == 0);
+    }
+
+    #[tokio::test]
+    async fn period_counters_reserve_and_settle_in_redis_and_a_released_slot_is_gone() {
+        let p = prefix();
+        let g = windows(&p).await;
+        let day = Span::Period(Duration::from_secs(30));
+        let (d, r) = g.admit("day", day, 100, 60).await.unwrap();
+        assert!(d.admitted && d.remaining == 40 && d.reset == Duration::from_secs(30));
+        assert!(!g.admit("day", day, 100, 50).await.unwrap().0.admitted);
+        g.settle(&r.unwrap(), 10).await.unwrap();
+        let (d, _) = g.admit("day", day, 100, 50).await.unwrap();
+        assert!(d.admitted && d.remaining == 40, "{d:?}");
+        // a slot settled to 0 leaves the sorted set
+        let lease = Span::Sliding(Duration::from_secs(60));
+        let (_, slot) = g.admit("slot", lease, 1, 1).await.unwrap();
+        assert!(!g.admit("slot", lease, 1, 1).await.unwrap().0.admitted);
+        g.settle(&slot.unwrap(), 0).await.unwrap();
+        let mut conn = g.link.conn().await.unwrap();
+        let n: u64 = redis::cmd("ZCARD")
+            .arg(format!("{p}{{slot}}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+        assert!(g.admit("slot", lease, 1, 1).await.unwrap().0.admitted);
     }
 
     #[tokio::test]
@@ -225,11 +320,17 @@ mod tests {
         let p = prefix();
         let g = windows(&p).await;
         let w = Duration::from_secs(60);
-        let (d, r) = g.admit("c", w, 100, 60).await.unwrap();
+        let (d, r) = g.admit("c", Span::Sliding(w), 100, 60).await.unwrap();
         assert!(d.admitted && d.remaining == 40);
-        assert!(!g.admit("c", w, 100, 50).await.unwrap().0.admitted);
+        assert!(
+            !g.admit("c", Span::Sliding(w), 100, 50)
+                .await
+                .unwrap()
+                .0
+                .admitted
+        );
         g.settle(&r.unwrap(), 10).await.unwrap();
-        let (d, _) = g.admit("c", w, 100, 50).await.unwrap();
+        let (d, _) = g.admit("c", Span::Sliding(w), 100, 50).await.unwrap();
         assert!(d.admitted && d.remaining == 40, "{d:?}");
     }
 }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::limiter::{Held, Limiter};
 use super::policy::{Policy, Unit, MAX_WINDOW_SECS};
+use super::window::Span;
 use crate::error::GatewayError;
 use crate::headers;
 use crate::metrics::{Metrics, Rejection};
@@ -373,7 +374,11 @@ impl RateLimits {
                 Measure::Requests | Measure::Slots => 1,
                 Measure::Money => plan.money,
             };
-            let admission = match self.limiter.admit(&c.scope, c.window, c.quota, units).await {
+            let span = match c.period_left {
+                Some(left) => Span::Period(left),
+                None => Span::Sliding(c.window),
+            };
+            let admission = match self.limiter.admit(&c.scope, span, c.quota, units).await {
                 Ok(a) => a,
                 Err(e) => {
                     self.metrics.limit_decision(c.rule.label(), "refused");

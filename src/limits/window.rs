@@ -2,6 +2,8 @@
 //! `quota` N admits exactly N units per window, at any instant (no fixed-window edge burst and no
 //! sketch over-counting). Admission reserves its units; a reservation can be settled later to
 //! the real amount (cents: the estimate at admission, the real cost once the request finished).
+//! Calendar budgets (a UTC day, a month) need no log: a plain counter per period does, kept until
+//! the period ends.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,22 +51,49 @@ pub struct Decision {
     pub reset: Duration,
 }
 
+/// What a counter spans: a sliding window, or the time left in a calendar period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span {
+    Sliding(Duration),
+    Period(Duration),
+}
+
 /// Units held for an admitted request, to be settled to its real amount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     scope: String,
-    id: u64,
+    slot: Slot,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slot {
+    /// An entry of a sliding log, by id.
+    Entry(u64),
+    /// Units added to a period counter.
+    Counter(u64),
+}
+
+/// A calendar period's counter.
+struct Counter {
+    used: u64,
+    expires_ms: u64,
+}
+
+#[derive(Default)]
+struct Shard {
+    logs: HashMap<String, Log>,
+    counters: HashMap<String, Counter>,
 }
 
 pub struct Windows {
-    shards: Vec<Mutex<HashMap<String, Log>>>,
+    shards: Vec<Mutex<Shard>>,
     next_id: AtomicU64,
 }
 
 impl Default for Windows {
     fn default() -> Self {
         Windows {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -91,17 +120,10 @@ impl Windows {
         now_ms: u64,
     ) -> (Decision, Option<Reservation>) {
         let window_ms = window.as_millis() as u64;
+        let mut shard = self.lock(scope, now_ms);
+        // taken under the shard's lock: ids grow along each log, which settling searches by id
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut shard = self.shards[shard_of(scope)]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if id.is_multiple_of(SWEEP_EVERY) {
-            shard.retain(|_, log| {
-                log.prune(now_ms, log.window_ms);
-                !log.entries.is_empty()
-            });
-        }
-        let log = shard.entry(scope.to_string()).or_default();
+        let log = shard.logs.entry(scope.to_string()).or_default();
         log.window_ms = window_ms;
         log.prune(now_ms, window_ms);
         if log.used + units <= quota {
@@ -121,7 +143,7 @@ impl Windows {
                 decision,
                 Some(Reservation {
                     scope: scope.to_string(),
-                    id,
+                    slot: Slot::Entry(id),
                 }),
             );
         }
@@ -144,15 +166,87 @@ impl Windows {
         (decision, None)
     }
 
+    /// The scope's shard, locked; every `SWEEP_EVERY` calls it first drops what has expired.
+    fn lock(&self, scope: &str, now_ms: u64) -> std::sync::MutexGuard<'_, Shard> {
+        let mut shard = self.shards[shard_of(scope)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if self
+            .next_id
+            .load(Ordering::Relaxed)
+            .is_multiple_of(SWEEP_EVERY)
+        {
+            shard.logs.retain(|_, log| {
+                log.prune(now_ms, log.window_ms);
+                !log.entries.is_empty()
+            });
+            shard.counters.retain(|_, c| c.expires_ms > now_ms);
+        }
+        shard
+    }
+
+    /// Admits `units` in the period counter `scope` (which ends `left` from now) if it holds at
+    /// most `quota - units`.
+    pub fn admit_fixed(
+        &self,
+        scope: &str,
+        left: Duration,
+        quota: u64,
+        units: u64,
+        now_ms: u64,
+    ) -> (Decision, Option<Reservation>) {
+        let mut shard = self.lock(scope, now_ms);
+        self.next_id.fetch_add(1, Ordering::Relaxed);
+        let expires_ms = now_ms + left.as_millis() as u64;
+        let c = shard.counters.entry(scope.to_string()).or_insert(Counter {
+            used: 0,
+            expires_ms,
+        });
+        if c.expires_ms <= now_ms {
+            *c = Counter {
+                used: 0,
+                expires_ms,
+            };
+        }
+        let admitted = c.used + units <= quota;
+        if admitted {
+            c.used += units;
+        }
+        let decision = Decision {
+            admitted,
+            remaining: quota.saturating_sub(c.used),
+            reset: Duration::from_millis(c.expires_ms.saturating_sub(now_ms)),
+        };
+        let r = admitted.then(|| Reservation {
+            scope: scope.to_string(),
+            slot: Slot::Counter(units),
+        });
+        (decision, r)
+    }
+
     /// Replaces a reservation's units by the real amount (0 releases it).
     pub fn settle(&self, r: &Reservation, units: u64) {
         let mut shard = self.shards[shard_of(&r.scope)]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(log) = shard.get_mut(&r.scope) {
-            if let Some(e) = log.entries.iter_mut().find(|e| e.id == r.id) {
-                log.used = log.used - e.units + units;
-                e.units = units;
+        match r.slot {
+            Slot::Entry(id) => {
+                if let Some(log) = shard.logs.get_mut(&r.scope) {
+                    if let Ok(i) = log.entries.binary_search_by_key(&id, |e| e.id) {
+                        let e = &mut log.entries[i];
+                        log.used = log.used - e.units + units;
+                        e.units = units;
+                        if units == 0 {
+                            // a released slot leaves the log at once
+                            log.entries.remove(i);
+                        }
+                    }
+                }
+            }
+            Slot::Counter(held) => {
+                if let Some(c) = shard.counters.get_mut(&r.scope) {
+                    c.used = (c.used + units).saturating_sub(held);
+                }
             }
         }
     }
@@ -162,7 +256,7 @@ impl Windows {
         let mut shard = self.shards[shard_of(scope)]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        shard.get_mut(scope).map_or(0, |log| {
+        shard.logs.get_mut(scope).map_or(0, |log| {
             log.prune(now_ms, window.as_millis() as u64);
             log.used
         })
@@ -172,7 +266,7 @@ impl Windows {
     pub fn scopes(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).logs.len())
             .sum()
     }
 }
@@ -256,6 +350,39 @@ mod tests {
             );
         }
         assert_eq!(w.used("day", day, 70_000), 4, "the day's count survives");
+    }
+
+    #[test]
+    fn period_counters_reserve_settle_and_start_again_with_the_next_period() {
+        let w = Windows::default();
+        let day = Duration::from_secs(10);
+        let (d, r) = w.admit_fixed("k|day|1", day, 100, 60, 0);
+        assert!(d.admitted && d.remaining == 40 && d.reset == day);
+        assert!(!w.admit_fixed("k|day|1", day, 100, 50, 1).0.admitted);
+        w.settle(&r.unwrap(), 10);
+        let (d, _) = w.admit_fixed("k|day|1", day, 100, 50, 2);
+        assert!(d.admitted && d.remaining == 40, "{d:?}");
+        // once the period is over its counter starts from zero
+        let (d, _) = w.admit_fixed("k|day|1", day, 100, 100, 10_001);
+        assert!(d.admitted && d.remaining == 0, "{d:?}");
+    }
+
+    #[test]
+    fn a_released_slot_leaves_the_log_and_settling_finds_entries_by_id() {
+        let w = Windows::default();
+        let lease = Duration::from_secs(900);
+        let held: Vec<_> = (0..100)
+            .map(|i| w.admit("slots", lease, 1000, 1, i).1.unwrap())
+            .collect();
+        for r in held.iter().step_by(2) {
+            w.settle(r, 0);
+        }
+        assert_eq!(w.used("slots", lease, 200), 50);
+        // the remaining ones are still found after the removals
+        for r in held.iter().skip(1).step_by(2) {
+            w.settle(r, 0);
+        }
+        assert_eq!(w.used("slots", lease, 200), 0);
     }
 
     #[test]
