@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
+pub use super::redis_window::Ask;
 use super::redis_window::{RedisReservation, RedisWindows};
 use super::window::{Decision, Reservation, Span, Windows};
 use crate::error::GatewayError;
@@ -24,7 +25,7 @@ pub enum OnStoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Held {
     Local(Reservation),
-    Redis(RedisReservation),
+    Redis(Box<RedisReservation>),
     /// Admitted without counting (the store failed open).
     Uncounted,
 }
@@ -35,6 +36,17 @@ pub struct Admission {
     pub decision: Decision,
     /// `Some` when admitted.
     pub held: Option<Held>,
+    /// The shared store failed and the request was admitted anyway.
+    pub failed_open: bool,
+}
+
+/// The outcome of admitting several checks at once.
+#[derive(Debug)]
+pub struct AllAdmission {
+    /// Each check's decision, up to the first refusal.
+    pub decisions: Vec<Decision>,
+    /// One per check when every check admitted.
+    pub held: Option<Vec<Held>>,
     /// The shared store failed and the request was admitted anyway.
     pub failed_open: bool,
 }
@@ -87,44 +99,89 @@ impl Limiter {
         quota: u64,
         units: u64,
     ) -> Result<Admission, GatewayError> {
+        let mut all = self
+            .admit_all(&[Ask {
+                scope,
+                span,
+                quota,
+                units,
+            }])
+            .await?;
+        let decision = all.decisions.pop().ok_or_else(|| {
+            GatewayError::Internal("rate limits: an admission decided nothing".into())
+        })?;
+        Ok(Admission {
+            decision,
+            held: all.held.and_then(|mut h| h.pop()),
+            failed_open: all.failed_open,
+        })
+    }
+
+    /// Admits every check, or none: a refusal gives back what the checks before it took.
+    /// Redis decides them all in one atomic script (one round trip).
+    pub async fn admit_all(&self, checks: &[Ask<'_>]) -> Result<AllAdmission, GatewayError> {
         match &self.store {
             Store::Local(w) => {
-                let (decision, r) = match span {
-                    Span::Sliding(window) => w.admit(scope, window, quota, units, now_ms()),
-                    Span::Period(left) => w.admit_fixed(scope, left, quota, units, now_ms()),
-                };
-                Ok(Admission {
-                    decision,
-                    held: r.map(Held::Local),
+                let now = now_ms();
+                let mut decisions = Vec::with_capacity(checks.len());
+                let mut held = Vec::with_capacity(checks.len());
+                for c in checks {
+                    let (d, r) = match c.span {
+                        Span::Sliding(window) => w.admit(c.scope, window, c.quota, c.units, now),
+                        Span::Period(left) => w.admit_fixed(c.scope, left, c.quota, c.units, now),
+                    };
+                    decisions.push(d);
+                    match r {
+                        Some(r) => held.push(r),
+                        None => {
+                            for r in &held {
+                                w.settle(r, 0);
+                            }
+                            return Ok(AllAdmission {
+                                decisions,
+                                held: None,
+                                failed_open: false,
+                            });
+                        }
+                    }
+                }
+                Ok(AllAdmission {
+                    decisions,
+                    held: Some(held.into_iter().map(Held::Local).collect()),
                     failed_open: false,
                 })
             }
-            Store::Redis(r) => match r.admit(scope, span, quota, units).await {
-                Ok((decision, held)) => Ok(Admission {
-                    decision,
-                    held: held.map(Held::Redis),
+            Store::Redis(r) => match r.admit_all(checks).await {
+                Ok(o) => Ok(AllAdmission {
+                    decisions: o.decisions,
+                    held: o
+                        .held
+                        .map(|h| h.into_iter().map(|r| Held::Redis(Box::new(r))).collect()),
                     failed_open: false,
                 }),
                 Err(e) => match self.on_error {
                     OnStoreError::Open => {
                         self.failed(&format!("{e}; admitting without counting (fail-open)"));
-                        Ok(Admission {
-                            decision: Decision {
-                                admitted: true,
-                                remaining: quota.saturating_sub(units),
-                                reset: match span {
-                                    Span::Sliding(d) | Span::Period(d) => d,
-                                },
-                            },
-                            held: Some(Held::Uncounted),
+                        Ok(AllAdmission {
+                            decisions: checks
+                                .iter()
+                                .map(|c| Decision {
+                                    admitted: true,
+                                    remaining: c.quota.saturating_sub(c.units),
+                                    reset: match c.span {
+                                        Span::Sliding(d) | Span::Period(d) => d,
+                                    },
+                                })
+                                .collect(),
+                            held: Some(checks.iter().map(|_| Held::Uncounted).collect()),
                             failed_open: true,
                         })
                     }
                     OnStoreError::Closed => {
                         self.failed(&format!("{e}; refusing (limits.on_store_error: closed)"));
                         Err(GatewayError::Unavailable(format!(
-                        "rate limits cannot be checked ({e}) and this gateway refuses requests it cannot count (limits.on_store_error: closed); try again shortly"
-                    )))
+                            "rate limits cannot be checked ({e}) and this gateway refuses requests it cannot count (limits.on_store_error: closed); try again shortly"
+                        )))
                     }
                 },
             },
@@ -133,14 +190,31 @@ impl Limiter {
 
     /// Settles what an admitted request holds to its real amount.
     pub async fn settle(&self, held: &Held, units: u64) {
-        match (&self.store, held) {
-            (Store::Local(w), Held::Local(r)) => w.settle(r, units),
-            (Store::Redis(s), Held::Redis(r)) => {
-                if let Err(e) = s.settle(r, units).await {
-                    self.failed(&format!("{e} (settling a reservation)"));
+        self.settle_all(&[(held, units)]).await
+    }
+
+    /// Settles several holdings at once (one round trip to Redis).
+    pub async fn settle_all(&self, items: &[(&Held, u64)]) {
+        match &self.store {
+            Store::Local(w) => {
+                for (h, units) in items {
+                    if let Held::Local(r) = h {
+                        w.settle(r, *units);
+                    }
                 }
             }
-            _ => {}
+            Store::Redis(s) => {
+                let redis: Vec<(&RedisReservation, u64)> = items
+                    .iter()
+                    .filter_map(|(h, u)| match h {
+                        Held::Redis(r) => Some((&**r, *u)),
+                        _ => None,
+                    })
+                    .collect();
+                if let Err(e) = s.settle_all(&redis).await {
+                    self.failed(&format!("{e} (settling reservations)"));
+                }
+            }
         }
     }
 }

@@ -1,98 +1,115 @@
-//! The sliding-window counter of `window`, kept in Redis so that several gateways enforce one
-//! combined limit: each admission is one atomic Lua script on a sorted set, timed by the Redis
-//! server's clock (the gateways' clocks may differ).
+//! The counters of `window`, kept in Redis so that several gateways enforce one combined limit:
+//! every check of a request is decided in one atomic Lua script (all admitted, or none), timed
+//! by the Redis server's clock (the gateways' clocks may differ), and settled in another.
 
 use std::time::Duration;
 
 use super::window::{Decision, Span};
 use crate::shared_redis::Link;
 
-/// KEYS[1] the scope's sorted set (member `<id>:<units>`, score = admission time in ms),
-/// KEYS[2] the sum of its units (kept with it, so an admission costs the entries that left the
-/// window, not every entry in it); ARGV window_ms, quota, units, id.
-/// Returns {admitted, remaining, reset_ms}.
+/// Per check, KEYS: the counter and the sum beside it (sliding windows: a sorted set, member
+/// `<id>:<units>`, score = admission time in ms, and the sum of its units, so an admission costs
+/// the entries that left the window, not every entry in it; periods: a plain counter).
+/// ARGV per check: kind (`s` sliding, `p` period), window or time left in ms, quota, units, id.
+/// Returns {0, remaining1, reset1, ...} when every check admits (and then counts them all),
+/// else {i, remaining, reset_ms} for the first check i (1-based) that refuses.
 const ADMIT: &str = r#"
-local key, sumk = KEYS[1], KEYS[2]
-local win = tonumber(ARGV[1])
-local quota = tonumber(ARGV[2])
-local units = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function units_of(member) return tonumber(string.match(member, ':(%d+)$')) end
-local used = 0
-if redis.call('EXISTS', key) == 1 then
-  used = tonumber(redis.call('GET', sumk) or '0')
-  local gone = redis.call('ZRANGEBYSCORE', key, '-inf', now - win)
-  if #gone > 0 then
-    for i = 1, #gone do used = used - units_of(gone[i]) end
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - win)
-    if used < 0 then used = 0 end
+local n = #ARGV / 5
+local used = {}
+for c = 1, n do
+  local kind, span = ARGV[5 * c - 4], tonumber(ARGV[5 * c - 3])
+  local quota, units = tonumber(ARGV[5 * c - 2]), tonumber(ARGV[5 * c - 1])
+  local key, sumk = KEYS[2 * c - 1], KEYS[2 * c]
+  local u = 0
+  if kind == 'p' then
+    u = tonumber(redis.call('GET', key) or '0')
+    if u + units > quota then
+      local remaining = quota - u
+      if remaining < 0 then remaining = 0 end
+      return {c, remaining, span}
+    end
+  else
+    if redis.call('EXISTS', key) == 1 then
+      u = tonumber(redis.call('GET', sumk) or '0')
+      local gone = redis.call('ZRANGEBYSCORE', key, '-inf', now - span)
+      if #gone > 0 then
+        for i = 1, #gone do u = u - units_of(gone[i]) end
+        redis.call('ZREMRANGEBYSCORE', key, '-inf', now - span)
+        if u < 0 then u = 0 end
+        redis.call('SET', sumk, u, 'KEEPTTL')
+      end
+    end
+    if u + units > quota then
+      -- room again once enough of the oldest entries have left
+      local need = u + units - quota
+      local freed, at, from = 0, now, 0
+      while freed < need do
+        local e = redis.call('ZRANGE', key, from, from + 63, 'WITHSCORES')
+        if #e == 0 then break end
+        for i = 1, #e, 2 do
+          freed = freed + units_of(e[i])
+          at = tonumber(e[i + 1]) + span
+          if freed >= need then break end
+        end
+        from = from + 64
+      end
+      local remaining = quota - u
+      if remaining < 0 then remaining = 0 end
+      return {c, remaining, at - now}
+    end
+  end
+  used[c] = u
+end
+local out = {0}
+for c = 1, n do
+  local kind, span = ARGV[5 * c - 4], tonumber(ARGV[5 * c - 3])
+  local quota, units = tonumber(ARGV[5 * c - 2]), tonumber(ARGV[5 * c - 1])
+  local key, sumk = KEYS[2 * c - 1], KEYS[2 * c]
+  local u = used[c] + units
+  if kind == 'p' then
+    redis.call('INCRBY', key, units)
+    redis.call('PEXPIRE', key, span)
+    out[#out + 1] = quota - u
+    out[#out + 1] = span
+  else
+    redis.call('ZADD', key, now, ARGV[5 * c] .. ':' .. units)
+    redis.call('PEXPIRE', key, span)
+    redis.call('SET', sumk, u, 'PX', span)
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    out[#out + 1] = quota - u
+    out[#out + 1] = tonumber(oldest[2]) + span - now
   end
 end
-if used + units <= quota then
-  redis.call('ZADD', key, now, ARGV[4] .. ':' .. units)
-  used = used + units
-  redis.call('PEXPIRE', key, win)
-  redis.call('SET', sumk, used, 'PX', win)
-  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  return {1, quota - used, tonumber(oldest[2]) + win - now}
-end
-if redis.call('EXISTS', key) == 1 then
-  redis.call('SET', sumk, used, 'KEEPTTL')
-end
--- room again once enough of the oldest entries have left
-local need = used + units - quota
-local freed, at, from = 0, now, 0
-while freed < need do
-  local e = redis.call('ZRANGE', key, from, from + 63, 'WITHSCORES')
-  if #e == 0 then break end
-  for i = 1, #e, 2 do
-    freed = freed + units_of(e[i])
-    at = tonumber(e[i + 1]) + win
-    if freed >= need then break end
-  end
-  from = from + 64
-end
-local remaining = quota - used
-if remaining < 0 then remaining = 0 end
-return {0, remaining, at - now}
+return out
 "#;
 
-/// KEYS[1] the scope, KEYS[2] its sum; ARGV id, old units, new units: replaces a reservation's
-/// units.
+/// Per reservation, KEYS: its counter and sum; ARGV: kind, id, units held, real units. A
+/// sliding entry gets its real units (0 removes it); a period counter that ended stays ended.
 const SETTLE: &str = r#"
-local old = ARGV[1] .. ':' .. ARGV[2]
-local score = redis.call('ZSCORE', KEYS[1], old)
-if not score then return 0 end
-redis.call('ZREM', KEYS[1], old)
-if tonumber(ARGV[3]) > 0 then
-  redis.call('ZADD', KEYS[1], score, ARGV[1] .. ':' .. ARGV[3])
+local n = #ARGV / 4
+for c = 1, n do
+  local kind, id = ARGV[4 * c - 3], ARGV[4 * c - 2]
+  local old, new = tonumber(ARGV[4 * c - 1]), tonumber(ARGV[4 * c])
+  local key, sumk = KEYS[2 * c - 1], KEYS[2 * c]
+  if kind == 'p' then
+    if redis.call('EXISTS', key) == 1 then
+      local v = redis.call('INCRBY', key, new - old)
+      if v < 0 then redis.call('SET', key, 0, 'KEEPTTL') end
+    end
+  else
+    local member = id .. ':' .. old
+    local score = redis.call('ZSCORE', key, member)
+    if score then
+      redis.call('ZREM', key, member)
+      if new > 0 then redis.call('ZADD', key, score, id .. ':' .. new) end
+      redis.call('INCRBY', sumk, new - old)
+    end
+  end
 end
-redis.call('INCRBY', KEYS[2], tonumber(ARGV[3]) - tonumber(ARGV[2]))
-return 1
-"#;
-
-/// A calendar period's counter: KEYS[1]; ARGV ms left in the period, quota, units.
-/// Returns {admitted, remaining, reset_ms}.
-const ADMIT_PERIOD: &str = r#"
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-local quota, units = tonumber(ARGV[2]), tonumber(ARGV[3])
-if used + units <= quota then
-  used = redis.call('INCRBY', KEYS[1], units)
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  return {1, quota - used, tonumber(ARGV[1])}
-end
-local remaining = quota - used
-if remaining < 0 then remaining = 0 end
-return {0, remaining, tonumber(ARGV[1])}
-"#;
-
-/// KEYS[1] a period counter; ARGV old units, new units (a period that ended stays ended).
-const SETTLE_PERIOD: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local v = redis.call('INCRBY', KEYS[1], tonumber(ARGV[2]) - tonumber(ARGV[1]))
-if v < 0 then redis.call('SET', KEYS[1], 0, 'KEEPTTL') end
-return 1
+return n
 "#;
 
 /// An admitted request's units in Redis.
@@ -104,13 +121,28 @@ pub struct RedisReservation {
     units: u64,
 }
 
+/// One check of an admission.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    pub scope: &'a str,
+    pub span: Span,
+    pub quota: u64,
+    pub units: u64,
+}
+
+/// What an admission decided: every check's decision up to the first refusal.
+#[derive(Debug)]
+pub struct Outcome {
+    pub decisions: Vec<Decision>,
+    /// One per check when all were admitted.
+    pub held: Option<Vec<RedisReservation>>,
+}
+
 pub struct RedisWindows {
     link: Link,
     prefix: String,
     admit: redis::Script,
     settle: redis::Script,
-    admit_period: redis::Script,
-    settle_period: redis::Script,
 }
 
 impl RedisWindows {
@@ -120,13 +152,80 @@ impl RedisWindows {
             prefix,
             admit: redis::Script::new(ADMIT),
             settle: redis::Script::new(SETTLE),
-            admit_period: redis::Script::new(ADMIT_PERIOD),
-            settle_period: redis::Script::new(SETTLE_PERIOD),
         }
     }
 
-    /// Admits `units` in `scope`; `Err` when Redis did not answer in time (the caller applies
-    /// its fail-open or fail-closed choice).
+    fn key(&self, scope: &str) -> String {
+        // one hash tag: a counter and its sum land on the same Redis Cluster slot
+        format!("{}{{{scope}}}", self.prefix)
+    }
+
+    /// Decides every check in one round trip: all admitted (and counted), or none. `Err` when
+    /// Redis did not answer in time (the caller applies its fail-open or fail-closed choice).
+    pub async fn admit_all(&self, checks: &[Ask<'_>]) -> Result<Outcome, String> {
+        let mut conn = self.link.conn().await?;
+        let mut inv = self.admit.prepare_invoke();
+        let mut held = Vec::with_capacity(checks.len());
+        for c in checks {
+            let key = self.key(c.scope);
+            let (kind, ms, id) = match c.span {
+                Span::Sliding(w) => ("s", w, Some(uuid::Uuid::new_v4().simple().to_string())),
+                Span::Period(left) => ("p", left, None),
+            };
+            inv.key(&key).key(format!("{key}:sum"));
+            inv.arg(kind)
+                .arg(ms.as_millis().max(1) as u64)
+                .arg(c.quota)
+                .arg(c.units)
+                .arg(id.as_deref().unwrap_or("-"));
+            held.push(RedisReservation {
+                key,
+                id,
+                units: c.units,
+            });
+        }
+        let out: Vec<i64> = self
+            .link
+            .call("admission script", inv.invoke_async(&mut conn))
+            .await?;
+        let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
+        match out.first() {
+            Some(0) if out.len() == 1 + 2 * checks.len() => Ok(Outcome {
+                decisions: out[1..]
+                    .chunks(2)
+                    .map(|p| Decision {
+                        admitted: true,
+                        remaining: p[0].max(0) as u64,
+                        reset: ms(p[1]),
+                    })
+                    .collect(),
+                held: Some(held),
+            }),
+            Some(&i) if i >= 1 && out.len() == 3 => {
+                // the checks before the refusing one passed (and counted nothing)
+                let mut decisions = vec![
+                    Decision {
+                        admitted: true,
+                        remaining: 0,
+                        reset: Duration::ZERO,
+                    };
+                    i as usize - 1
+                ];
+                decisions.push(Decision {
+                    admitted: false,
+                    remaining: out[1].max(0) as u64,
+                    reset: ms(out[2]),
+                });
+                Ok(Outcome {
+                    decisions,
+                    held: None,
+                })
+            }
+            _ => Err(format!("admission script: unexpected answer {out:?}")),
+        }
+    }
+
+    /// One check (see `admit_all`).
     pub async fn admit(
         &self,
         scope: &str,
@@ -134,66 +233,42 @@ impl RedisWindows {
         quota: u64,
         units: u64,
     ) -> Result<(Decision, Option<RedisReservation>), String> {
-        // one hash tag: both keys land on the same Redis Cluster slot
-        let key = format!("{}{{{scope}}}", self.prefix);
-        let mut conn = self.link.conn().await?;
-        let (inv, id) = match span {
-            Span::Sliding(window) => {
-                let id = uuid::Uuid::new_v4().simple().to_string();
-                let mut inv = self.admit.key(&key);
-                inv.key(format!("{key}:sum"))
-                    .arg(window.as_millis() as u64)
-                    .arg(quota)
-                    .arg(units)
-                    .arg(&id);
-                (inv, Some(id))
-            }
-            Span::Period(left) => {
-                let mut inv = self.admit_period.key(&key);
-                inv.arg(left.as_millis().max(1) as u64)
-                    .arg(quota)
-                    .arg(units);
-                (inv, None)
-            }
-        };
-        let out: (u8, u64, i64) = self
-            .link
-            .call("admission script", inv.invoke_async(&mut conn))
+        let mut o = self
+            .admit_all(&[Ask {
+                scope,
+                span,
+                quota,
+                units,
+            }])
             .await?;
-        let decision = Decision {
-            admitted: out.0 == 1,
-            remaining: out.1,
-            reset: Duration::from_millis(out.2.max(0) as u64),
-        };
-        let reservation = decision
-            .admitted
-            .then_some(RedisReservation { key, id, units });
-        Ok((decision, reservation))
+        let d = o.decisions.pop().ok_or("admission script: no decision")?;
+        Ok((d, o.held.and_then(|mut h| h.pop())))
     }
 
-    /// Replaces a reservation's units by the real amount (0 releases it).
-    pub async fn settle(&self, r: &RedisReservation, units: u64) -> Result<(), String> {
+    /// Replaces each reservation's units by the real amount (0 releases it), in one round trip.
+    pub async fn settle_all(&self, items: &[(&RedisReservation, u64)]) -> Result<(), String> {
+        if items.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.link.conn().await?;
-        let inv = match &r.id {
-            Some(id) => {
-                let mut inv = self.settle.key(&r.key);
-                inv.key(format!("{}:sum", r.key))
-                    .arg(id)
-                    .arg(r.units)
-                    .arg(units);
-                inv
-            }
-            None => {
-                let mut inv = self.settle_period.key(&r.key);
-                inv.arg(r.units).arg(units);
-                inv
-            }
-        };
+        let mut inv = self.settle.prepare_invoke();
+        for (r, units) in items {
+            inv.key(&r.key).key(format!("{}:sum", r.key));
+            inv.arg(if r.id.is_some() { "s" } else { "p" })
+                .arg(r.id.as_deref().unwrap_or("-"))
+                .arg(r.units)
+                .arg(*units);
+        }
         let _: i64 = self
             .link
             .call("settlement script", inv.invoke_async(&mut conn))
             .await?;
         Ok(())
+    }
+
+    /// One reservation (see `settle_all`).
+    pub async fn settle(&self, r: &RedisReservation, units: u64) -> Result<(), String> {
+        self.settle_all(&[(r, units)]).await
     }
 }
 
@@ -313,6 +388,34 @@ mod tests {
             .unwrap();
         assert_eq!(n, 0);
         assert!(g.admit("slot", lease, 1, 1).await.unwrap().0.admitted);
+    }
+
+    #[tokio::test]
+    async fn several_checks_are_admitted_all_or_none_in_one_script() {
+        let p = prefix();
+        let g = windows(&p).await;
+        let w = Span::Sliding(Duration::from_secs(60));
+        let day = Span::Period(Duration::from_secs(60));
+        let ask = |scope, span, quota| Ask {
+            scope,
+            span,
+            quota,
+            units: 1,
+        };
+        let both = [ask("a", w, 5), ask("b", day, 1)];
+        let o = g.admit_all(&both).await.unwrap();
+        assert_eq!(o.decisions.len(), 2);
+        assert_eq!((o.decisions[0].remaining, o.decisions[1].remaining), (4, 0));
+        let held = o.held.unwrap();
+        // the second check refuses: the first counts nothing
+        let o = g.admit_all(&both).await.unwrap();
+        assert!(o.held.is_none() && o.decisions.len() == 2 && !o.decisions[1].admitted);
+        let (d, _) = g.admit("a", w, 5, 1).await.unwrap();
+        assert_eq!(d.remaining, 3, "only the first admission and this one");
+        // both settled in one round trip
+        g.settle_all(&[(&held[0], 0), (&held[1], 0)]).await.unwrap();
+        let o = g.admit_all(&both).await.unwrap();
+        assert_eq!((o.decisions[0].remaining, o.decisions[1].remaining), (3, 0));
     }
 
     #[tokio::test]

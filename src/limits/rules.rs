@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{Datelike, TimeZone, Utc};
 use serde::Deserialize;
 
-use super::limiter::{Held, Limiter};
+use super::limiter::{Ask as Count, Held, Limiter};
 use super::policy::{Policy, Unit, MAX_WINDOW_SECS};
 use super::window::Span;
 use crate::error::GatewayError;
@@ -362,31 +362,42 @@ impl RateLimits {
         })
     }
 
-    /// Counts the request against every check of its plan; all must pass. A refusal releases
-    /// what the earlier checks reserved, and leaves the refusing check's headers in `out`.
+    /// Counts the request against every check of its plan; all must pass, or none counts (one
+    /// round trip to Redis). A refusal leaves the refusing check's headers in `out`.
     pub async fn admit(
         &self,
         plan: Plan,
         out: &mut Counted,
     ) -> Result<(), (Rejection, GatewayError)> {
-        for c in &plan.checks {
-            let units = match c.measure {
-                Measure::Requests | Measure::Slots => 1,
-                Measure::Money => plan.money,
-            };
-            let span = match c.period_left {
-                Some(left) => Span::Period(left),
-                None => Span::Sliding(c.window),
-            };
-            let admission = match self.limiter.admit(&c.scope, span, c.quota, units).await {
-                Ok(a) => a,
-                Err(e) => {
+        let units = |c: &Check| match c.measure {
+            Measure::Requests | Measure::Slots => 1,
+            Measure::Money => plan.money,
+        };
+        let asks: Vec<Count> = plan
+            .checks
+            .iter()
+            .map(|c| Count {
+                scope: &c.scope,
+                span: match c.period_left {
+                    Some(left) => Span::Period(left),
+                    None => Span::Sliding(c.window),
+                },
+                quota: c.quota,
+                units: units(c),
+            })
+            .collect();
+        let all = match self.limiter.admit_all(&asks).await {
+            Ok(a) => a,
+            Err(e) => {
+                if let Some(c) = plan.checks.first() {
                     self.metrics.limit_decision(c.rule.label(), "refused");
-                    self.release(out).await;
-                    return Err((Rejection::LimitStore, e));
                 }
-            };
-            let mut d = admission.decision;
+                return Err((Rejection::LimitStore, e));
+            }
+        };
+        let mut held = all.held.map(Vec::into_iter);
+        for (c, d) in plan.checks.iter().zip(all.decisions) {
+            let mut d = d;
             if let Some(left) = c.period_left {
                 d.reset = left;
             }
@@ -403,43 +414,32 @@ impl RateLimits {
                     reset_secs: secs_ceil(d.reset),
                 }
             });
-            match admission.held {
-                Some(held) => {
-                    let result = if admission.failed_open {
-                        "uncounted"
-                    } else {
-                        "admitted"
-                    };
-                    self.metrics.limit_decision(c.rule.label(), result);
-                    if out.shown.is_none() && shown.is_some() {
-                        out.shown = shown;
-                        out.decided_by = Some(format!("{} {}", c.rule.label(), c.policy));
-                    }
-                    out.held.push(HeldCheck {
-                        rule: c.rule,
-                        measure: c.measure,
-                        held,
-                    });
-                }
-                None => {
-                    self.metrics.limit_decision(c.rule.label(), "refused");
-                    self.release(out).await;
-                    out.shown = shown;
-                    out.decided_by = Some(format!("{} {} refused", c.rule.label(), c.policy));
-                    return Err((Rejection::RateLimit, refusal(c, &plan.key, &d, units)));
-                }
+            if !d.admitted {
+                self.metrics.limit_decision(c.rule.label(), "refused");
+                out.shown = shown;
+                out.decided_by = Some(format!("{} {} refused", c.rule.label(), c.policy));
+                return Err((Rejection::RateLimit, refusal(c, &plan.key, &d, units(c))));
             }
+            let Some(h) = held.as_mut().and_then(Iterator::next) else {
+                continue;
+            };
+            let result = if all.failed_open {
+                "uncounted"
+            } else {
+                "admitted"
+            };
+            self.metrics.limit_decision(c.rule.label(), result);
+            if out.shown.is_none() && shown.is_some() {
+                out.shown = shown;
+                out.decided_by = Some(format!("{} {}", c.rule.label(), c.policy));
+            }
+            out.held.push(HeldCheck {
+                rule: c.rule,
+                measure: c.measure,
+                held: h,
+            });
         }
         Ok(())
-    }
-
-    /// Gives back everything held (a later check refused the request).
-    async fn release(&self, out: &mut Counted) {
-        for h in out.held.drain(..) {
-            if h.measure != Measure::Requests {
-                self.limiter.settle(&h.held, 0).await;
-            }
-        }
     }
 
     /// The request ended: its slots are freed and its money reservations become its real cost.
@@ -449,6 +449,7 @@ impl RateLimits {
         if std::mem::replace(&mut c.settled, true) {
             return;
         }
+        let mut items = Vec::with_capacity(c.held.len());
         for h in &c.held {
             let units = match (h.measure, cost_usd) {
                 (Measure::Requests, _) => continue,
@@ -463,7 +464,10 @@ impl RateLimits {
                     continue;
                 }
             };
-            self.limiter.settle(&h.held, units).await;
+            items.push((&h.held, units));
+        }
+        if !items.is_empty() {
+            self.limiter.settle_all(&items).await;
         }
     }
 }
