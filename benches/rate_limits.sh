@@ -51,32 +51,34 @@ free="$target|Helicone-Auth: Bearer sk-bench-free"
 policy="$free|Helicone-RateLimit-Policy: 100000000;w=10"
 limited="$target|Helicone-Auth: Bearer sk-bench-limited"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-run() { # store headers -> "rps p99_ms non2xx gateway_cpu_us_per_request"
-  local store=$1 port=$GW_PORT pid out t0 t1
+REDIS_PID=$(pgrep -x redis-server | head -1 || true)
+redis_ticks() { if [[ -n "$REDIS_PID" ]]; then cpu_ticks "$REDIS_PID"; else echo 0; fi; }
+run() { # store headers -> "rps p99_ms non2xx gateway_cpu_us_per_request redis_cpu_us_per_request"
+  local store=$1 port=$GW_PORT pid out t0 t1 r0 r1
   [[ $store == redis ]] && port=$((GW_PORT + 1))
   pid=${GW_PID[$store]}
-  t0=$(cpu_ticks "$pid")
+  t0=$(cpu_ticks "$pid"); r0=$(redis_ticks)
   out=$(BENCH_HEADERS="$2" timeout $((DURATION + 10)) wrk -t1 -c"$CONNS" -d"${DURATION}s" \
         -s "$BENCH/wrk/post_chat.lua" "http://127.0.0.1:$port/v1/chat/completions" 2>&1)
-  t1=$(cpu_ticks "$pid")
+  t1=$(cpu_ticks "$pid"); r1=$(redis_ticks)
   local j; j=$(echo "$out" | sed -n 's/^BENCHJSON //p')
   local non2xx; non2xx=$(echo "$out" | awk '/Non-2xx/{print $NF}')
-  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["rps"], d["p99_ms"], sys.argv[2], round((int(sys.argv[3]) / int(sys.argv[4])) * 1e6 / d["requests"], 1))' \
-    "$j" "${non2xx:-0}" "$((t1 - t0))" "$(getconf CLK_TCK)"
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); us=lambda t: round((int(t) / int(sys.argv[4])) * 1e6 / d["requests"], 1); print(d["rps"], d["p99_ms"], sys.argv[2], us(sys.argv[3]), us(sys.argv[5]))' \
+    "$j" "${non2xx:-0}" "$((t1 - t0))" "$(getconf CLK_TCK)" "$((r1 - r0))"
 }
 names=("none" "policy/local" "key/local" "policy/redis" "key/redis")
 stores=(local local local redis redis)
 hdrs=("$free" "$policy" "$limited" "$policy" "$limited")
 for i in "${!names[@]}"; do DURATION=2 run "${stores[$i]}" "${hdrs[$i]}" >/dev/null; done
-echo "round | $(printf '%s req/s (p99 ms, CPU µs/req) | ' "${names[@]}")"
-declare -A rps p99 cpu
+echo "round | $(printf '%s req/s (p99 ms, gateway CPU µs/req, Redis CPU µs/req) | ' "${names[@]}")"
+declare -A rps p99 cpu rcpu
 for r in $(seq 1 "$ROUNDS"); do
   line="$r |"
   for i in "${!names[@]}"; do
-    read -r a ap ae ac < <(run "${stores[$i]}" "${hdrs[$i]}")
+    read -r a ap ae ac rc < <(run "${stores[$i]}" "${hdrs[$i]}")
     [[ "$ae" == 0 ]] || echo "non-2xx answers in ${names[$i]}: $ae"
-    rps[$i]+="$a "; p99[$i]+="$ap "; cpu[$i]+="$ac "
-    line+=" $a ($ap, $ac) |"
+    rps[$i]+="$a "; p99[$i]+="$ap "; cpu[$i]+="$ac "; rcpu[$i]+="$rc "
+    line+=" $a ($ap, $ac, $rc) |"
   done
   echo "$line"
 done
@@ -84,5 +86,5 @@ med() { printf '%s\n' $@ | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}
 base=$(med ${rps[0]})
 for i in "${!names[@]}"; do
   m=$(med ${rps[$i]})
-  echo "median ${names[$i]}: $m req/s, p99 $(med ${p99[$i]}) ms, $(med ${cpu[$i]}) µs CPU/req; vs none = $(awk -v a="$base" -v b="$m" 'BEGIN{printf "%.2f", b / a}')"
+  echo "median ${names[$i]}: $m req/s, p99 $(med ${p99[$i]}) ms, $(med ${cpu[$i]}) µs gateway CPU/req, $(med ${rcpu[$i]}) µs Redis CPU/req; vs none = $(awk -v a="$base" -v b="$m" 'BEGIN{printf "%.2f", b / a}')"
 done

@@ -216,7 +216,11 @@ async fn user_and_property_segments_count_apart_and_a_missing_value_is_a_400() {
     assert_eq!(send(&gw, &mock, PATH, body_u3, &per_user).await.status, 429);
     let none = send(&gw, &mock, PATH, CHAT, &per_user).await;
     assert_eq!(none.status, 400);
-    assert!(none.body.contains("Helicone-User-Id"), "{}", none.body);
+    assert!(
+        none.body.contains("Helicone-User-Id") && none.body.contains("<quota>;w=<seconds>"),
+        "{}",
+        none.body
+    );
 
     let per_team = |t: &'static str| {
         [

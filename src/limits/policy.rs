@@ -135,14 +135,14 @@ impl Policy {
             Segment::User => match user.filter(|u| !u.is_empty()) {
                 Some(u) => Ok(format!("{key}|{unit}|user={u}")),
                 None => Err(GatewayError::BadRequest(format!(
-                    "Helicone-RateLimit-Policy '{}' limits per user, but the request names none: send Helicone-User-Id (or `user` in the body)",
+                    "Helicone-RateLimit-Policy '{}' limits per user, but the request names none: send Helicone-User-Id (or `user` in the body), or drop `;s=user`; {GRAMMAR}",
                     self.raw
                 ))),
             },
             Segment::Property(p) => match property(p).filter(|v| !v.is_empty()) {
                 Some(v) => Ok(format!("{key}|{unit}|{p}={v}")),
                 None => Err(GatewayError::BadRequest(format!(
-                    "Helicone-RateLimit-Policy '{}' limits per property '{p}', but the request has no Helicone-Property-{p} header",
+                    "Helicone-RateLimit-Policy '{}' limits per property '{p}', but the request has no Helicone-Property-{p} header; send it, or drop `;s={p}`; {GRAMMAR}",
                     self.raw
                 ))),
             },
