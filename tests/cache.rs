@@ -27,21 +27,6 @@ fn gateway(mock: &MockProvider, cache: &str) -> Gateway {
     )
 }
 
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: bytes::Bytes,
-}
-
-impl Answer {
-    fn h(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
-
 /// POSTs `body` to `path` through the gateway (passthrough to `mock`) with `extra` headers.
 async fn send(
     gw: &Gateway,
@@ -50,35 +35,15 @@ async fn send(
     body: &str,
     extra: &[(&str, &str)],
 ) -> Answer {
-    let mut h = reqwest::header::HeaderMap::new();
-    for (k, v) in [
-        ("helicone-target-url", mock.origin().as_str()),
+    let target = mock.origin();
+    let defaults = [
+        ("helicone-target-url", target.as_str()),
         ("helicone-auth", "Bearer sk-gw-a"),
         ("authorization", "Bearer sk-provider-1"),
         ("helicone-cache-enabled", "true"),
         ("content-type", "application/json"),
-    ]
-    .into_iter()
-    .chain(extra.iter().copied())
-    {
-        // `extra` replaces a default of the same name
-        h.insert(
-            reqwest::header::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    let r = client()
-        .post(gw.url(path))
-        .headers(h)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    Answer {
-        status: r.status().as_u16(),
-        headers: r.headers().clone(),
-        body: r.bytes().await.unwrap(),
-    }
+    ];
+    post_with(gw, path, body, &defaults, extra).await
 }
 
 #[tokio::test]

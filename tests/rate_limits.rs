@@ -7,28 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
-
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn h(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-    fn id(&self) -> String {
-        self.h("helicone-id").to_string()
-    }
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
 
 const KEYS: [(&str, &str); 2] = [
     ("SWITCHYARD_TEST_KEY_A", "sk-gw-a"),
@@ -57,8 +35,7 @@ fn gateway(mock: &MockProvider, key_a_limits: &str) -> Gateway {
     gateway_with(mock, key_a_limits, "{}")
 }
 
-/// POSTs `body` to `path` (passthrough to `mock`) as team-a, with `extra` headers (which replace
-/// defaults of the same name).
+/// POSTs `body` to `path` (passthrough to `mock`) as team-a, with `extra` headers.
 async fn send(
     gw: &Gateway,
     mock: &MockProvider,
@@ -66,32 +43,13 @@ async fn send(
     body: &str,
     extra: &[(&str, &str)],
 ) -> Answer {
-    let mut h = reqwest::header::HeaderMap::new();
-    for (k, v) in [
-        ("helicone-target-url", mock.origin().as_str()),
+    let target = mock.origin();
+    let defaults = [
+        ("helicone-target-url", target.as_str()),
         ("helicone-auth", "Bearer sk-gw-a"),
         ("content-type", "application/json"),
-    ]
-    .into_iter()
-    .chain(extra.iter().copied())
-    {
-        h.insert(
-            reqwest::header::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    let r = client()
-        .post(gw.url(path))
-        .headers(h)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    Answer {
-        status: r.status().as_u16(),
-        headers: r.headers().clone(),
-        body: r.text().await.unwrap(),
-    }
+    ];
+    post_with(gw, path, body, &defaults, extra).await
 }
 
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
@@ -114,7 +72,7 @@ async fn a_quota_of_three_admits_exactly_three_and_the_fourth_is_a_429_that_says
     let gw = gateway(&mock, "");
     for remaining in ["2", "1", "0"] {
         let a = with_policy(&gw, &mock, "3;w=60").await;
-        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.status, 200, "{}", a.text());
         assert_eq!(a.h("helicone-ratelimit-limit"), "3");
         assert_eq!(a.h("helicone-ratelimit-remaining"), remaining);
         assert_eq!(a.h("helicone-ratelimit-policy"), "3;w=60");
@@ -122,7 +80,7 @@ async fn a_quota_of_three_admits_exactly_three_and_the_fourth_is_a_429_that_says
         assert!((1..=60).contains(&reset), "{reset}");
     }
     let a = with_policy(&gw, &mock, "3;w=60").await;
-    assert_eq!(a.status, 429, "{}", a.body);
+    assert_eq!(a.status, 429, "{}", a.text());
     assert_eq!(
         mock.hits(),
         3,
@@ -217,9 +175,9 @@ async fn user_and_property_segments_count_apart_and_a_missing_value_is_a_400() {
     let none = send(&gw, &mock, PATH, CHAT, &per_user).await;
     assert_eq!(none.status, 400);
     assert!(
-        none.body.contains("Helicone-User-Id") && none.body.contains("<quota>;w=<seconds>"),
+        none.text().contains("Helicone-User-Id") && none.text().contains("<quota>;w=<seconds>"),
         "{}",
-        none.body
+        none.text()
     );
 
     let per_team = |t: &'static str| {
@@ -252,9 +210,9 @@ async fn user_and_property_segments_count_apart_and_a_missing_value_is_a_400() {
     .await;
     assert_eq!(missing.status, 400);
     assert!(
-        missing.body.contains("Helicone-Property-team"),
+        missing.text().contains("Helicone-Property-team"),
         "{}",
-        missing.body
+        missing.text()
     );
     assert_eq!(mock.hits(), 6);
 }
@@ -271,7 +229,7 @@ async fn an_invalid_policy_is_a_400_that_quotes_the_grammar() {
         "10;w=60;s=a b",
     ] {
         let a = with_policy(&gw, &mock, bad).await;
-        assert_eq!(a.status, 400, "{bad}: {}", a.body);
+        assert_eq!(a.status, 400, "{bad}: {}", a.text());
         let msg = a.json()["error"]["message"].as_str().unwrap().to_string();
         assert!(
             msg.contains("Helicone-RateLimit-Policy") && msg.contains("<quota>;w=<seconds>"),
@@ -303,15 +261,15 @@ async fn a_cents_policy_stops_once_the_real_cost_is_spent() {
     let policy = [("helicone-ratelimit-policy", "2;w=60;u=cents")];
     for i in 0..fits {
         let a = send(&gw, &mock, &path, &body, &policy).await;
-        assert_eq!(a.status, 200, "request {i}: {}", a.body);
+        assert_eq!(a.status, 200, "request {i}: {}", a.text());
         assert_eq!(a.h("helicone-ratelimit-limit"), "2", "in cents");
         // settled (in `logging`) before the next one is counted
         let r = logged_record(&gw, &a.id()).await;
         assert_eq!(r["cost_usd"].as_f64().unwrap(), micros as f64 / 1e6);
     }
     let a = send(&gw, &mock, &path, &body, &policy).await;
-    assert_eq!(a.status, 429, "{}", a.body);
-    assert!(a.body.contains("2 cents per 60 s"), "{}", a.body);
+    assert_eq!(a.status, 429, "{}", a.text());
+    assert!(a.text().contains("2 cents per 60 s"), "{}", a.text());
     assert_eq!(mock.hits() as u64, fits);
 }
 
@@ -324,14 +282,14 @@ async fn a_key_budget_stops_after_the_day_s_spend_and_says_when_it_resets() {
     let gw = gateway(&mock, &format!("{{usd_per_day: {budget}}}"));
     for _ in 0..3 {
         let a = send(&gw, &mock, &path, &body, &[]).await;
-        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.status, 200, "{}", a.text());
         assert!(a
             .h("helicone-ratelimit-policy")
             .ends_with(";w=86400;u=cents"));
         logged_record(&gw, &a.id()).await;
     }
     let a = send(&gw, &mock, &path, &body, &[]).await;
-    assert_eq!(a.status, 429, "{}", a.body);
+    assert_eq!(a.status, 429, "{}", a.text());
     let msg = a.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(
         msg.contains("team-a") && msg.contains("usd_per_day") && msg.contains("today (UTC)"),
@@ -375,13 +333,17 @@ async fn a_key_request_limit_and_a_header_policy_must_both_pass() {
         "the header's policy"
     );
     let a = with_policy(&gw, &mock, "10;w=60").await;
-    assert_eq!(a.status, 429, "{}", a.body);
+    assert_eq!(a.status, 429, "{}", a.text());
     assert_eq!(
         a.h("helicone-ratelimit-policy"),
         "2;w=60",
         "the refusing limit"
     );
-    assert!(a.body.contains("auth.keys[].limits.requests"), "{}", a.body);
+    assert!(
+        a.text().contains("auth.keys[].limits.requests"),
+        "{}",
+        a.text()
+    );
     // the refused request did not use the header policy's allowance: 9 are left there
     let b = send(
         &gw,
@@ -438,7 +400,7 @@ async fn fifty_concurrent_against_a_budget_of_ten(gws: &[&Gateway], mock: &MockP
     assert!(spent <= budget + 1e-12, "spent {spent} of {budget}");
     // the budget is spent: the next request is refused
     let a = send(gws[0], mock, &path, &body, &[]).await;
-    assert_eq!(a.status, 429, "{}", a.body);
+    assert_eq!(a.status, 429, "{}", a.text());
 }
 
 #[tokio::test]
@@ -460,7 +422,11 @@ async fn max_concurrent_caps_requests_in_flight_and_frees_the_slot_when_one_ends
     statuses.sort();
     assert_eq!(statuses, [200, 200, 429, 429, 429]);
     let refused = answers.iter().find(|a| a.status == 429).unwrap();
-    assert!(refused.body.contains("max_concurrent"), "{}", refused.body);
+    assert!(
+        refused.text().contains("max_concurrent"),
+        "{}",
+        refused.text()
+    );
     assert_eq!(refused.h("retry-after"), "1");
     // the slots were given back when those two ended (settled in `logging`)
     logged_record(&gw, &answers.iter().find(|a| a.status == 200).unwrap().id()).await;
@@ -491,7 +457,7 @@ async fn two_gateways_on_one_redis_enforce_one_combined_limit() {
         if r.status == 200 {
             admitted += 1;
         } else {
-            assert_eq!(r.status, 429, "{}", r.body);
+            assert_eq!(r.status, 429, "{}", r.text());
         }
     }
     assert_eq!(admitted, 5, "one limit across both gateways");
@@ -543,7 +509,7 @@ async fn redis_down_fails_open_by_default_and_closed_when_configured() {
         &format!("{{redis: {{url: 'redis://127.0.0.1:{dead}/0', timeout_ms: 100}}}}"),
     );
     let a = with_policy(&open, &mock, "1;w=60").await;
-    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.status, 200, "{}", a.text());
     let a = with_policy(&open, &mock, "1;w=60").await;
     assert_eq!(a.status, 200, "uncounted: fail-open");
     let m = metrics_with(
@@ -565,8 +531,8 @@ async fn redis_down_fails_open_by_default_and_closed_when_configured() {
         ),
     );
     let a = with_policy(&closed, &mock, "1;w=60").await;
-    assert_eq!(a.status, 503, "{}", a.body);
-    assert!(a.body.contains("on_store_error: closed"), "{}", a.body);
+    assert_eq!(a.status, 503, "{}", a.text());
+    assert!(a.text().contains("on_store_error: closed"), "{}", a.text());
     let r = logged_record(&closed, &a.id()).await;
     assert_eq!(r["rejection"], "limit_store");
     // no limit, no store: requests without a policy pass
@@ -612,7 +578,7 @@ async fn a_cache_hit_counts_as_a_request_carries_the_headers_and_costs_nothing()
             (a.status, a.h("helicone-cache")),
             (200, "HIT"),
             "{}",
-            a.body
+            a.text()
         );
         logged_record(&gw, &a.id()).await;
     }

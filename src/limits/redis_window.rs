@@ -225,26 +225,6 @@ impl RedisWindows {
         }
     }
 
-    /// One check (see `admit_all`).
-    pub async fn admit(
-        &self,
-        scope: &str,
-        span: Span,
-        quota: u64,
-        units: u64,
-    ) -> Result<(Decision, Option<RedisReservation>), String> {
-        let mut o = self
-            .admit_all(&[Ask {
-                scope,
-                span,
-                quota,
-                units,
-            }])
-            .await?;
-        let d = o.decisions.pop().ok_or("admission script: no decision")?;
-        Ok((d, o.held.and_then(|mut h| h.pop())))
-    }
-
     /// Replaces each reservation's units by the real amount (0 releases it), in one round trip.
     pub async fn settle_all(&self, items: &[(&RedisReservation, u64)]) -> Result<(), String> {
         if items.is_empty() {
@@ -265,11 +245,6 @@ impl RedisWindows {
             .await?;
         Ok(())
     }
-
-    /// One reservation (see `settle_all`).
-    pub async fn settle(&self, r: &RedisReservation, units: u64) -> Result<(), String> {
-        self.settle_all(&[(r, units)]).await
-    }
 }
 
 /// These run against the Redis on 127.0.0.1:6379 (`.ci/run` starts it).
@@ -281,6 +256,32 @@ mod tests {
         let link = Link::new("redis://127.0.0.1:6379/0", Duration::from_secs(2)).unwrap();
         link.conn().await.expect("Redis on 127.0.0.1:6379");
         RedisWindows::new(link, prefix.to_string())
+    }
+
+    impl RedisWindows {
+        /// One check (see `admit_all`).
+        async fn admit(
+            &self,
+            scope: &str,
+            span: Span,
+            quota: u64,
+            units: u64,
+        ) -> Result<(Decision, Option<RedisReservation>), String> {
+            let mut o = self
+                .admit_all(&[Ask {
+                    scope,
+                    span,
+                    quota,
+                    units,
+                }])
+                .await?;
+            let d = o.decisions.pop().ok_or("no decision")?;
+            Ok((d, o.held.and_then(|mut h| h.pop())))
+        }
+
+        async fn settle(&self, r: &RedisReservation, units: u64) -> Result<(), String> {
+            self.settle_all(&[(r, units)]).await
+        }
     }
 
     fn prefix() -> String {

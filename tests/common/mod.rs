@@ -928,3 +928,59 @@ pub fn unified_gateway(
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Gateway::start_with_env(conf, &env)
 }
+
+/// An answer read whole: status, headers, body.
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// A header's value ("" when absent).
+    pub fn h(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    pub fn id(&self) -> String {
+        self.h("helicone-id").to_string()
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
+    }
+}
+
+/// POSTs `body` to `gw`'s `path` with the `defaults` headers, then `extra` (which replace
+/// defaults of the same name); the answer read whole.
+pub async fn post_with(
+    gw: &Gateway,
+    path: &str,
+    body: &str,
+    defaults: &[(&str, &str)],
+    extra: &[(&str, &str)],
+) -> Answer {
+    let mut h = reqwest::header::HeaderMap::new();
+    for (k, v) in defaults.iter().chain(extra) {
+        h.insert(
+            reqwest::header::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let r = client()
+        .post(gw.url(path))
+        .headers(h)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    Answer {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        body: r.bytes().await.unwrap(),
+    }
+}
