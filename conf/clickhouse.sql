@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS {db}.{table} (
     cache_reference_id Nullable(String),
     rate_limit Nullable(String),
     rejection Nullable(String),
+    prompt_id Nullable(String),
+    prompt_version Nullable(UInt32),
     user_id Nullable(String),
     session_id Nullable(String),
     session_path Nullable(String),

@@ -141,8 +141,31 @@ pub fn build(mut cfg: Config, opt: Opt) -> Result<App, AppError> {
     } else {
         None
     };
+    let prompts = match &cfg.prompts {
+        None => None,
+        Some(p) => {
+            let store = Arc::new(crate::prompts::Store::open(
+                &p.dir,
+                Some(crate::prompts::PromptMetrics::register()?),
+            ));
+            log::info!(
+                "prompts: {} served from {}",
+                store.snapshot().len(),
+                p.dir.display()
+            );
+            server.add_service(background_service(
+                "prompt reloader",
+                crate::prompts::Reloader {
+                    store: store.clone(),
+                    poll: Duration::from_millis(p.poll_ms),
+                },
+            ));
+            Some(store)
+        }
+    };
     let cfg = Arc::new(cfg);
     let gateway = Gateway {
+        prompts,
         cfg: cfg.clone(),
         guard: ssrf::Guard::new(),
         origins: Default::default(),

@@ -125,6 +125,8 @@ pub struct RequestCtx {
     pub rate_policy: Option<crate::limits::policy::Policy>,
     /// What the request holds in the rate-limit counters, and the headers it gets.
     pub limits: crate::limits::rules::Counted,
+    /// The prompt template the request was rendered from.
+    pub prompt: Option<crate::prompts::Used>,
 }
 
 impl RequestCtx {
@@ -160,6 +162,7 @@ impl RequestCtx {
             quota_deferred: false,
             rate_policy: None,
             limits: Default::default(),
+            prompt: None,
         }
     }
 

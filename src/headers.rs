@@ -33,6 +33,10 @@ pub const RATELIMIT_REMAINING: &str = "helicone-ratelimit-remaining";
 pub const RATELIMIT_POLICY: &str = "helicone-ratelimit-policy";
 pub const RATELIMIT_RESET: &str = "helicone-ratelimit-reset";
 
+// prompt templates: which one rendered the request (response headers)
+pub static PROMPT_ID: HeaderName = HeaderName::from_static("helicone-prompt-id");
+pub static PROMPT_VERSION: HeaderName = HeaderName::from_static("helicone-prompt-version");
+
 // what the log record takes from the request
 pub const OMIT_REQUEST: &str = "helicone-omit-request";
 pub const OMIT_RESPONSE: &str = "helicone-omit-response";

@@ -14,6 +14,7 @@ pub mod headers;
 pub mod limits;
 pub mod metrics;
 pub mod pricing;
+pub mod prompts;
 pub mod proxy;
 pub mod routing;
 pub mod shared_redis;

@@ -40,6 +40,8 @@ pub struct Gateway {
     pub origin_limits: OriginLimits,
     /// Rate-limit policies and gateway-key limits.
     pub rate_limits: RateLimits,
+    /// Prompt templates (`None` when `prompts:` is not configured).
+    pub prompts: Option<Arc<crate::prompts::Store>>,
     pub metrics: Arc<Metrics>,
     pub forwarder: Forwarder,
     pub health: Health,
@@ -85,6 +87,8 @@ enum UnifiedRoute {
     Call(Op),
     /// `GET /v1/models` (`None`) or `GET /v1/models/{id}`.
     Models(Option<String>),
+    /// `GET /v1/prompts`.
+    Prompts,
     WrongMethod(&'static str),
 }
 
@@ -100,6 +104,7 @@ fn unified_route(req: &RequestHeader, cfg: &Config) -> Option<UnifiedRoute> {
         "/chat/completions" => ("POST", UnifiedRoute::Call(Op::Chat)),
         "/embeddings" => ("POST", UnifiedRoute::Call(Op::Embeddings)),
         "/models" => ("GET", UnifiedRoute::Models(None)),
+        "/prompts" => ("GET", UnifiedRoute::Prompts),
         p => match p.strip_prefix("/models/") {
             Some(id) if !id.is_empty() => ("GET", UnifiedRoute::Models(Some(id.to_string()))),
             _ => return None,
@@ -296,6 +301,20 @@ impl Gateway {
                 }
                 return Ok(Admitted::Done);
             }
+            Some(UnifiedRoute::Prompts) => {
+                let Some(store) = &self.prompts else {
+                    return Err((
+                        Some(Rejection::NoRoute),
+                        GatewayError::NotFound(
+                            "this gateway serves no prompts: set `prompts: {dir: <folder of <id>.yaml files>}` in its config".into(),
+                        ),
+                    ));
+                };
+                if let Err(e) = respond_json(session, 200, store.list_json(), &ctx.id).await {
+                    log::debug!("prompts response failed: {e}");
+                }
+                return Ok(Admitted::Done);
+            }
             Some(UnifiedRoute::Call(op)) => return self.admit_unified(session, ctx, op).await,
         }
         let mut plan: Vec<(Route, Option<FallbackEntry>)> =
@@ -453,6 +472,35 @@ impl Gateway {
         state.key = cache::bucket_key(&base, state.bucket);
     }
 
+    /// A chat body naming a `prompt_id` becomes the rendered request (which is then routed,
+    /// cached, limited and logged like any other).
+    fn render_prompt(&self, ctx: &mut RequestCtx) -> std::result::Result<(), GatewayError> {
+        if memchr::memmem::find(&ctx.body.bytes, b"\"prompt_id\"").is_none() {
+            return Ok(());
+        }
+        let Ok(serde_json::Value::Object(mut body)) =
+            serde_json::from_slice::<serde_json::Value>(&ctx.body.bytes)
+        else {
+            // not a JSON object: the unified parser explains
+            return Ok(());
+        };
+        let Some(store) = &self.prompts else {
+            if body.contains_key("prompt_id") {
+                return Err(GatewayError::BadRequest(
+                    "this gateway serves no prompts, so `prompt_id` cannot be used: set `prompts: {dir: ...}` in its config, or send `messages`".into(),
+                ));
+            }
+            return Ok(());
+        };
+        if let Some(used) = store.apply(&mut body)? {
+            let rendered = serde_json::to_vec(&body)
+                .map_err(|e| GatewayError::Internal(format!("rendering a prompt: {e}")))?;
+            ctx.body.bytes = Bytes::from(rendered);
+            ctx.prompt = Some(used);
+        }
+        Ok(())
+    }
+
     /// Counts the request against its rate-limit policy and its key's limits (after the body is
     /// read: a per-user policy may need the body's `user`, a money limit its model and
     /// `max_tokens`).
@@ -558,6 +606,10 @@ impl Gateway {
         op: Op,
     ) -> std::result::Result<Admitted, Refusal> {
         self.read_body(session, ctx).await?;
+        if op == Op::Chat {
+            self.render_prompt(ctx)
+                .map_err(|e| (Some(Rejection::BadRequest), e))?;
+        }
         let req = unified_request::parse(op, &ctx.body.bytes)
             .map_err(|e| (Some(Rejection::BadRequest), e))?;
         let health = &self.health;
@@ -868,6 +920,10 @@ impl Gateway {
     fn add_response_headers(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
         resp.insert_header(headers::HELICONE_ID.clone(), ctx.id.as_str())?;
         insert_limit_headers(resp, ctx)?;
+        if let Some(p) = &ctx.prompt {
+            resp.insert_header(headers::PROMPT_ID.clone(), p.id.as_str())?;
+            resp.insert_header(headers::PROMPT_VERSION.clone(), p.version.to_string())?;
+        }
         if ctx.fallback_mode {
             resp.insert_header(
                 headers::FALLBACK_INDEX.clone(),

@@ -249,3 +249,107 @@ fn the_openai_sdk_sees_per_user_limits_and_waits_out_retry_after() {
     // alice twice, bob, the patient client's two admitted calls; no refused call got through
     assert_eq!(openai.hits(), 5);
 }
+
+#[test]
+fn the_openai_sdk_uses_prompt_templates_by_environment_and_version_and_sees_them_reload() {
+    let openai = MockProvider::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("prompts/incident.yaml"),
+        dir.path().join("incident.yaml"),
+    )
+    .unwrap();
+    let gw = unified_gateway_with(
+        &[("openai", &openai)],
+        "",
+        true,
+        &format!(
+            "prompts: {{dir: '{}', poll_ms: 100}}\n",
+            dir.path().display()
+        ),
+    );
+    let stdout = run_python(
+        "sdk_prompts.py",
+        &gw,
+        &[
+            ("GATEWAY_KEY", UNIFIED_GW_KEY),
+            ("PROMPTS_DIR", dir.path().to_str().unwrap()),
+        ],
+    );
+    for line in [
+        "production: ok",
+        "environment: ok",
+        "versions: ok",
+        "messages and stream: ok",
+        "list: ok",
+        "reload: ok",
+        "broken file keeps the old version: ok",
+        "new prompt: ok",
+        "bad inputs: ok",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    // the provider saw rendered messages, never the prompt fields; refused requests never came
+    let seen = openai.state.requests.lock().unwrap().clone();
+    assert_eq!(seen.len(), 9, "every admitted call, no refused one");
+    let first: serde_json::Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(
+        first["messages"],
+        serde_json::json!([
+            {"role": "system", "content": "You write for an on-call channel. Be concise."},
+            {"role": "user", "content": "Summarise the 09:12 provider slowdown in 3 bullet points."}
+        ])
+    );
+    assert_eq!(first["temperature"], 0.2, "the version's params");
+    assert_eq!(first["max_tokens"], 300);
+    for r in &seen {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        for f in ["prompt_id", "inputs", "environment", "version"] {
+            assert!(v.get(f).is_none(), "{f} went upstream: {v}");
+        }
+    }
+    let own: serde_json::Value = serde_json::from_slice(&seen[4].body).unwrap();
+    assert_eq!(
+        own["messages"][2]["content"], "Keep it under 50 words.",
+        "the request's own messages follow"
+    );
+    // the log records carry the prompt and its version
+    let records = jsonl_records(gw.dir.path());
+    let mut versions: Vec<(String, u64)> = records
+        .iter()
+        .filter(|r| r["status"] == 200 && r["prompt_id"].is_string())
+        .map(|r| {
+            (
+                r["prompt_id"].as_str().unwrap().to_string(),
+                r["prompt_version"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    versions.sort();
+    versions.dedup();
+    assert_eq!(
+        versions,
+        [
+            ("greeting".to_string(), 1),
+            ("incident".to_string(), 1),
+            ("incident".to_string(), 2),
+            ("incident".to_string(), 3)
+        ]
+    );
+    let m = metrics_with_sync(
+        &gw,
+        "switchyard_prompt_load_errors_total{prompt=\"incident\"}",
+    );
+    assert!(m.contains("switchyard_prompts_loaded 2"), "{m}");
+}
+
+/// The metrics text (blocking).
+fn metrics_with_sync(gw: &Gateway, needle: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let text = rt.block_on(metrics_with(gw, &[needle]));
+    assert!(text.contains(needle), "{needle} missing in:\n{text}");
+    text
+}

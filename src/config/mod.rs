@@ -68,6 +68,9 @@ pub struct FileConfig {
     /// Where persistent state (quota counters) lives.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// Prompt templates served by the gateway (`prompt_id` in unified requests).
+    #[serde(default)]
+    pub prompts: Option<crate::prompts::PromptsConf>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -299,6 +302,8 @@ pub struct Config {
     /// The unified API's model -> providers registry.
     pub registry: Registry,
     pub state_dir: PathBuf,
+    /// `prompts:` with its folder resolved.
+    pub prompts: Option<crate::prompts::PromptsConf>,
 }
 
 impl Config {
@@ -700,12 +705,32 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
             issues.push(path, message);
         }
     }
+    if let Some(p) = &fc.prompts {
+        let dir = resolve(&p.dir);
+        if p.poll_ms == 0 {
+            issues.push("prompts.poll_ms".into(), "must be greater than 0".into());
+        }
+        if !dir.is_dir() {
+            issues.push(
+                "prompts.dir".into(),
+                format!("{} is not a folder", dir.display()),
+            );
+        } else {
+            for (file, e) in crate::prompts::Store::open(&dir, None).errors() {
+                issues.push(format!("prompts.dir: {file}"), e);
+            }
+        }
+    }
     if !issues.is_empty() {
         return Err(ConfigError::Invalid {
             file: file.to_string(),
             issues,
         });
     }
+    let prompts = fc.prompts.as_ref().map(|p| crate::prompts::PromptsConf {
+        dir: resolve(&p.dir),
+        poll_ms: p.poll_ms,
+    });
     let key_limits = fc
         .auth
         .keys
@@ -728,6 +753,7 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         pricing,
         registry,
         state_dir: resolve(&fc.state_dir),
+        prompts,
         server: fc.server,
     })
 }

@@ -890,6 +890,16 @@ pub fn unified_gateway(
     extra_settings: &str,
     keys: bool,
 ) -> Gateway {
+    unified_gateway_with(providers, extra_settings, keys, "")
+}
+
+/// `unified_gateway` with more top-level YAML (`extra_yaml`).
+pub fn unified_gateway_with(
+    providers: &[(&str, &MockProvider)],
+    extra_settings: &str,
+    keys: bool,
+    extra_yaml: &str,
+) -> Gateway {
     let mut conf = GatewayConf::default();
     let mut settings = Vec::new();
     let mut env: Vec<(String, String)> = vec![(
@@ -922,7 +932,7 @@ pub fn unified_gateway(
         conf.keys = vec!["{id: team-a, env: SWITCHYARD_TEST_UNIFIED_GW_KEY}".into()];
     }
     conf.extra = format!(
-        "providers: {{{}}}\nexport: {{batch_max_delay_ms: 50}}\n",
+        "providers: {{{}}}\nexport: {{batch_max_delay_ms: 50}}\n{extra_yaml}",
         settings.join(", ")
     );
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
