@@ -917,6 +917,13 @@ versions:
     }
 
     #[test]
+    fn the_shipped_example_loads() {
+        let text = include_str!("../conf/prompts/incident-summary.yaml");
+        let p = parse("incident-summary", text).unwrap();
+        assert_eq!(p.environments["production"], 1);
+    }
+
+    #[test]
     fn a_broken_change_keeps_the_old_version_and_a_fixed_one_replaces_it() {
         let (dir, s) = store_with(&[("incident.yaml", FILE)]);
         let path = dir.path().join("incident.yaml");
