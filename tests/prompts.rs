@@ -5,25 +5,6 @@ mod common;
 
 use common::*;
 
-fn gateway_with_prompts(mock: &MockProvider) -> (tempfile::TempDir, Gateway) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        fixture("prompts/incident.yaml"),
-        dir.path().join("incident.yaml"),
-    )
-    .unwrap();
-    let gw = unified_gateway_with(
-        &[("openai", mock)],
-        "",
-        true,
-        &format!(
-            "prompts: {{dir: '{}', poll_ms: 100}}\n",
-            dir.path().display()
-        ),
-    );
-    (dir, gw)
-}
-
 async fn chat(gw: &Gateway, body: &str, extra: &[(&str, &str)]) -> Answer {
     let auth = format!("Bearer {UNIFIED_GW_KEY}");
     let defaults = [
@@ -39,7 +20,7 @@ const PROD: &str =
 #[tokio::test]
 async fn a_rendered_request_takes_the_version_s_model_and_is_cached_limited_and_logged() {
     let mock = MockProvider::start();
-    let (_dir, gw) = gateway_with_prompts(&mock);
+    let (_dir, gw) = prompt_gateway(&mock);
     let cached = [
         ("helicone-cache-enabled", "true"),
         ("helicone-ratelimit-policy", "10;w=60"),
@@ -120,33 +101,31 @@ fn a_broken_prompt_file_fails_the_config_check_naming_the_file_and_the_field() {
         "versions: [{version: 1, messages: [{role: user, content: 'hi {{name}}'}]}]\n",
     )
     .unwrap();
-    let cfg = dir.path().join("c.yaml");
-    std::fs::write(
-        &cfg,
-        "listeners: [{address: '127.0.0.1:1'}]\nprompts: {dir: prompts}\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["-t", "-c"])
-        .arg(&cfg)
-        .output()
+    // `switchyard -t` on a config whose prompts section is `prompts`: (ok, what it printed)
+    let check = |prompts: &str| {
+        let cfg = dir.path().join("c.yaml");
+        std::fs::write(
+            &cfg,
+            format!("listeners: [{{address: '127.0.0.1:1'}}]\nprompts: {prompts}\n"),
+        )
         .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
+        let out = std::process::Command::new(bin())
+            .args(["-t", "-c"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string()
+                + &String::from_utf8_lossy(&out.stdout),
+        )
+    };
+    let (ok, text) = check("{dir: prompts}");
+    assert!(!ok, "{text}");
     assert!(
         text.contains("prompts.dir: bad.yaml") && text.contains("versions[0].messages[0].content"),
         "{text}"
     );
-    std::fs::write(
-        &cfg,
-        "listeners: [{address: '127.0.0.1:1'}]\nprompts: {dir: nowhere}\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["-t", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a folder"));
+    let (ok, text) = check("{dir: nowhere}");
+    assert!(!ok && text.contains("is not a folder"), "{text}");
 }

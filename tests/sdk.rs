@@ -253,21 +253,7 @@ fn the_openai_sdk_sees_per_user_limits_and_waits_out_retry_after() {
 #[test]
 fn the_openai_sdk_uses_prompt_templates_by_environment_and_version_and_sees_them_reload() {
     let openai = MockProvider::start();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        fixture("prompts/incident.yaml"),
-        dir.path().join("incident.yaml"),
-    )
-    .unwrap();
-    let gw = unified_gateway_with(
-        &[("openai", &openai)],
-        "",
-        true,
-        &format!(
-            "prompts: {{dir: '{}', poll_ms: 100}}\n",
-            dir.path().display()
-        ),
-    );
+    let (dir, gw) = prompt_gateway(&openai);
     let stdout = run_python(
         "sdk_prompts.py",
         &gw,

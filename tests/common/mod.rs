@@ -994,3 +994,24 @@ pub async fn post_with(
         body: r.bytes().await.unwrap(),
     }
 }
+
+/// A unified gateway in front of `openai` whose prompt folder (a temporary copy of
+/// tests/fixtures/prompts/incident.yaml, checked every 100 ms) is the returned folder.
+pub fn prompt_gateway(openai: &MockProvider) -> (tempfile::TempDir, Gateway) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("prompts/incident.yaml"),
+        dir.path().join("incident.yaml"),
+    )
+    .unwrap();
+    let gw = unified_gateway_with(
+        &[("openai", openai)],
+        "",
+        true,
+        &format!(
+            "prompts: {{dir: '{}', poll_ms: 100}}\n",
+            dir.path().display()
+        ),
+    );
+    (dir, gw)
+}
