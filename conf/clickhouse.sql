@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS {db}.{table} (
     rejection Nullable(String),
     prompt_id Nullable(String),
     prompt_version Nullable(UInt32),
+    model_override Nullable(String),
+    target_provider Nullable(String),
     user_id Nullable(String),
     session_id Nullable(String),
     session_path Nullable(String),

@@ -127,6 +127,8 @@ pub struct RequestCtx {
     pub limits: crate::limits::rules::Counted,
     /// The prompt template the request was rendered from.
     pub prompt: Option<crate::prompts::Used>,
+    /// Helicone metadata from a unified body's `helicone` object.
+    pub body_meta: Option<crate::metadata::BodyMeta>,
 }
 
 impl RequestCtx {
@@ -163,6 +165,7 @@ impl RequestCtx {
             rate_policy: None,
             limits: Default::default(),
             prompt: None,
+            body_meta: None,
         }
     }
 

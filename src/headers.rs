@@ -9,6 +9,10 @@ pub const TARGET_URL: &str = "helicone-target-url";
 pub const TARGET_PROVIDER: &str = "helicone-target-provider";
 pub const HELICONE_AUTH: &str = "helicone-auth";
 pub const REQUEST_ID: &str = "helicone-request-id";
+/// The model used for cost and logs instead of the one the provider reports.
+pub const MODEL_OVERRIDE: &str = "helicone-model-override";
+/// `true`: streamed requests get `stream_options.include_usage` so that usage is counted.
+pub const STREAM_USAGE: &str = "helicone-stream-usage";
 pub const FALLBACKS: &str = "helicone-fallbacks";
 
 pub const RETRY_ENABLED: &str = "helicone-retry-enabled";

@@ -12,6 +12,7 @@ pub mod failover;
 pub mod forward;
 pub mod headers;
 pub mod limits;
+pub mod metadata;
 pub mod metrics;
 pub mod pricing;
 pub mod prompts;

@@ -211,11 +211,19 @@ impl Gateway {
     ) -> std::result::Result<Admitted, Refusal> {
         let bad = |e| (Some(Rejection::BadRequest), e);
         let req = session.req_header();
-        ctx.id = header(req, headers::REQUEST_ID)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| uuid::Uuid::parse_str(v.trim()).ok())
-            .unwrap_or_else(uuid::Uuid::new_v4)
-            .to_string();
+        ctx.id = uuid::Uuid::new_v4().to_string();
+        if let Some(v) = header(req, headers::REQUEST_ID) {
+            let given = String::from_utf8_lossy(v);
+            match uuid::Uuid::parse_str(given.trim()) {
+                Ok(id) => ctx.id = id.to_string(),
+                Err(_) => {
+                    return Err(bad(GatewayError::BadRequest(format!(
+                        "Helicone-Request-Id '{given}' is not a UUID: send one such as {} (it becomes the request's id), or leave the header out",
+                        ctx.id
+                    ))))
+                }
+            }
+        }
         let target = header(req, headers::TARGET_URL);
         let fallbacks = header(req, headers::FALLBACKS);
         if target.is_none() && fallbacks.is_none() {
@@ -412,6 +420,7 @@ impl Gateway {
         }
 
         self.read_body(session, ctx).await?;
+        self.inject_stream_usage(session, ctx).map_err(bad)?;
         self.count(session, ctx).await?;
         for (i, over) in overrides.iter().enumerate() {
             if let Some(v) = over {
@@ -472,32 +481,95 @@ impl Gateway {
         state.key = cache::bucket_key(&base, state.bucket);
     }
 
-    /// A chat body naming a `prompt_id` becomes the rendered request (which is then routed,
-    /// cached, limited and logged like any other).
-    fn render_prompt(&self, ctx: &mut RequestCtx) -> std::result::Result<(), GatewayError> {
-        if memchr::memmem::find(&ctx.body.bytes, b"\"prompt_id\"").is_none() {
+    /// A unified body's own extras, taken out before it goes anywhere: Helicone metadata
+    /// (`helicone`: session, properties, user) and, for chat, a `prompt_id` rendered into the
+    /// request (which is then routed, cached, limited and logged like any other).
+    fn rewrite_unified_body(
+        &self,
+        ctx: &mut RequestCtx,
+        op: Op,
+    ) -> std::result::Result<(), GatewayError> {
+        let bytes = &ctx.body.bytes;
+        let has = |needle: &[u8]| memchr::memmem::find(bytes, needle).is_some();
+        let (meta, prompt) = (
+            has(b"\"helicone\""),
+            op == Op::Chat && has(b"\"prompt_id\""),
+        );
+        if !meta && !prompt {
             return Ok(());
         }
         let Ok(serde_json::Value::Object(mut body)) =
-            serde_json::from_slice::<serde_json::Value>(&ctx.body.bytes)
+            serde_json::from_slice::<serde_json::Value>(bytes)
         else {
             // not a JSON object: the unified parser explains
             return Ok(());
         };
-        let Some(store) = &self.prompts else {
-            if body.contains_key("prompt_id") {
+        let mut changed = false;
+        if let Some(m) = crate::metadata::take(&mut body)? {
+            ctx.body_meta = Some(m);
+            changed = true;
+        }
+        if body.contains_key("prompt_id") && op == Op::Chat {
+            let Some(store) = &self.prompts else {
                 return Err(GatewayError::BadRequest(
                     "this gateway serves no prompts, so `prompt_id` cannot be used: set `prompts: {dir: ...}` in its config, or send `messages`".into(),
                 ));
+            };
+            if let Some(used) = store.apply(&mut body)? {
+                ctx.prompt = Some(used);
+                changed = true;
             }
+        }
+        if changed {
+            let rendered = serde_json::to_vec(&body)
+                .map_err(|e| GatewayError::Internal(format!("rewriting the request body: {e}")))?;
+            ctx.body.bytes = Bytes::from(rendered);
+        }
+        Ok(())
+    }
+
+    /// `Helicone-Stream-Usage: true` on a passthrough stream: `stream_options.include_usage` is
+    /// added so that the provider reports usage (the unified API always asks for it).
+    fn inject_stream_usage(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), GatewayError> {
+        let Some(v) = header(session.req_header(), headers::STREAM_USAGE) else {
             return Ok(());
         };
-        if let Some(used) = store.apply(&mut body)? {
-            let rendered = serde_json::to_vec(&body)
-                .map_err(|e| GatewayError::Internal(format!("rendering a prompt: {e}")))?;
-            ctx.body.bytes = Bytes::from(rendered);
-            ctx.prompt = Some(used);
+        match v.trim_ascii() {
+            v if v.eq_ignore_ascii_case(b"true") => {}
+            v if v.eq_ignore_ascii_case(b"false") => return Ok(()),
+            _ => {
+                return Err(GatewayError::BadRequest(
+                    "Helicone-Stream-Usage must be true or false".into(),
+                ))
+            }
         }
+        let Ok(serde_json::Value::Object(mut body)) =
+            serde_json::from_slice::<serde_json::Value>(&ctx.body.bytes)
+        else {
+            return Ok(());
+        };
+        if body.get("stream") != Some(&serde_json::Value::Bool(true)) {
+            return Ok(());
+        }
+        let opts = body
+            .entry("stream_options")
+            .or_insert_with(|| serde_json::json!({}));
+        let Some(opts) = opts.as_object_mut() else {
+            return Err(GatewayError::BadRequest(
+                "stream_options must be an object".into(),
+            ));
+        };
+        if opts.get("include_usage") == Some(&serde_json::Value::Bool(true)) {
+            return Ok(());
+        }
+        opts.insert("include_usage".into(), serde_json::Value::Bool(true));
+        let rewritten = serde_json::to_vec(&body)
+            .map_err(|e| GatewayError::Internal(format!("rewriting the request body: {e}")))?;
+        ctx.body.bytes = Bytes::from(rewritten);
         Ok(())
     }
 
@@ -534,7 +606,9 @@ impl Gateway {
         let req = session.req_header();
         let parsed = std::cell::OnceCell::new();
         let head = || parsed.get_or_init(|| rate_limit_head(&ctx.body.bytes));
-        let header_user = header(req, headers::USER_ID).and_then(|v| std::str::from_utf8(v).ok());
+        let header_user = header(req, headers::USER_ID)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .or_else(|| ctx.body_meta.as_ref().and_then(|m| m.user_id.as_deref()));
         let user = match header_user {
             Some(u) => Some(u),
             None if RateLimits::needs_user(ctx.rate_policy.as_ref()) => head().user.as_deref(),
@@ -545,6 +619,11 @@ impl Gateway {
                 .get(format!("{}{name}", headers::PROPERTY_PREFIX).as_str())
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
+                .or_else(|| {
+                    ctx.body_meta
+                        .as_ref()
+                        .and_then(|m| m.properties.get(name).cloned())
+                })
         };
         let default_completion = self.cfg.limits.default_completion_tokens;
         let body_len = ctx.body.bytes.len();
@@ -606,10 +685,8 @@ impl Gateway {
         op: Op,
     ) -> std::result::Result<Admitted, Refusal> {
         self.read_body(session, ctx).await?;
-        if op == Op::Chat {
-            self.render_prompt(ctx)
-                .map_err(|e| (Some(Rejection::BadRequest), e))?;
-        }
+        self.rewrite_unified_body(ctx, op)
+            .map_err(|e| (Some(Rejection::BadRequest), e))?;
         let req = unified_request::parse(op, &ctx.body.bytes)
             .map_err(|e| (Some(Rejection::BadRequest), e))?;
         let health = &self.health;

@@ -339,3 +339,46 @@ fn metrics_with_sync(gw: &Gateway, needle: &str) -> String {
     assert!(text.contains(needle), "{needle} missing in:\n{text}");
     text
 }
+
+#[test]
+fn the_openai_sdk_sends_helicone_metadata_in_extra_body_and_it_never_goes_upstream() {
+    let openai = MockProvider::start();
+    let gw = unified_gateway(&[("openai", &openai)], "", true);
+    let stdout = run_python("sdk_metadata.py", &gw, &[("GATEWAY_KEY", UNIFIED_GW_KEY)]);
+    for line in ["metadata: ok", "bad metadata: ok"] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    // call, stream, bob's first: the bad one and bob's refused second never reached it
+    let seen = openai.state.requests.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    for r in &seen {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(
+            v.get("helicone").is_none(),
+            "the helicone key went upstream: {v}"
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for label in ["call id: ", "stream id: "] {
+        let id = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(label))
+            .unwrap_or_else(|| panic!("no {label} in {stdout}"));
+        let r = rt.block_on(logged_record(&gw, id));
+        assert_eq!(r["user_id"], "alice", "{r}");
+        assert_eq!(r["session_id"], "sess-42");
+        assert_eq!(r["session_name"], "Support triage");
+        assert_eq!(r["session_path"], "/triage/step-1");
+        assert_eq!(
+            r["properties"],
+            serde_json::json!({"feature": "search", "tier": "2"})
+        );
+        assert!(
+            !r["request_body"].to_string().contains("sess-42"),
+            "the logged body is what went upstream: {r}"
+        );
+    }
+}

@@ -203,6 +203,10 @@ pub struct Record {
     /// The prompt template the request was rendered from, and its version.
     pub prompt_id: Option<String>,
     pub prompt_version: Option<u32>,
+    /// `Helicone-Model-Override`: the model the cost was computed for.
+    pub model_override: Option<String>,
+    /// `Helicone-Target-Provider` as the client sent it.
+    pub target_provider: Option<String>,
     pub user_id: Option<String>,
     pub session_id: Option<String>,
     pub session_path: Option<String>,
@@ -282,6 +286,8 @@ pub fn sample(i: usize) -> Record {
         rejection: None,
         prompt_id: None,
         prompt_version: None,
+        model_override: None,
+        target_provider: None,
         user_id: Some(format!("user-{}", i % 1000)),
         session_id: None,
         session_path: None,
@@ -335,7 +341,9 @@ pub fn build(
     let req = session.req_header();
     let omit_request = is_true(header(session, headers::OMIT_REQUEST));
     let omit_response = is_true(header(session, headers::OMIT_RESPONSE));
-    let mut properties = std::collections::BTreeMap::new();
+    let meta = ctx.body_meta.take().unwrap_or_default();
+    // the body's `helicone` properties, then the headers (a header wins)
+    let mut properties = meta.properties;
     for (name, value) in req.headers.iter() {
         if let Some(p) = name.as_str().strip_prefix(headers::PROPERTY_PREFIX) {
             properties.insert(
@@ -364,7 +372,12 @@ pub fn build(
         .route()
         .and_then(|r| r.provider.as_ref())
         .map(|p| p.name.clone());
-    let model = usage.model.clone().or_else(|| model_requested.clone());
+    // `Helicone-Model-Override` names the model for cost and logs
+    let model_override = header(session, headers::MODEL_OVERRIDE).filter(|m| !m.trim().is_empty());
+    let model = model_override
+        .clone()
+        .or_else(|| usage.model.clone())
+        .or_else(|| model_requested.clone());
     let hit = ctx.cache.as_ref().is_some_and(|c| c.status == Some("hit"));
     let (cost, model_label) = match &model {
         Some(m) => (
@@ -418,10 +431,14 @@ pub fn build(
         rejection: ctx.rejection.map(|r| r.label().to_string()),
         prompt_id: ctx.prompt.as_ref().map(|p| p.id.clone()),
         prompt_version: ctx.prompt.as_ref().map(|p| p.version),
-        user_id: header(session, headers::USER_ID).or(body_user),
-        session_id: header(session, headers::SESSION_ID),
-        session_path: header(session, headers::SESSION_PATH),
-        session_name: header(session, headers::SESSION_NAME),
+        user_id: header(session, headers::USER_ID)
+            .or(meta.user_id)
+            .or(body_user),
+        session_id: header(session, headers::SESSION_ID).or(meta.session_id),
+        session_path: header(session, headers::SESSION_PATH).or(meta.session_path),
+        session_name: header(session, headers::SESSION_NAME).or(meta.session_name),
+        model_override,
+        target_provider: header(session, headers::TARGET_PROVIDER),
         properties,
         request_body: LoggedBody::capture(&ctx.body.bytes, omit_request, body_cap, request_json),
         response_body,
