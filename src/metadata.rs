@@ -81,9 +81,11 @@ pub fn take(body: &mut Map<String, Value>) -> Result<Option<BodyMeta>, GatewayEr
                     }
                 }
             }
-            other => return Err(bad(format!(
+            other => {
+                return Err(bad(format!(
                 "helicone.{other} is not read by this gateway (session, properties, user_id are)"
-            ))),
+            )))
+            }
         }
     }
     Ok(Some(meta))

@@ -103,6 +103,7 @@ fn unified_route(req: &RequestHeader, cfg: &Config) -> Option<UnifiedRoute> {
     let (want, route) = match path {
         "/chat/completions" => ("POST", UnifiedRoute::Call(Op::Chat)),
         "/embeddings" => ("POST", UnifiedRoute::Call(Op::Embeddings)),
+        "/completions" => ("POST", UnifiedRoute::Call(Op::Completions)),
         "/models" => ("GET", UnifiedRoute::Models(None)),
         "/prompts" => ("GET", UnifiedRoute::Prompts),
         p => match p.strip_prefix("/models/") {

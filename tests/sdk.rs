@@ -382,3 +382,44 @@ fn the_openai_sdk_sends_helicone_metadata_in_extra_body_and_it_never_goes_upstre
         );
     }
 }
+
+#[test]
+fn litellm_s_helicone_provider_and_the_openai_sdk_reach_the_completions_endpoint() {
+    let openai = MockProvider::start();
+    let anthropic = MockProvider::start();
+    let gw = unified_gateway(&[("openai", &openai), ("anthropic", &anthropic)], "", true);
+    let stdout = run_python(
+        "litellm_completions.py",
+        &gw,
+        &[("GATEWAY_KEY", UNIFIED_GW_KEY)],
+    );
+    for line in [
+        "litellm text completion: ok",
+        "litellm helicone text completion: ok",
+        "openai completions: ok",
+        "no completions endpoint: ok",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    let seen = openai.state.requests.lock().unwrap().clone();
+    let paths: Vec<&str> = seen.iter().map(|r| r.path_and_query.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1/completions",
+            "/v1/chat/completions",
+            "/v1/completions",
+            "/v1/completions"
+        ]
+    );
+    for r in seen
+        .iter()
+        .filter(|r| r.path_and_query == "/v1/completions")
+    {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["prompt"], "Say hi", "{v}");
+    }
+    let chat: serde_json::Value = serde_json::from_slice(&seen[1].body).unwrap();
+    assert_eq!(chat["messages"][0]["content"], "Say hi");
+    assert_eq!(anthropic.hits(), 0);
+}

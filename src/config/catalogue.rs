@@ -89,6 +89,9 @@ pub struct ApiConf {
     /// Serves `/embeddings`.
     #[serde(default)]
     pub embeddings: bool,
+    /// Serves the legacy `/completions` (`prompt`).
+    #[serde(default)]
+    pub completions: bool,
     /// Tie-breaker between equally priced providers: lower goes first.
     #[serde(default = "default_priority")]
     pub priority: u32,
@@ -109,6 +112,7 @@ pub struct ProviderApi {
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub chat: bool,
     pub embeddings: bool,
+    pub completions: bool,
     pub priority: u32,
 }
 
@@ -225,6 +229,7 @@ fn build_api(
         headers,
         chat: a.chat,
         embeddings: a.embeddings,
+        completions: a.completions,
         priority: a.priority,
     })
 }

@@ -56,12 +56,14 @@ pub const AZURE_API_VERSION: &str = "2024-10-21";
 pub enum Op {
     Chat,
     Embeddings,
+    /// Legacy text completions (`prompt`), on providers that still serve them.
+    Completions,
 }
 
 impl Op {
     fn kind(self) -> ModelKind {
         match self {
-            Op::Chat => ModelKind::Chat,
+            Op::Chat | Op::Completions => ModelKind::Chat,
             Op::Embeddings => ModelKind::Embedding,
         }
     }
@@ -69,6 +71,7 @@ impl Op {
         match self {
             Op::Chat => "chat/completions",
             Op::Embeddings => "embeddings",
+            Op::Completions => "completions",
         }
     }
 }
@@ -89,6 +92,7 @@ pub struct Endpoint {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub chat: bool,
     pub embeddings: bool,
+    pub completions: bool,
     pub priority: u32,
     pub api_version: String,
     pub deployments: BTreeMap<String, String>,
@@ -116,6 +120,7 @@ impl Endpoint {
         match op {
             Op::Chat => self.chat,
             Op::Embeddings => self.embeddings && self.format != ApiFormat::Anthropic,
+            Op::Completions => self.completions && self.format != ApiFormat::Anthropic,
         }
     }
 
@@ -305,6 +310,7 @@ impl Registry {
                 headers: api.headers.clone(),
                 chat: api.chat,
                 embeddings: api.embeddings,
+                completions: api.completions,
                 priority: s.and_then(|s| s.priority).unwrap_or(api.priority),
                 api_version: s
                     .and_then(|s| s.api_version.clone())
@@ -464,7 +470,7 @@ impl Registry {
         skipped: &mut Vec<String>,
     ) -> Result<Vec<Candidate>, GatewayError> {
         let what = match op {
-            Op::Chat => "chat",
+            Op::Chat | Op::Completions => "chat",
             Op::Embeddings => "embedding",
         };
         let usable = |ep: &Endpoint, skipped: &mut Vec<String>| -> bool {

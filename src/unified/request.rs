@@ -30,6 +30,7 @@ pub fn parse(op: Op, bytes: &[u8]) -> Result<UnifiedRequest, GatewayError> {
     let shape = match op {
         Op::Chat => "{\"model\": \"gpt-4o-mini\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}",
         Op::Embeddings => "{\"model\": \"text-embedding-3-small\", \"input\": \"text\"}",
+        Op::Completions => "{\"model\": \"gpt-4o-mini\", \"prompt\": \"Say hi\"}",
     };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(bad(format!(
@@ -65,6 +66,20 @@ pub fn parse(op: Op, bytes: &[u8]) -> Result<UnifiedRequest, GatewayError> {
             None => {
                 return Err(bad(format!(
                     "`messages` is missing; send a JSON object such as {shape}"
+                )))
+            }
+        },
+        Op::Completions => match body.get("prompt") {
+            Some(Value::String(_)) => {}
+            Some(Value::Array(a)) if !a.is_empty() => {}
+            Some(_) => {
+                return Err(bad(
+                    "`prompt` must be a string or a non-empty array of strings".into(),
+                ))
+            }
+            None => {
+                return Err(bad(format!(
+                    "`prompt` is missing; send a JSON object such as {shape}"
                 )))
             }
         },

@@ -376,6 +376,33 @@ async fn handle(req: Request<Incoming>, st: Arc<MockState>) -> Result<Response<B
                 "usage":{"input_tokens":5,"output_tokens":3,"cache_read_input_tokens":2}});
             full(200, "application/json", body.to_string())
         }
+        p if p.ends_with("/completions") => {
+            // legacy text completions, as OpenAI answers them
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let model = v["model"]
+                .as_str()
+                .unwrap_or("gpt-3.5-turbo-instruct")
+                .to_string();
+            if v["stream"].as_bool() == Some(true) {
+                let mut events: Vec<String> = ["Hello", " from", " mock"]
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({"id":"cmpl-mock","object":"text_completion","created":1,"model":model,
+                            "choices":[{"index":0,"text":t,"logprobs":null,"finish_reason":null}]})
+                        .to_string()
+                    })
+                    .collect();
+                if v["stream_options"]["include_usage"].as_bool() == Some(true) {
+                    events.push(serde_json::json!({"id":"cmpl-mock","object":"text_completion","created":1,"model":model,
+                        "choices":[],"usage":{"prompt_tokens":4,"completion_tokens":3,"total_tokens":7}}).to_string());
+                }
+                sse(st, events, Duration::from_millis(10))
+            } else {
+                full(200, "application/json", serde_json::json!({"id":"cmpl-mock","object":"text_completion","created":1,"model":model,
+                    "choices":[{"index":0,"text":"Hello from mock","logprobs":null,"finish_reason":"stop"}],
+                    "usage":{"prompt_tokens":4,"completion_tokens":3,"total_tokens":7}}).to_string())
+            }
+        }
         p if p.ends_with("/embeddings") => {
             let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             let body = serde_json::json!({"object":"list","model":v["model"],
