@@ -238,6 +238,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn anthropic_cache_reads_and_writes_are_priced_at_their_own_rates() {
+        let p = Pricing::embedded().unwrap();
+        // claude-sonnet-4: $3 input, $0.30 cache read, $3.75 cache write, $15 output per million
+        let u = Usage {
+            prompt_tokens: Some(1000 + 8000 + 2000),
+            cached_tokens: Some(8000),
+            cache_write_tokens: Some(2000),
+            completion_tokens: Some(100),
+            ..Usage::default()
+        };
+        let c = p
+            .cost(Some("anthropic"), "claude-sonnet-4-20250514", &u)
+            .unwrap();
+        let want = (1000.0 * 3.0 + 8000.0 * 0.30 + 2000.0 * 3.75 + 100.0 * 15.0) / 1e6;
+        assert!((c - want).abs() < 1e-12, "{c} vs {want}");
+    }
+
+    #[test]
     fn registry_has_forty_plus_models_across_the_providers() {
         let p = Pricing::embedded().unwrap();
         assert!(p.len() >= 40, "{}", p.len());

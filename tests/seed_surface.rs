@@ -105,3 +105,39 @@ async fn stream_usage_asks_the_provider_for_usage_so_a_stream_is_counted() {
         .contains("Helicone-Stream-Usage must be true or false"));
     assert_eq!(mock.hits(), 2);
 }
+
+#[tokio::test]
+async fn cache_control_reaches_anthropic_through_the_translation() {
+    let anthropic = MockProvider::start();
+    let gw = unified_gateway(&[("anthropic", &anthropic)], "", true);
+    let body = serde_json::json!({
+        "model": "claude-sonnet-4",
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "A long handbook.", "cache_control": {"type": "ephemeral"}}]},
+            {"role": "user", "content": "What does chapter 2 say?", "cache_control": {"type": "ephemeral"}}
+        ]
+    })
+    .to_string();
+    let auth = format!("Bearer {UNIFIED_GW_KEY}");
+    let a = post_with(
+        &gw,
+        "/v1/chat/completions",
+        &body,
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let up: serde_json::Value = serde_json::from_slice(&anthropic.last().body).unwrap();
+    assert_eq!(
+        up["system"][0]["cache_control"]["type"], "ephemeral",
+        "{up}"
+    );
+    assert_eq!(
+        up["messages"][0]["content"][0]["cache_control"]["type"],
+        "ephemeral"
+    );
+}

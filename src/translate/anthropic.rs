@@ -38,6 +38,45 @@ fn text_of(content: &Value) -> String {
     }
 }
 
+/// Anthropic prompt caching: a part's or message's `cache_control` (`{"type": "ephemeral"}`,
+/// optionally with a `ttl`) carried onto the block it becomes.
+fn with_cache_control(mut block: Value, from: &Value) -> Value {
+    if let Some(cc) = from.get("cache_control").filter(|c| !c.is_null()) {
+        block["cache_control"] = cc.clone();
+    }
+    block
+}
+
+/// A message-level `cache_control` marks the last block of that message (as Anthropic caches a
+/// prefix up to a block).
+fn mark_last(blocks: &mut [Value], message: &Value) {
+    if let Some(last) = blocks.last_mut() {
+        let marked = with_cache_control(std::mem::take(last), message);
+        *last = marked;
+    }
+}
+
+/// Text blocks of an OpenAI `content`: a string is one block, an array gives one per text part
+/// (each with its own `cache_control`).
+fn text_blocks(content: &Value) -> Vec<Value> {
+    match content {
+        Value::String(s) if !s.is_empty() => vec![json!({"type": "text", "text": s})],
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| {
+                p.get("text")
+                    .and_then(Value::as_str)
+                    .map(|t| with_cache_control(json!({"type": "text", "text": t}), p))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn has_cache_control(blocks: &[Value]) -> bool {
+    blocks.iter().any(|b| b.get("cache_control").is_some())
+}
+
 /// An OpenAI image part's URL as an Anthropic image source.
 fn image_source(url: &str) -> Result<Value, TranslateError> {
     if let Some(rest) = url.strip_prefix("data:") {
@@ -65,13 +104,13 @@ fn user_blocks(content: &Value, at: &str) -> Result<Vec<Value>, TranslateError> 
             .iter()
             .enumerate()
             .map(|(i, p)| match p.get("type").and_then(Value::as_str) {
-                Some("text") => Ok(json!({"type": "text", "text": p.get("text").and_then(Value::as_str).unwrap_or("")})),
+                Some("text") => Ok(with_cache_control(json!({"type": "text", "text": p.get("text").and_then(Value::as_str).unwrap_or("")}), p)),
                 Some("image_url") => {
                     let url = p
                         .pointer("/image_url/url")
                         .and_then(Value::as_str)
                         .ok_or_else(|| bad(format!("{at}.content[{i}].image_url.url is missing")))?;
-                    Ok(json!({"type": "image", "source": image_source(url)?}))
+                    Ok(with_cache_control(json!({"type": "image", "source": image_source(url)?}), p))
                 }
                 other => Err(bad(format!(
                     "{at}.content[{i}]: part type {other:?} cannot be sent to Anthropic (text and image_url can)"
@@ -174,13 +213,26 @@ pub fn request(openai: &Value, model: &str) -> Result<MessagesRequest, Translate
             .ok_or_else(|| bad(format!("{at}.role is missing")))?;
         let content = m.get("content").unwrap_or(&Value::Null);
         match role {
-            "system" | "developer" => system.push(text_of(content)),
-            "user" => push(&mut messages, "user", user_blocks(content, &at)?),
+            "system" | "developer" => {
+                let mut blocks = text_blocks(content);
+                mark_last(&mut blocks, m);
+                system.extend(blocks);
+            }
+            "user" => {
+                let mut blocks = user_blocks(content, &at)?;
+                mark_last(&mut blocks, m);
+                push(&mut messages, "user", blocks);
+            }
             "assistant" => {
-                let mut blocks = Vec::new();
-                let text = text_of(content);
-                if !text.is_empty() {
-                    blocks.push(json!({"type": "text", "text": text}));
+                let mut blocks = text_blocks(content);
+                if !has_cache_control(&blocks) {
+                    // one text block, as the parts are one answer
+                    let text = text_of(content);
+                    blocks = if text.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![json!({"type": "text", "text": text})]
+                    };
                 }
                 for (k, tc) in m
                     .get("tool_calls")
@@ -207,6 +259,7 @@ pub fn request(openai: &Value, model: &str) -> Result<MessagesRequest, Translate
                         "input": input,
                     }));
                 }
+                mark_last(&mut blocks, m);
                 push(&mut messages, "assistant", blocks);
             }
             "tool" => {
@@ -217,9 +270,10 @@ pub fn request(openai: &Value, model: &str) -> Result<MessagesRequest, Translate
                 push(
                     &mut messages,
                     "user",
-                    vec![
+                    vec![with_cache_control(
                         json!({"type": "tool_result", "tool_use_id": id, "content": text_of(content)}),
-                    ],
+                        m,
+                    )],
                 );
             }
             other => {
@@ -241,8 +295,12 @@ pub fn request(openai: &Value, model: &str) -> Result<MessagesRequest, Translate
         .and_then(Value::as_u64)
         .unwrap_or(DEFAULT_MAX_TOKENS);
     out.insert("max_tokens".into(), json!(max_tokens));
-    if !system.is_empty() {
-        out.insert("system".into(), json!(system.join("\n\n")));
+    if has_cache_control(&system) {
+        // cached system prompts must be blocks
+        out.insert("system".into(), Value::Array(system));
+    } else if !system.is_empty() {
+        let text: Vec<&str> = system.iter().filter_map(|b| b["text"].as_str()).collect();
+        out.insert("system".into(), json!(text.join("\n\n")));
     }
     if let Some(t) = obj.get("temperature").and_then(Value::as_f64) {
         // OpenAI allows 0..2, Anthropic 0..1
@@ -263,8 +321,8 @@ pub fn request(openai: &Value, model: &str) -> Result<MessagesRequest, Translate
     if let Some(tools) = obj.get("tools").and_then(Value::as_array) {
         let tools: Vec<Value> = tools
             .iter()
-            .filter_map(|t| t.get("function"))
-            .map(|f| {
+            .filter_map(|t| t.get("function").map(|f| (t, f)))
+            .map(|(tool, f)| {
                 let mut t = json!({
                     "name": f.get("name").cloned().unwrap_or_default(),
                     "input_schema": f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"})),
@@ -272,7 +330,7 @@ pub fn request(openai: &Value, model: &str) -> Result<MessagesRequest, Translate
                 if let Some(d) = f.get("description") {
                     t["description"] = d.clone();
                 }
-                t
+                with_cache_control(t, tool)
             })
             .collect();
         if !tools.is_empty() {
@@ -519,6 +577,55 @@ mod refusal_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_control_survives_on_system_parts_messages_and_tools() {
+        let eph = json!({"type": "ephemeral"});
+        let b = request(
+            &json!({
+                "messages": [
+                    {"role": "system", "content": [
+                        {"type": "text", "text": "A long, stable system prompt.", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+                        {"type": "text", "text": "Today's note."}]},
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "A long document.", "cache_control": eph},
+                        {"type": "text", "text": "The question."}]},
+                    {"role": "assistant", "content": "An answer.", "cache_control": eph},
+                    {"role": "user", "content": "Next question.", "cache_control": eph}
+                ],
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}, "cache_control": eph}]
+            }),
+            "claude-sonnet-4-20250514",
+        )
+        .unwrap()
+        .body;
+        assert_eq!(
+            b["system"],
+            json!([
+                {"type": "text", "text": "A long, stable system prompt.", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+                {"type": "text", "text": "Today's note."}
+            ])
+        );
+        assert_eq!(b["messages"][0]["content"][0]["cache_control"], eph);
+        assert!(b["messages"][0]["content"][1]
+            .get("cache_control")
+            .is_none());
+        assert_eq!(
+            b["messages"][1]["content"][0]["cache_control"], eph,
+            "message level"
+        );
+        assert_eq!(b["messages"][2]["content"][0]["cache_control"], eph);
+        assert_eq!(b["tools"][0]["cache_control"], eph);
+        // without cache_control the system prompt stays a string
+        let plain = request(
+            &json!({"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]}),
+            "m",
+        )
+        .unwrap()
+        .body;
+        assert_eq!(plain["system"], "S");
+        assert!(!plain.to_string().contains("cache_control"));
+    }
 
     #[test]
     fn request_with_system_images_tools_and_tool_results() {
