@@ -107,6 +107,11 @@ pub fn build(mut cfg: Config, opt: Opt) -> Result<App, AppError> {
     }
 
     let metrics = Arc::new(Metrics::register()?);
+    if let Some(usd) = cfg.spend_alert_usd_per_hour {
+        // registered only when set: the alert rule compares with nothing otherwise
+        metrics.spend_alert.set(usd);
+        prometheus::register(Box::new(metrics.spend_alert.clone()))?;
+    }
     let store = match &cfg.limits.redis {
         None => Store::Local(Windows::default()),
         Some(r) => Store::Redis(Box::new(RedisWindows::new(

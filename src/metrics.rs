@@ -61,6 +61,8 @@ pub struct Metrics {
     unpriced: IntCounterVec,
     ttft: HistogramVec,
     limit_decisions: IntCounterVec,
+    /// `metrics.spend_alert_usd_per_hour` (absent when not configured).
+    pub spend_alert: prometheus::Gauge,
     /// Failed operations on the shared limit store (Redis).
     pub limit_store_errors: prometheus::IntCounter,
 }
@@ -170,6 +172,10 @@ impl Metrics {
                 "switchyard_rate_limit_decisions_total",
                 "Rate-limit checks by rule (header, key_requests, key_usd_day, key_usd_month, key_concurrency, origin_second, origin_day) and result (admitted, refused, uncounted: the store failed open)",
                 &["rule", "result"]
+            )?,
+            spend_alert: prometheus::Gauge::new(
+                "switchyard_spend_alert_usd_per_hour",
+                "The spend per hour above which the shipped alert rule fires (metrics.spend_alert_usd_per_hour)",
             )?,
             limit_store_errors: prometheus::register_int_counter!(
                 "switchyard_rate_limit_store_errors_total",

@@ -129,6 +129,10 @@ pub struct TlsConf {
 #[serde(deny_unknown_fields)]
 pub struct MetricsConf {
     pub address: String,
+    /// Exported as `switchyard_spend_alert_usd_per_hour`, the threshold of the shipped
+    /// "spend per hour" alert rule.
+    #[serde(default)]
+    pub spend_alert_usd_per_hour: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -287,6 +291,8 @@ pub struct Config {
     pub server: ServerSection,
     pub listeners: Vec<Listener>,
     pub metrics_address: Option<String>,
+    /// `metrics.spend_alert_usd_per_hour`.
+    pub spend_alert_usd_per_hour: Option<f64>,
     pub keys: KeyStore,
     /// `auth.keys[].limits` by key id.
     pub key_limits: HashMap<String, crate::limits::rules::KeyLimits>,
@@ -518,6 +524,13 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         });
     }
     let metrics_address = fc.metrics.as_ref().map(|m| m.address.clone());
+    let spend_alert_usd_per_hour = fc.metrics.as_ref().and_then(|m| m.spend_alert_usd_per_hour);
+    if let Some(v) = spend_alert_usd_per_hour.filter(|v| !(v.is_finite() && *v > 0.0)) {
+        issues.push(
+            "metrics.spend_alert_usd_per_hour".into(),
+            format!("must be a positive amount of USD, got {v}"),
+        );
+    }
     if let Some(a) = &metrics_address {
         if a.parse::<std::net::SocketAddr>().is_err() {
             issues.push(
@@ -740,6 +753,7 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
     Ok(Config {
         listeners,
         metrics_address,
+        spend_alert_usd_per_hour,
         keys,
         key_limits,
         catalogue,
