@@ -86,6 +86,8 @@ fn errors_name_the_field_path() {
         ("listeners: [{address: '127.0.0.1:1'}]\nproviders: {openai: {api_key: sk-inline}}\n", "providers.openai: unknown field `api_key`"),
         ("listeners: [{address: '127.0.0.1:1'}]\nproviders: {azure: {deployments: {gpt4o: d}}}\n", "providers.azure.deployments.gpt4o: unknown model 'gpt4o'"),
         ("listeners: [{address: '127.0.0.1:1'}]\nlimits: {redis: {url: 'http://x'}}\n", "limits.redis.url"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nmetrics: {address: '127.0.0.1:2', spend_alert_usd_per_hour: -3}\n", "metrics.spend_alert_usd_per_hour: must be a positive amount"),
+        ("listeners: [{address: '127.0.0.1:1'}]\nprompts: {dir: '.', poll_ms: 0}\n", "prompts.poll_ms: must be greater than 0"),
         ("listeners: [{address: '127.0.0.1:1'}]\nlimits: {redis: {url: 'redis://127.0.0.1:6379/0', timeout_ms: 0}}\n", "limits.redis.timeout_ms: must be greater than 0"),
         ("listeners: [{address: '127.0.0.1:1'}]\nlimits: {on_store_error: maybe}\n", "limits.on_store_error"),
         ("listeners: [{address: '127.0.0.1:1'}]\nlimits: {concurrency_lease_secs: 0}\n", "limits.concurrency_lease_secs"),
