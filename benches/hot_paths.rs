@@ -333,6 +333,33 @@ fn bench_rate_limit(c: &mut Criterion) {
     g.finish();
 }
 
+/// A prompt rendered into a unified body (parse, render, re-serialize as the proxy does), and the
+/// body's `helicone` metadata taken out.
+fn bench_prompt(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/conf/prompts/incident-summary.yaml"),
+        dir.path().join("incident-summary.yaml"),
+    )
+    .unwrap();
+    let store = switchyard::prompts::Store::open(dir.path(), None);
+    let body = br#"{"prompt_id":"incident-summary","inputs":{"incident":"at 09:12 UTC the provider slowed down, p99 rose from 1.2 s to 9 s","bullets":3},"messages":[{"role":"user","content":"Keep it short."}],"helicone":{"session":{"id":"s-1","name":"triage","path":"/a/b"},"properties":{"team":"oncall"},"user_id":"u-7"}}"#;
+    let mut g = c.benchmark_group("unified body");
+    g.bench_function("render prompt + take metadata + serialize", |b| {
+        b.iter(|| {
+            let serde_json::Value::Object(mut m) =
+                serde_json::from_slice::<serde_json::Value>(black_box(body)).unwrap()
+            else {
+                unreachable!()
+            };
+            let meta = switchyard::metadata::take(&mut m).unwrap();
+            let used = store.apply(&mut m).unwrap();
+            (meta, used, serde_json::to_vec(&m).unwrap())
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench,
@@ -340,6 +367,7 @@ criterion_group!(
     bench_translate,
     bench_unified,
     bench_cache_key,
-    bench_rate_limit
+    bench_rate_limit,
+    bench_prompt
 );
 criterion_main!(benches);
