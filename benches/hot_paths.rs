@@ -338,7 +338,10 @@ fn bench_rate_limit(c: &mut Criterion) {
 fn bench_prompt(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/conf/prompts/incident-summary.yaml"),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/conf/prompts/incident-summary.yaml"
+        ),
         dir.path().join("incident-summary.yaml"),
     )
     .unwrap();

@@ -36,14 +36,15 @@ fn official_sdks_work_by_changing_the_base_url() {
             ("MOCK_ORIGIN", &mock.origin()),
         ],
     );
-    for line in [
-        "openai sdk, Helicone-Target-Url: ok",
-        "openai sdk, /mock prefix: ok",
-        "openai sdk, wrong key: ok",
-        "anthropic sdk, /mock prefix: ok",
-    ] {
-        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
-    }
+    expect_lines(
+        &stdout,
+        &[
+            "openai sdk, Helicone-Target-Url: ok",
+            "openai sdk, /mock prefix: ok",
+            "openai sdk, wrong key: ok",
+            "anthropic sdk, /mock prefix: ok",
+        ],
+    );
     // what the provider saw: the client's own provider key, no gateway key, SDK paths verbatim
     let reqs = mock.state.requests.lock().unwrap().clone();
     let paths: Vec<&str> = reqs.iter().map(|r| r.path_and_query.as_str()).collect();
@@ -133,6 +134,13 @@ fn openai_sdk_survives_a_failing_primary_through_fallbacks() {
     );
 }
 
+/// Every line of `lines` is in the script's output.
+fn expect_lines(stdout: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+}
+
 /// Runs tests/python/`script` against `gw` (as `SWITCHYARD_URL`) with `env`; its stdout.
 fn run_python(script: &str, gw: &Gateway, env: &[(&str, &str)]) -> String {
     let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
@@ -169,31 +177,33 @@ fn the_openai_sdk_and_litellm_use_any_model_through_the_unified_api() {
         true,
     );
     let stdout = run_python("sdk_unified.py", &gw, &[("GATEWAY_KEY", UNIFIED_GW_KEY)]);
-    for line in [
-        "openai model: ok",
-        "claude model: ok",
-        "claude stream: ok",
-        "tool calls: ok",
-        "fallthrough: ok",
-        "all failed: ok",
-        "unknown model: ok",
-        "models and embeddings: ok",
-    ] {
-        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
-    }
+    expect_lines(
+        &stdout,
+        &[
+            "openai model: ok",
+            "claude model: ok",
+            "claude stream: ok",
+            "tool calls: ok",
+            "fallthrough: ok",
+            "all failed: ok",
+            "unknown model: ok",
+            "models and embeddings: ok",
+        ],
+    );
     let stdout = run_python(
         "litellm_unified.py",
         &gw,
         &[("GATEWAY_KEY", UNIFIED_GW_KEY)],
     );
-    for line in [
-        "litellm claude: ok",
-        "litellm gpt: ok",
-        "litellm stream: ok",
-        "litellm chain: ok",
-    ] {
-        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
-    }
+    expect_lines(
+        &stdout,
+        &[
+            "litellm claude: ok",
+            "litellm gpt: ok",
+            "litellm stream: ok",
+            "litellm chain: ok",
+        ],
+    );
     // the providers saw the gateway's keys only
     for (mock, key) in [
         (&openai, "Bearer sk-test-openai"),
@@ -214,16 +224,17 @@ fn the_openai_sdk_gets_repeats_from_the_cache() {
     let openai = MockProvider::start();
     let gw = unified_gateway(&[("openai", &openai)], "", true);
     let stdout = run_python("sdk_cache.py", &gw, &[("GATEWAY_KEY", UNIFIED_GW_KEY)]);
-    for line in [
-        "cached chat: ok",
-        "keys: ok",
-        "cached stream: ok",
-        "buckets: ok",
-        "ttl: ok",
-        "bad header: ok",
-    ] {
-        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
-    }
+    expect_lines(
+        &stdout,
+        &[
+            "cached chat: ok",
+            "keys: ok",
+            "cached stream: ok",
+            "buckets: ok",
+            "ttl: ok",
+            "bad header: ok",
+        ],
+    );
     // chat, another body, a seed, one stream, two buckets, the TTL's two misses: repeats and
     // the refused header never reached the provider
     assert_eq!(openai.hits(), 8);
@@ -238,14 +249,15 @@ fn the_openai_sdk_sees_per_user_limits_and_waits_out_retry_after() {
         &gw,
         &[("GATEWAY_KEY", UNIFIED_GW_KEY)],
     );
-    for line in [
-        "per-user 429: ok",
-        "segments: ok",
-        "sdk retry after Retry-After: ok",
-        "bad policy: ok",
-    ] {
-        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
-    }
+    expect_lines(
+        &stdout,
+        &[
+            "per-user 429: ok",
+            "segments: ok",
+            "sdk retry after Retry-After: ok",
+            "bad policy: ok",
+        ],
+    );
     // alice twice, bob, the patient client's two admitted calls; no refused call got through
     assert_eq!(openai.hits(), 5);
 }
@@ -262,19 +274,20 @@ fn the_openai_sdk_uses_prompt_templates_by_environment_and_version_and_sees_them
             ("PROMPTS_DIR", dir.path().to_str().unwrap()),
         ],
     );
-    for line in [
-        "production: ok",
-        "environment: ok",
-        "versions: ok",
-        "messages and stream: ok",
-        "list: ok",
-        "reload: ok",
-        "broken file keeps the old version: ok",
-        "new prompt: ok",
-        "bad inputs: ok",
-    ] {
-        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
-    }
+    expect_lines(
+        &stdout,
+        &[
+            "production: ok",
+            "environment: ok",
+            "versions: ok",
+            "messages and stream: ok",
+            "list: ok",
+            "reload: ok",
+            "broken file keeps the old version: ok",
+            "new prompt: ok",
+            "bad inputs: ok",
+        ],
+    );
     // the provider saw rendered messages, never the prompt fields; refused requests never came
     let seen = openai.state.requests.lock().unwrap().clone();
     assert_eq!(seen.len(), 9, "every admitted call, no refused one");
@@ -345,9 +358,7 @@ fn the_openai_sdk_sends_helicone_metadata_in_extra_body_and_it_never_goes_upstre
     let openai = MockProvider::start();
     let gw = unified_gateway(&[("openai", &openai)], "", true);
     let stdout = run_python("sdk_metadata.py", &gw, &[("GATEWAY_KEY", UNIFIED_GW_KEY)]);
-    for line in ["metadata: ok", "bad metadata: ok"] {
-        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
-    }
+    expect_lines(&stdout, &["metadata: ok", "bad metadata: ok"]);
     // call, stream, bob's first: the bad one and bob's refused second never reached it
     let seen = openai.state.requests.lock().unwrap().clone();
     assert_eq!(seen.len(), 3);
@@ -393,14 +404,15 @@ fn litellm_s_helicone_provider_and_the_openai_sdk_reach_the_completions_endpoint
         &gw,
         &[("GATEWAY_KEY", UNIFIED_GW_KEY)],
     );
-    for line in [
-        "litellm text completion: ok",
-        "litellm helicone text completion: ok",
-        "openai completions: ok",
-        "no completions endpoint: ok",
-    ] {
-        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
-    }
+    expect_lines(
+        &stdout,
+        &[
+            "litellm text completion: ok",
+            "litellm helicone text completion: ok",
+            "openai completions: ok",
+            "no completions endpoint: ok",
+        ],
+    );
     let seen = openai.state.requests.lock().unwrap().clone();
     let paths: Vec<&str> = seen.iter().map(|r| r.path_and_query.as_str()).collect();
     assert_eq!(
