@@ -413,3 +413,27 @@ async fn two_gateways_share_answers_through_redis_and_survive_it_being_down() {
     assert!(errors >= 1, "{m}");
     assert!(gw3.log().contains("Redis"), "logged");
 }
+
+#[tokio::test]
+async fn a_stream_that_fails_after_its_200_is_not_cached() {
+    let mock = MockProvider::start();
+    let gw = gateway(&mock, "{}");
+    for _ in 0..2 {
+        let a = send(&gw, &mock, "/sse-error", CHAT, &[]).await;
+        assert_eq!((a.status, a.h("helicone-cache")), (200, "MISS"));
+        assert!(
+            a.text().contains("overloaded_error"),
+            "the client sees the error event"
+        );
+    }
+    assert_eq!(
+        mock.hits(),
+        2,
+        "the failed stream was not replayed from cache"
+    );
+    assert!(
+        gw.log().contains("the stream carried an error event"),
+        "{}",
+        gw.log()
+    );
+}

@@ -310,6 +310,31 @@ struct Miss {
     body: Arc<RwLock<Vec<u8>>>,
     written: Arc<watch::Sender<Written>>,
     ttl: Duration,
+    /// An event stream: watched for an in-band error event.
+    sse: bool,
+    /// The stream carried an error event (a 200 that failed midway): never stored.
+    failed: bool,
+}
+
+/// How an event stream says it failed after its 200: Anthropic's `event: error` (with its
+/// `{"type":"error"` data), an OpenAI-style `data: {"error"`.
+/// Field names count at the start of a line only (a model may write "event: error" in its text,
+/// which arrives inside a JSON string); quotes inside a JSON string are escaped, so the JSON
+/// markers cannot come from generated text.
+const SSE_ERRORS: [&[u8]; 5] = [
+    b"\nevent: error",
+    b"\nevent:error",
+    b"\ndata: {\"error\"",
+    b"\ndata:{\"error\"",
+    b"{\"type\":\"error\"",
+];
+
+/// Whether `window` holds an error event (`at_start`: the window begins the stream).
+fn has_sse_error(window: &[u8], at_start: bool) -> bool {
+    SSE_ERRORS.iter().any(|m| {
+        memchr::memmem::find(window, m).is_some()
+            || (at_start && m.first() == Some(&b'\n') && window.starts_with(&m[1..]))
+    })
 }
 
 #[async_trait]
@@ -317,7 +342,12 @@ impl HandleMiss for Miss {
     async fn write_body(&mut self, data: Bytes, eof: bool) -> Result<()> {
         let len = {
             let mut body = self.body.write().map_err(lock_err)?;
+            // the bytes before this chunk too: a marker may straddle two chunks
+            let from = body.len().saturating_sub(32);
             body.extend_from_slice(&data);
+            if self.sse && !self.failed && has_sse_error(&body[from..], from == 0) {
+                self.failed = true;
+            }
             body.len()
         };
         self.written.send_replace(if eof {
@@ -332,6 +362,14 @@ impl HandleMiss for Miss {
         // pingora may finish without a last `eof` write: readers learn the end here
         let len = self.body.read().map_err(lock_err)?.len();
         self.written.send_replace(Written::Complete(len));
+        if self.failed {
+            // an error here would cut the client's own response short: finish, store nothing
+            log::info!(
+                "cache: answer {} not stored: the stream carried an error event",
+                self.key
+            );
+            return Ok(MissFinishType::Created(0));
+        }
         let entry = {
             let temp = self.store.temp.read().map_err(lock_err)?;
             let Some(t) = temp.get(&self.key).and_then(|m| m.get(&u64::from(self.id))) else {
@@ -459,6 +497,11 @@ impl Storage for Store {
             body: temp.body.clone(),
             written: temp.written.clone(),
             ttl,
+            sse: meta
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream")),
+            failed: false,
         };
         self.temp
             .write()
@@ -581,6 +624,55 @@ mod tests {
             out.extend_from_slice(&b);
         }
         Some(out)
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_fails_after_its_200_is_not_stored() {
+        let s = store(1 << 20);
+        let span = Span::inactive().handle();
+        let mut h = ResponseHeader::build(200, None).unwrap();
+        h.insert_header("content-type", "text/event-stream")
+            .unwrap();
+        let now = SystemTime::now();
+        let sse = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, h);
+        for (name, chunks) in [
+            (
+                "anthropic",
+                vec![
+                    &b"event: message_start\ndata: {}\n\nevent: err"[..],
+                    b"or\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n",
+                ],
+            ),
+            (
+                "openai",
+                vec![
+                    b"data: {\"choices\":[]}\n\n",
+                    b"data: {\"error\":{\"message\":\"x\"}}\n\n",
+                ],
+            ),
+            ("first event", vec![b"event: error\ndata: {}\n\n"]),
+        ] {
+            let k = CacheKey::new(name, "");
+            let mut miss = s.get_miss_handler(&k, &sse, &span).await.unwrap();
+            for c in &chunks {
+                miss.write_body(Bytes::copy_from_slice(c), false)
+                    .await
+                    .unwrap();
+            }
+            miss.finish().await.unwrap();
+            assert!(read(s, &k).await.is_none(), "{name} was stored");
+        }
+        // a model writing "event: error" in its text is not an error event
+        let k = CacheKey::new("text", "");
+        let mut miss = s.get_miss_handler(&k, &sse, &span).await.unwrap();
+        miss.write_body(
+            Bytes::from_static(b"data: {\"delta\":{\"text\":\"event: error\"}}\n\n"),
+            true,
+        )
+        .await
+        .unwrap();
+        miss.finish().await.unwrap();
+        assert!(read(s, &k).await.is_some());
     }
 
     #[tokio::test]

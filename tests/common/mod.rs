@@ -416,6 +416,14 @@ async fn handle(req: Request<Incoming>, st: Arc<MockState>) -> Result<Response<B
             let events = (0..n).map(|i| format!(r#"{{"i":{i}}}"#)).collect();
             sse(st, events, Duration::from_millis(ms))
         }
+        "/sse-error" => {
+            // a 200 stream that fails midway, as Anthropic reports an overload
+            let chunks = vec![
+                Bytes::from_static(b"event: message_start\ndata: {\"type\":\"message_start\"}\n\n"),
+                Bytes::from_static(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n"),
+            ];
+            raw_stream(st, chunks, Duration::from_millis(10))
+        }
         "/big" => {
             // `kb` KiB of JSON whose content depends on `seed`: distinct large answers
             let kb: usize = q.get("kb").and_then(|v| v.parse().ok()).unwrap_or(64);
