@@ -24,6 +24,29 @@ pub struct RequestBody {
     pub replayable: bool,
 }
 
+impl RequestBody {
+    /// Edits the body as a JSON object: `edit` says whether it changed anything, and a changed
+    /// object replaces the bytes. A body that is not a JSON object is left alone (`Ok(false)`,
+    /// `edit` not called): whoever parses it next explains.
+    pub fn edit_json(
+        &mut self,
+        edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>) -> Result<bool, GatewayError>,
+    ) -> Result<bool, GatewayError> {
+        let Ok(serde_json::Value::Object(mut obj)) =
+            serde_json::from_slice::<serde_json::Value>(&self.bytes)
+        else {
+            return Ok(false);
+        };
+        if !edit(&mut obj)? {
+            return Ok(false);
+        }
+        let bytes = serde_json::to_vec(&obj)
+            .map_err(|e| GatewayError::Internal(format!("rewriting the request body: {e}")))?;
+        self.bytes = Bytes::from(bytes);
+        Ok(true)
+    }
+}
+
 fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
     session
         .req_header()

@@ -22,7 +22,7 @@ use crate::failover::{self, health::Health, CodeSet, FallbackEntry, Next};
 use crate::forward::Forwarder;
 use crate::headers;
 use crate::limits::policy as rate_policy;
-use crate::limits::rules::{Ask, Plan, RateLimits};
+use crate::limits::rules::{Ask, BodyHead, Plan, RateLimits};
 use crate::limits::OriginLimits;
 use crate::metrics::{Metrics, Observation, Rejection};
 use crate::pricing::Pricing;
@@ -490,42 +490,25 @@ impl Gateway {
         ctx: &mut RequestCtx,
         op: Op,
     ) -> std::result::Result<(), GatewayError> {
-        let bytes = &ctx.body.bytes;
-        let has = |needle: &[u8]| memchr::memmem::find(bytes, needle).is_some();
-        let (meta, prompt) = (
-            has(b"\"helicone\""),
-            op == Op::Chat && has(b"\"prompt_id\""),
-        );
-        if !meta && !prompt {
+        let has = |needle: &[u8]| memchr::memmem::find(&ctx.body.bytes, needle).is_some();
+        if !(has(b"\"helicone\"") || op == Op::Chat && has(b"\"prompt_id\"")) {
             return Ok(());
         }
-        let Ok(serde_json::Value::Object(mut body)) =
-            serde_json::from_slice::<serde_json::Value>(bytes)
-        else {
-            // not a JSON object: the unified parser explains
-            return Ok(());
-        };
-        let mut changed = false;
-        if let Some(m) = crate::metadata::take(&mut body)? {
-            ctx.body_meta = Some(m);
-            changed = true;
-        }
-        if body.contains_key("prompt_id") && op == Op::Chat {
-            let Some(store) = &self.prompts else {
-                return Err(GatewayError::BadRequest(
-                    "this gateway serves no prompts, so `prompt_id` cannot be used: set `prompts: {dir: ...}` in its config, or send `messages`".into(),
-                ));
-            };
-            if let Some(used) = store.apply(&mut body)? {
-                ctx.prompt = Some(used);
-                changed = true;
+        let (mut meta, mut prompt) = (None, None);
+        ctx.body.edit_json(|body| {
+            meta = crate::metadata::take(body)?;
+            if op == Op::Chat && body.contains_key("prompt_id") {
+                let Some(store) = &self.prompts else {
+                    return Err(GatewayError::BadRequest(
+                        "this gateway serves no prompts, so `prompt_id` cannot be used: set `prompts: {dir: ...}` in its config, or send `messages`".into(),
+                    ));
+                };
+                prompt = store.apply(body)?;
             }
-        }
-        if changed {
-            let rendered = serde_json::to_vec(&body)
-                .map_err(|e| GatewayError::Internal(format!("rewriting the request body: {e}")))?;
-            ctx.body.bytes = Bytes::from(rendered);
-        }
+            Ok(meta.is_some() || prompt.is_some())
+        })?;
+        ctx.body_meta = meta;
+        ctx.prompt = prompt;
         Ok(())
     }
 
@@ -548,29 +531,13 @@ impl Gateway {
                 ))
             }
         }
-        let Ok(serde_json::Value::Object(mut body)) =
-            serde_json::from_slice::<serde_json::Value>(&ctx.body.bytes)
-        else {
-            return Ok(());
-        };
-        if body.get("stream") != Some(&serde_json::Value::Bool(true)) {
-            return Ok(());
-        }
-        let opts = body
-            .entry("stream_options")
-            .or_insert_with(|| serde_json::json!({}));
-        let Some(opts) = opts.as_object_mut() else {
-            return Err(GatewayError::BadRequest(
-                "stream_options must be an object".into(),
-            ));
-        };
-        if opts.get("include_usage") == Some(&serde_json::Value::Bool(true)) {
-            return Ok(());
-        }
-        opts.insert("include_usage".into(), serde_json::Value::Bool(true));
-        let rewritten = serde_json::to_vec(&body)
-            .map_err(|e| GatewayError::Internal(format!("rewriting the request body: {e}")))?;
-        ctx.body.bytes = Bytes::from(rewritten);
+        ctx.body.edit_json(|body| {
+            if body.get("stream") != Some(&serde_json::Value::Bool(true)) {
+                return Ok(false);
+            }
+            unified_request::ask_for_stream_usage(body)
+                .ok_or_else(|| GatewayError::BadRequest("stream_options must be an object".into()))
+        })?;
         Ok(())
     }
 
@@ -588,10 +555,10 @@ impl Gateway {
         else {
             return Ok(());
         };
-        let mut counted = Default::default();
-        let result = self.rate_limits.admit(plan, &mut counted).await;
-        ctx.limits = counted;
-        result.map_err(|(reason, e)| (Some(reason), e))
+        self.rate_limits
+            .admit(plan, &mut ctx.limits)
+            .await
+            .map_err(|(reason, e)| (Some(reason), e))
     }
 
     /// The limits that apply to this request (`None`: none does, nothing is read).
@@ -606,7 +573,7 @@ impl Gateway {
         }
         let req = session.req_header();
         let parsed = std::cell::OnceCell::new();
-        let head = || parsed.get_or_init(|| rate_limit_head(&ctx.body.bytes));
+        let head = || parsed.get_or_init(|| BodyHead::parse(&ctx.body.bytes));
         let header_user = header(req, headers::USER_ID)
             .and_then(|v| std::str::from_utf8(v).ok())
             .or_else(|| ctx.body_meta.as_ref().and_then(|m| m.user_id.as_deref()));
@@ -1064,32 +1031,6 @@ impl Gateway {
             Next::Fallback => true,
         }
     }
-}
-
-/// What rate limits read of a JSON request body.
-#[derive(Default, serde::Deserialize)]
-struct LimitHead {
-    model: Option<String>,
-    user: Option<String>,
-    max_tokens: Option<u64>,
-    max_completion_tokens: Option<u64>,
-    max_output_tokens: Option<u64>,
-}
-
-impl LimitHead {
-    /// The completion cap the request sets, whichever name it uses.
-    fn completion_cap(&self) -> Option<u64> {
-        self.max_completion_tokens
-            .or(self.max_tokens)
-            .or(self.max_output_tokens)
-    }
-}
-
-fn rate_limit_head(body: &[u8]) -> LimitHead {
-    if body.first() != Some(&b'{') {
-        return LimitHead::default();
-    }
-    serde_json::from_slice(body).unwrap_or_default()
 }
 
 /// Uniform in [1, 2): the backoff jitter.

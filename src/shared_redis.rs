@@ -66,10 +66,6 @@ impl Link {
         })
     }
 
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// The connection, or why there is none (`connect: ...`).
     pub async fn conn(&self) -> Result<ConnectionManager, String> {
         if let Some(c) = self.conn.get() {

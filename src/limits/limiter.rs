@@ -30,16 +30,6 @@ pub enum Held {
     Uncounted,
 }
 
-/// The outcome of an admission.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Admission {
-    pub decision: Decision,
-    /// `Some` when admitted.
-    pub held: Option<Held>,
-    /// The shared store failed and the request was admitted anyway.
-    pub failed_open: bool,
-}
-
 /// The outcome of admitting several checks at once.
 #[derive(Debug)]
 pub struct AllAdmission {
@@ -89,32 +79,6 @@ impl Limiter {
             *last = Some(std::time::Instant::now());
             log::warn!("rate limits: Redis {what}");
         }
-    }
-
-    /// Admits `units` in `scope` under `quota` per `span`.
-    pub async fn admit(
-        &self,
-        scope: &str,
-        span: Span,
-        quota: u64,
-        units: u64,
-    ) -> Result<Admission, GatewayError> {
-        let mut all = self
-            .admit_all(&[Ask {
-                scope,
-                span,
-                quota,
-                units,
-            }])
-            .await?;
-        let decision = all.decisions.pop().ok_or_else(|| {
-            GatewayError::Internal("rate limits: an admission decided nothing".into())
-        })?;
-        Ok(Admission {
-            decision,
-            held: all.held.and_then(|mut h| h.pop()),
-            failed_open: all.failed_open,
-        })
     }
 
     /// Admits every check, or none: a refusal gives back what the checks before it took.
@@ -188,11 +152,6 @@ impl Limiter {
         }
     }
 
-    /// Settles what an admitted request holds to its real amount.
-    pub async fn settle(&self, held: &Held, units: u64) {
-        self.settle_all(&[(held, units)]).await
-    }
-
     /// Settles several holdings at once (one round trip to Redis).
     pub async fn settle_all(&self, items: &[(&Held, u64)]) {
         match &self.store {
@@ -222,6 +181,46 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One check's outcome (the limiter itself admits a request's checks together).
+    #[derive(Debug)]
+    struct Admission {
+        decision: Decision,
+        held: Option<Held>,
+        failed_open: bool,
+    }
+
+    impl Limiter {
+        /// Admits `units` in `scope` under `quota` per `span`.
+        async fn admit(
+            &self,
+            scope: &str,
+            span: Span,
+            quota: u64,
+            units: u64,
+        ) -> Result<Admission, GatewayError> {
+            let mut all = self
+                .admit_all(&[Ask {
+                    scope,
+                    span,
+                    quota,
+                    units,
+                }])
+                .await?;
+            let decision = all.decisions.pop().ok_or_else(|| {
+                GatewayError::Internal("rate limits: an admission decided nothing".into())
+            })?;
+            Ok(Admission {
+                decision,
+                held: all.held.and_then(|mut h| h.pop()),
+                failed_open: all.failed_open,
+            })
+        }
+
+        async fn settle(&self, held: &Held, units: u64) {
+            self.settle_all(&[(held, units)]).await
+        }
+    }
 
     pub(crate) fn counter() -> prometheus::IntCounter {
         prometheus::IntCounter::new("t", "t").unwrap()

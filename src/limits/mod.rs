@@ -38,35 +38,33 @@ impl OriginLimits {
         let result = match self {
             OriginLimits::Local(q) => q.admit(origin),
             OriginLimits::Shared { limiter, conf } => {
-                let second = limiter
-                    .admit(
-                        &format!("o|{origin}|s"),
-                        Span::Sliding(Duration::from_secs(1)),
-                        u64::from(conf.per_second),
-                        1,
-                    )
+                // both counters in one round trip: admitted by both, or by neither
+                let (day, secs_left) = origin_quota::utc_day_and_secs_left();
+                let (second, daily) = (format!("o|{origin}|s"), format!("o|{origin}|d{day}"));
+                let all = limiter
+                    .admit_all(&[
+                        limiter::Ask {
+                            scope: &second,
+                            span: Span::Sliding(Duration::from_secs(1)),
+                            quota: u64::from(conf.per_second),
+                            units: 1,
+                        },
+                        limiter::Ask {
+                            scope: &daily,
+                            span: Span::Period(Duration::from_secs(secs_left.max(1))),
+                            quota: conf.per_day,
+                            units: 1,
+                        },
+                    ])
                     .await?;
-                if second.held.is_none() {
-                    Err(origin_quota::per_second_refusal(origin, conf.per_second))
-                } else {
-                    let (day, secs_left) = origin_quota::utc_day_and_secs_left();
-                    let d = limiter
-                        .admit(
-                            &format!("o|{origin}|d{day}"),
-                            Span::Period(Duration::from_secs(secs_left.max(1))),
-                            conf.per_day,
-                            1,
-                        )
-                        .await?;
-                    if d.held.is_none() {
-                        Err(origin_quota::per_day_refusal(
-                            origin,
-                            conf.per_day,
-                            secs_left,
-                        ))
-                    } else {
-                        Ok(())
-                    }
+                match (all.held, all.decisions.len()) {
+                    (Some(_), _) => Ok(()),
+                    (None, 1) => Err(origin_quota::per_second_refusal(origin, conf.per_second)),
+                    (None, _) => Err(origin_quota::per_day_refusal(
+                        origin,
+                        conf.per_day,
+                        secs_left,
+                    )),
                 }
             }
         };

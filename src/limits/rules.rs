@@ -177,18 +177,40 @@ pub struct Counted {
     settled: bool,
 }
 
+/// What limits read of a JSON request body: the `user` segment, and the model and completion
+/// cap a money limit's estimate needs.
+#[derive(Debug, Default, Deserialize)]
+pub struct BodyHead {
+    pub model: Option<String>,
+    pub user: Option<String>,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    max_output_tokens: Option<u64>,
+}
+
+impl BodyHead {
+    /// The head of `body` (empty when it is not a JSON object of the expected field types).
+    pub fn parse(body: &[u8]) -> BodyHead {
+        if body.first() != Some(&b'{') {
+            return BodyHead::default();
+        }
+        serde_json::from_slice(body).unwrap_or_default()
+    }
+
+    /// The completion cap the request sets, whichever name it uses.
+    pub fn completion_cap(&self) -> Option<u64> {
+        self.max_completion_tokens
+            .or(self.max_tokens)
+            .or(self.max_output_tokens)
+    }
+}
+
 /// The checks one request is counted against.
 pub struct Plan {
     checks: Vec<Check>,
     key: String,
     /// Micro-dollars each money check reserves.
     money: u64,
-}
-
-impl Plan {
-    pub fn is_empty(&self) -> bool {
-        self.checks.is_empty()
-    }
 }
 
 /// What a request brings to the checks.

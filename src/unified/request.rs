@@ -110,6 +110,18 @@ pub fn parse(op: Op, bytes: &[u8]) -> Result<UnifiedRequest, GatewayError> {
     })
 }
 
+/// Sets `stream_options.include_usage: true` (a streamed answer then ends with a usage chunk).
+/// `Some(changed)`, or `None` when `stream_options` is there but not an object.
+pub fn ask_for_stream_usage(body: &mut Map<String, Value>) -> Option<bool> {
+    let Value::Object(opts) = body
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Map::new()))
+    else {
+        return None;
+    };
+    Some(opts.insert("include_usage".into(), Value::Bool(true)) != Some(Value::Bool(true)))
+}
+
 /// One attempt's request.
 #[derive(Debug)]
 pub struct Prepared {
@@ -134,12 +146,7 @@ pub fn prepare(
             b.insert("model".into(), Value::String(c.model_id.clone()));
             if req.stream {
                 // the usage chunk is how a stream's tokens and cost get logged
-                let opts = b
-                    .entry("stream_options")
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if let Value::Object(o) = opts {
-                    o.insert("include_usage".into(), Value::Bool(true));
-                }
+                ask_for_stream_usage(&mut b);
             }
             serde_json::to_vec(&b)
         }
