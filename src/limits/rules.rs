@@ -241,11 +241,8 @@ fn secs_ceil(d: Duration) -> u64 {
 fn periods() -> ((i64, Duration), (String, Duration, Duration)) {
     let now = Utc::now();
     let ts = now.timestamp_millis();
-    let day_ms = 86_400_000;
-    let day = (
-        ts.div_euclid(day_ms),
-        Duration::from_millis((day_ms - ts.rem_euclid(day_ms)) as u64),
-    );
+    let (day, secs_left) = super::origin_quota::utc_day_and_secs_left();
+    let day = (day, Duration::from_secs(secs_left));
     let (y, m) = (now.year(), now.month());
     let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
     let start = Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).single();
