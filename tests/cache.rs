@@ -395,9 +395,10 @@ async fn two_gateways_share_answers_through_redis_and_survive_it_being_down() {
     metrics_with(&gw2, &["switchyard_cache_redis_hits_total 1"]).await;
 
     // Redis unreachable: requests are served, the errors are counted
+    let down_port = ClosedPort::new();
     let down = format!(
         "{{redis: {{url: 'redis://127.0.0.1:{}/0', timeout_ms: 100}}}}",
-        free_port()
+        down_port.port
     );
     let gw3 = gateway(&mock, &down);
     for _ in 0..2 {

@@ -318,7 +318,8 @@ async fn all_sinks_at_once_and_no_credential_in_any_of_them() {
     let mock = MockProvider::start();
     let hook = MockProvider::start();
     let db = db_name();
-    let closed = format!("http://127.0.0.1:{}", free_port());
+    let closed_port = ClosedPort::new();
+    let closed = closed_port.origin();
     let mut conf = GatewayConf::default().allow(&mock.origin()).allow(&closed);
     conf.keys = vec!["{id: team-a, env: SWITCHYARD_TEST_GW_KEY}".into()];
     conf.extra = format!(
@@ -547,10 +548,11 @@ async fn a_hung_sink_holds_up_no_other_and_its_spool_survives_a_restart() {
 #[tokio::test]
 async fn a_full_spool_drops_counts_and_logs() {
     let mock = MockProvider::start();
+    let down = ClosedPort::new();
     let mut conf = GatewayConf::default().allow(&mock.origin());
     conf.extra = format!(
-        "export: {{batch_max_delay_ms: 50, spool_max_bytes: 10, clickhouse: {{url: 'http://127.0.0.1:{}', timeout_secs: 1}}}}\n",
-        free_port()
+        "export: {{batch_max_delay_ms: 50, spool_max_bytes: 10, clickhouse: {{url: '{}', timeout_secs: 1}}}}\n",
+        down.origin()
     );
     let mut gw = Gateway::start(conf);
     send_chats(&gw, &mock.origin(), 10).await;

@@ -24,7 +24,8 @@ async fn every_kind_of_request_gets_exactly_one_record() {
     let mut conf = GatewayConf::default().allow(&mock.origin());
     conf.catalogue = Some(mock_catalogue(dir.path(), &mock.origin()));
     conf.keys = vec!["{id: team-a, env: SWITCHYARD_TEST_EXPORT_KEY}".into()];
-    let closed = format!("http://127.0.0.1:{}", free_port());
+    let closed_port = ClosedPort::new();
+    let closed = closed_port.origin();
     conf = conf.allow(&closed);
     let unapproved = MockProvider::start();
     conf = conf.allow_unapproved(&unapproved.origin());

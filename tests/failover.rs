@@ -117,7 +117,8 @@ async fn connection_refused_and_timeouts_count_as_502_and_504() {
         hang: true,
         ..Script::default()
     });
-    let closed = format!("http://127.0.0.1:{}", free_port());
+    let closed_port = ClosedPort::new();
+    let closed = closed_port.origin();
     let gw = gateway(&[&good, &hang], std::slice::from_ref(&closed));
     // refused -> 502 matches
     let fb = fallbacks(&[(&closed, "{}", "[502]"), (&good.origin(), "{}", "[]")]);

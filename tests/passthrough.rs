@@ -367,7 +367,8 @@ async fn client_hang_up_stops_the_upstream_stream() {
 #[tokio::test]
 async fn upstream_refused_is_502_and_silent_is_504() {
     let mock = MockProvider::start();
-    let closed = format!("http://127.0.0.1:{}", free_port());
+    let closed_port = ClosedPort::new();
+    let closed = closed_port.origin();
     let conf = GatewayConf {
         upstream: "{connect_timeout_ms: 1000, read_timeout_secs: 1}".into(),
         ..GatewayConf::default()

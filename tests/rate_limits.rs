@@ -502,7 +502,8 @@ async fn two_gateways_on_one_redis_share_an_unapproved_origin_s_daily_quota() {
 #[tokio::test]
 async fn redis_down_fails_open_by_default_and_closed_when_configured() {
     let mock = MockProvider::start();
-    let dead = free_port();
+    let dead_port = ClosedPort::new();
+    let dead = dead_port.port;
     let open = gateway_with(
         &mock,
         "",

@@ -479,6 +479,32 @@ impl Canary {
     }
 }
 
+/// A loopback port that refuses connections for as long as this value lives: the socket is bound,
+/// so no other listener (another test's gateway or mock) can take the port, but never listens, so
+/// a connection attempt is reset at once. A port merely found free and released can be reused by
+/// the next listener of a parallel test, which then answers where a refusal was expected.
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    pub port: u16,
+}
+
+impl ClosedPort {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> ClosedPort {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        ClosedPort {
+            _socket: socket,
+            port,
+        }
+    }
+    /// `http://127.0.0.1:<port>`
+    pub fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
 // ------------------------------------------------------------------ gateway process
 
 pub fn free_port() -> u16 {
