@@ -9,11 +9,13 @@ use async_trait::async_trait;
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::{RunArgs, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::services::listening::Service;
 
 use crate::config::Config;
 use crate::export;
 use crate::failover::health::Health;
 use crate::forward::Forwarder;
+use crate::lifecycle::Lingering;
 use crate::limits::limiter::{Limiter, Store};
 use crate::limits::origin_quota::{OriginQuota, QuotaPersister};
 use crate::limits::redis_window::RedisWindows;
@@ -196,8 +198,14 @@ pub fn build(mut cfg: Config, opt: Opt) -> Result<App, AppError> {
         cache,
         ready: ready.clone(),
     };
-    let mut proxy =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "switchyard");
+    let grace = Duration::from_secs(cfg.server.grace_period_seconds);
+    let mut proxy = Service::new(
+        "switchyard".to_string(),
+        Lingering::new(
+            pingora_proxy::http_proxy(&server.configuration, gateway),
+            grace,
+        ),
+    );
     for l in &cfg.listeners {
         match &l.tls {
             None => proxy.add_tcp(&l.address),

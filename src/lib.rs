@@ -11,6 +11,7 @@ pub mod export;
 pub mod failover;
 pub mod forward;
 pub mod headers;
+pub mod lifecycle;
 pub mod limits;
 pub mod metadata;
 pub mod metrics;

@@ -57,6 +57,57 @@ async fn sigterm_lets_in_flight_streams_finish_and_stops_accepting() {
     );
 }
 
+/// A client that connected just before shutdown, whose request arrives only after the accept loop
+/// has stopped, is still answered. Pingora on its own drops such a connection unanswered at that
+/// instant (it cannot tell it from an idle keep-alive one), which during a graceful upgrade is a
+/// failed request on a fresh connection that no client retries.
+#[tokio::test]
+async fn a_connection_accepted_just_before_shutdown_is_still_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = MockProvider::start();
+    let conf = GatewayConf::default().allow(&mock.origin());
+    let mut gw = Gateway::start(conf);
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await; // accepted, waiting for its request
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(gw.pid().to_string())
+        .status()
+        .unwrap();
+    let stopped = format!("Shutting down 127.0.0.1:{}", gw.port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.log().contains(&stopped) {
+        assert!(Instant::now() < deadline, "no shutdown:\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let req = format!(
+        "POST /echo HTTP/1.1\r\nHost: gw\r\nHelicone-Target-Url: {}\r\nContent-Length: 2\r\n\r\n{{}}",
+        mock.origin()
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut answer))
+        .await
+        .expect("the answer did not end")
+        .expect("the connection was reset");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the request sent after the accept loop stopped was not answered: {answer:?}\n{}",
+        gw.log()
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "a shutting-down gateway closes the connection after the answer: {answer:?}"
+    );
+    assert!(
+        gw.wait_exit(Duration::from_secs(10)),
+        "gateway did not exit"
+    );
+}
+
 #[tokio::test]
 async fn graceful_upgrade_hands_over_without_refusing_requests() {
     let mock = MockProvider::start();
