@@ -125,6 +125,9 @@ pub struct RequestCtx {
     pub rate_policy: Option<crate::limits::policy::Policy>,
     /// What the request holds in the rate-limit counters, and the headers it gets.
     pub limits: crate::limits::rules::Counted,
+    /// The limits of a request that looks up the cache: counted on a miss, only shown on a hit
+    /// (a cache hit does not count against rate limits).
+    pub limits_deferred: Option<crate::limits::rules::Plan>,
     /// The prompt template the request was rendered from.
     pub prompt: Option<crate::prompts::Used>,
     /// Helicone metadata from a unified body's `helicone` object.
@@ -164,9 +167,15 @@ impl RequestCtx {
             quota_deferred: false,
             rate_policy: None,
             limits: Default::default(),
+            limits_deferred: None,
             prompt: None,
             body_meta: None,
         }
+    }
+
+    /// Whether the request looks up the response cache (it asked, and its key was made).
+    pub fn looks_up_cache(&self) -> bool {
+        self.cache.as_ref().is_some_and(|c| !c.key.is_empty())
     }
 
     pub fn target(&self) -> Option<&Target> {

@@ -422,7 +422,6 @@ impl Gateway {
 
         self.read_body(session, ctx).await?;
         self.inject_stream_usage(session, ctx).map_err(bad)?;
-        self.count(session, ctx).await?;
         for (i, over) in overrides.iter().enumerate() {
             if let Some(v) = over {
                 ctx.targets[i].body =
@@ -430,6 +429,7 @@ impl Gateway {
             }
         }
         self.cache_key(session, ctx).await;
+        self.count(session, ctx).await?;
         if ctx.body.present && !ctx.body.replayable {
             return self.forward_manually(session, ctx).await;
         }
@@ -543,7 +543,9 @@ impl Gateway {
 
     /// Counts the request against its rate-limit policy and its key's limits (after the body is
     /// read: a per-user policy may need the body's `user`, a money limit its model and
-    /// `max_tokens`).
+    /// `max_tokens`; and after the cache key is made). A request that looks up the cache is
+    /// checked now (a bad segment is a 400 either way) but counted only on a miss, in
+    /// `proxy_upstream_filter`.
     async fn count(
         &self,
         session: &Session,
@@ -555,6 +557,10 @@ impl Gateway {
         else {
             return Ok(());
         };
+        if ctx.looks_up_cache() {
+            ctx.limits_deferred = Some(plan);
+            return Ok(());
+        }
         self.rate_limits
             .admit(plan, &mut ctx.limits)
             .await
@@ -746,8 +752,8 @@ impl Gateway {
             include_usage: req.include_usage,
             mapper: None,
         });
-        self.count(session, ctx).await?;
         self.cache_key(session, ctx).await;
+        self.count(session, ctx).await?;
         if ctx.body.present && !ctx.body.replayable {
             return self.forward_manually(session, ctx).await;
         }
@@ -1159,7 +1165,28 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         self.cache_outcome(session, upstream_response, ctx)?;
+        if let Some(plan) = ctx.limits_deferred.take() {
+            // a cache hit: not counted, shown the limits' room as it is
+            self.rate_limits.peek(plan, &mut ctx.limits).await;
+        }
         self.shape_response(upstream_response, ctx)
+    }
+
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        // a cache miss: the limits count it now, before anything goes upstream
+        let Some(plan) = ctx.limits_deferred.take() else {
+            return Ok(true);
+        };
+        if let Err((reason, e)) = self.rate_limits.admit(plan, &mut ctx.limits).await {
+            ctx.rejection = Some(reason);
+            respond_error(session, ctx, &e).await;
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {

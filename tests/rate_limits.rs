@@ -541,47 +541,98 @@ async fn redis_down_fails_open_by_default_and_closed_when_configured() {
     assert_eq!(mock.hits(), 3);
 }
 
+/// Cache hits do not count against rate limits (gateway-semantics section 7): a hit takes
+/// nothing, is served even once the limit is reached, and shows the limit's room as it is. In
+/// memory and in Redis.
 #[tokio::test]
-async fn a_cache_hit_counts_as_a_request_carries_the_headers_and_costs_nothing() {
+async fn a_cache_hit_is_not_counted_is_served_past_the_limit_and_shows_the_room() {
     let mock = MockProvider::start();
-    let gw = gateway(&mock, "");
+    let local = gateway(&mock, "");
+    let shared = gateway_with(&mock, "", &redis_limits());
+    for (gw, store) in [(&local, "memory"), (&shared, "redis")] {
+        let before = mock.hits();
+        let cached = |policy: &'static str| {
+            [
+                ("helicone-cache-enabled", "true"),
+                ("helicone-ratelimit-policy", policy),
+            ]
+        };
+        // a fresh cache key per store, so the two gateways' runs are independent
+        let body = |n: u32| {
+            format!(
+                r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{store} {n}"}}]}}"#
+            )
+        };
+        let miss = send(gw, &mock, PATH, &body(0), &cached("2;w=60")).await;
+        assert_eq!((miss.status, miss.h("helicone-cache")), (200, "MISS"));
+        assert_eq!(miss.h("helicone-ratelimit-remaining"), "1", "{store}");
+        for _ in 0..4 {
+            let hit = send(gw, &mock, PATH, &body(0), &cached("2;w=60")).await;
+            assert_eq!(
+                (hit.status, hit.h("helicone-cache")),
+                (200, "HIT"),
+                "{store}"
+            );
+            assert_eq!(
+                hit.h("helicone-ratelimit-remaining"),
+                "1",
+                "{store}: a hit takes nothing from the limit"
+            );
+            assert_eq!(hit.h("helicone-ratelimit-limit"), "2");
+            assert_eq!(hit.h("helicone-ratelimit-policy"), "2;w=60");
+            let reset: u64 = hit.h("helicone-ratelimit-reset").parse().unwrap();
+            assert!((1..=60).contains(&reset), "{reset}");
+            let r = logged_record(gw, &hit.id()).await;
+            assert_eq!(r["rate_limit"], "header 2;w=60 not counted (cache hit)");
+        }
+        // the second miss takes the last unit, the third is refused
+        let other = send(gw, &mock, PATH, &body(1), &cached("2;w=60")).await;
+        assert_eq!((other.status, other.h("helicone-cache")), (200, "MISS"));
+        assert_eq!(other.h("helicone-ratelimit-remaining"), "0");
+        let refused = send(gw, &mock, PATH, &body(2), &cached("2;w=60")).await;
+        assert_eq!(refused.status, 429, "{store}: {}", refused.text());
+        assert!(refused.h("retry-after").parse::<u64>().unwrap() >= 1);
+        // a cached answer is still served once the limit is reached
+        let hit = send(gw, &mock, PATH, &body(0), &cached("2;w=60")).await;
+        assert_eq!(
+            (hit.status, hit.h("helicone-cache")),
+            (200, "HIT"),
+            "{store}"
+        );
+        assert_eq!(hit.h("helicone-ratelimit-remaining"), "0");
+        assert_eq!(
+            mock.hits() - before,
+            2,
+            "{store}: only the misses went upstream"
+        );
+        // a bad segment is a 400 even when the answer is cached
+        let bad = send(gw, &mock, PATH, &body(0), &cached("2;w=60;s=user")).await;
+        assert_eq!(bad.status, 400, "{}", bad.text());
+    }
+    // money: the miss spends the budget (one cent holds one such request), the hits cost
+    // nothing and are served on; another miss no longer fits
     let (path, body, micros) = priced_request();
-    let cached = |policy: &'static str| {
-        [
-            ("helicone-cache-enabled", "true"),
-            ("helicone-ratelimit-policy", policy),
-        ]
-    };
-    let miss = send(&gw, &mock, &path, &body, &cached("3;w=60")).await;
+    assert_eq!(10_000 / micros, 1, "{micros}");
+    let cents = [
+        ("helicone-cache-enabled", "true"),
+        ("helicone-ratelimit-policy", "1;w=60;u=cents"),
+    ];
+    let miss = send(&local, &mock, &path, &body, &cents).await;
     assert_eq!((miss.status, miss.h("helicone-cache")), (200, "MISS"));
-    let hit = send(&gw, &mock, &path, &body, &cached("3;w=60")).await;
-    assert_eq!((hit.status, hit.h("helicone-cache")), (200, "HIT"));
-    assert_eq!(
-        hit.h("helicone-ratelimit-remaining"),
-        "1",
-        "a hit is a request"
-    );
-    assert_eq!(hit.h("helicone-ratelimit-policy"), "3;w=60");
-    assert_eq!(mock.hits(), 1);
-    // money: the miss cost its price, hits cost nothing (settled to 0)
-    let cents = "1;w=60;u=cents";
-    let fits = 10_000 / micros;
-    let miss = send(&gw, &mock, &path, &body, &cached(cents)).await;
-    assert_eq!(
-        miss.h("helicone-cache"),
-        "HIT",
-        "same key as before: the policy is not in it"
-    );
-    logged_record(&gw, &miss.id()).await;
-    for _ in 0..fits + 2 {
-        let a = send(&gw, &mock, &path, &body, &cached(cents)).await;
+    logged_record(&local, &miss.id()).await;
+    let hits = mock.hits();
+    for _ in 0..3 {
+        let a = send(&local, &mock, &path, &body, &cents).await;
         assert_eq!(
             (a.status, a.h("helicone-cache")),
             (200, "HIT"),
             "{}",
             a.text()
         );
-        logged_record(&gw, &a.id()).await;
+        assert_eq!(logged_record(&local, &a.id()).await["cost_usd"], 0.0);
     }
-    assert_eq!(mock.hits(), 1);
+    assert_eq!(mock.hits(), hits);
+    let other = body.replace("price me", "price me too");
+    let refused = send(&local, &mock, &path, &other, &cents).await;
+    assert_eq!(refused.status, 429, "{}", refused.text());
 }

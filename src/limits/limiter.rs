@@ -152,6 +152,29 @@ impl Limiter {
         }
     }
 
+    /// Every check's room now, taking none (`None`: the shared store did not answer; counted
+    /// and logged like any of its failures).
+    pub async fn peek_all(&self, checks: &[Ask<'_>]) -> Option<Vec<Decision>> {
+        match &self.store {
+            Store::Local(w) => {
+                let now = now_ms();
+                Some(
+                    checks
+                        .iter()
+                        .map(|c| w.peek(c.scope, c.span, c.quota, now))
+                        .collect(),
+                )
+            }
+            Store::Redis(r) => match r.peek_all(checks).await {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.failed(&format!("{e} (reading limits for a request not counted)"));
+                    None
+                }
+            },
+        }
+    }
+
     /// Settles several holdings at once (one round trip to Redis).
     pub async fn settle_all(&self, items: &[(&Held, u64)]) {
         match &self.store {

@@ -86,6 +86,38 @@ end
 return out
 "#;
 
+/// Reads each check's room without taking any. KEYS as for ADMIT; ARGV per check: kind, window
+/// or time left in ms, quota. Returns {remaining1, reset1, ...}.
+const PEEK: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function units_of(member) return tonumber(string.match(member, ':(%d+)$')) end
+local n = #ARGV / 3
+local out = {}
+for c = 1, n do
+  local kind, span, quota = ARGV[3 * c - 2], tonumber(ARGV[3 * c - 1]), tonumber(ARGV[3 * c])
+  local key, sumk = KEYS[2 * c - 1], KEYS[2 * c]
+  local u, reset = 0, 0
+  if kind == 'p' then
+    u = tonumber(redis.call('GET', key) or '0')
+    local ttl = redis.call('PTTL', key)
+    if ttl > 0 then reset = ttl else reset = span end
+  else
+    u = tonumber(redis.call('GET', sumk) or '0')
+    local gone = redis.call('ZRANGEBYSCORE', key, '-inf', now - span)
+    for i = 1, #gone do u = u - units_of(gone[i]) end
+    if u < 0 then u = 0 end
+    local first = redis.call('ZRANGEBYSCORE', key, '(' .. (now - span), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    if #first > 0 then reset = tonumber(first[2]) + span - now end
+  end
+  local remaining = quota - u
+  if remaining < 0 then remaining = 0 end
+  out[#out + 1] = remaining
+  out[#out + 1] = reset
+end
+return out
+"#;
+
 /// Per reservation, KEYS: its counter and sum; ARGV: kind, id, units held, real units. A
 /// sliding entry gets its real units (0 removes it); a period counter that ended stays ended.
 const SETTLE: &str = r#"
@@ -142,6 +174,7 @@ pub struct RedisWindows {
     link: Link,
     prefix: String,
     admit: redis::Script,
+    peek: redis::Script,
     settle: redis::Script,
 }
 
@@ -151,6 +184,7 @@ impl RedisWindows {
             link,
             prefix,
             admit: redis::Script::new(ADMIT),
+            peek: redis::Script::new(PEEK),
             settle: redis::Script::new(SETTLE),
         }
     }
@@ -223,6 +257,36 @@ impl RedisWindows {
             }
             _ => Err(format!("admission script: unexpected answer {out:?}")),
         }
+    }
+
+    /// Every check's room, taking none (one round trip).
+    pub async fn peek_all(&self, checks: &[Ask<'_>]) -> Result<Vec<Decision>, String> {
+        let mut conn = self.link.conn().await?;
+        let mut inv = self.peek.prepare_invoke();
+        for c in checks {
+            let key = self.key(c.scope);
+            let (kind, ms) = match c.span {
+                Span::Sliding(w) => ("s", w),
+                Span::Period(left) => ("p", left),
+            };
+            inv.key(&key).key(format!("{key}:sum"));
+            inv.arg(kind).arg(ms.as_millis().max(1) as u64).arg(c.quota);
+        }
+        let out: Vec<i64> = self
+            .link
+            .call("peek script", inv.invoke_async(&mut conn))
+            .await?;
+        if out.len() != 2 * checks.len() {
+            return Err(format!("peek script: unexpected answer {out:?}"));
+        }
+        Ok(out
+            .chunks(2)
+            .map(|p| Decision {
+                admitted: true,
+                remaining: p[0].max(0) as u64,
+                reset: Duration::from_millis(p[1].max(0) as u64),
+            })
+            .collect())
     }
 
     /// Replaces each reservation's units by the real amount (0 releases it), in one round trip.
@@ -317,6 +381,42 @@ mod tests {
                 .admitted,
             "the window slid"
         );
+    }
+
+    #[tokio::test]
+    async fn a_peek_shows_the_room_and_takes_none() {
+        let p = prefix();
+        let g = windows(&p).await;
+        let w = Duration::from_millis(800);
+        let sliding = |units| Ask {
+            scope: "peeked",
+            span: Span::Sliding(w),
+            quota: 3,
+            units,
+        };
+        let day = |units| Ask {
+            scope: "peeked-day",
+            span: Span::Period(Duration::from_secs(100)),
+            quota: 10,
+            units,
+        };
+        let fresh = g.peek_all(&[sliding(0), day(0)]).await.unwrap();
+        assert_eq!((fresh[0].remaining, fresh[0].reset), (3, Duration::ZERO));
+        assert_eq!(fresh[1].remaining, 10);
+        g.admit_all(&[sliding(1), day(4)]).await.unwrap();
+        for _ in 0..5 {
+            let d = g.peek_all(&[sliding(0), day(0)]).await.unwrap();
+            assert_eq!(d[0].remaining, 2);
+            assert!(d[0].reset > Duration::ZERO && d[0].reset <= w, "{d:?}");
+            assert_eq!(d[1].remaining, 6);
+            assert!(d[1].reset > Duration::from_secs(90), "{d:?}");
+        }
+        // the peeks took nothing: two more fit, and the entry leaves with its window
+        let o = g.admit_all(&[sliding(1)]).await.unwrap();
+        assert_eq!(o.decisions[0].remaining, 1);
+        tokio::time::sleep(w + Duration::from_millis(50)).await;
+        let d = g.peek_all(&[sliding(0)]).await.unwrap();
+        assert_eq!(d[0].remaining, 3);
     }
 
     #[tokio::test]

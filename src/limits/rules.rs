@@ -213,6 +213,41 @@ pub struct Plan {
     money: u64,
 }
 
+impl Plan {
+    /// The store's view of each check, taking `units(check)`.
+    fn counts(&self, units: impl Fn(&Check) -> u64) -> Vec<Count<'_>> {
+        self.checks
+            .iter()
+            .map(|c| Count {
+                scope: &c.scope,
+                span: match c.period_left {
+                    Some(left) => Span::Period(left),
+                    None => Span::Sliding(c.window),
+                },
+                quota: c.quota,
+                units: units(c),
+            })
+            .collect()
+    }
+}
+
+impl Check {
+    /// The headers of a decision on this check (slots show none).
+    fn shown(&self, d: &super::window::Decision) -> Option<Shown> {
+        let per = match self.measure {
+            Measure::Slots => return None,
+            Measure::Money => MICROS_PER_CENT,
+            Measure::Requests => 1,
+        };
+        Some(Shown {
+            limit: self.quota / per,
+            remaining: d.remaining / per,
+            policy: self.policy.clone(),
+            reset_secs: secs_ceil(d.reset),
+        })
+    }
+}
+
 /// What a request brings to the checks.
 pub struct Ask<'a> {
     pub key_id: Option<&'a str>,
@@ -392,19 +427,7 @@ impl RateLimits {
             Measure::Requests | Measure::Slots => 1,
             Measure::Money => plan.money,
         };
-        let asks: Vec<Count> = plan
-            .checks
-            .iter()
-            .map(|c| Count {
-                scope: &c.scope,
-                span: match c.period_left {
-                    Some(left) => Span::Period(left),
-                    None => Span::Sliding(c.window),
-                },
-                quota: c.quota,
-                units: units(c),
-            })
-            .collect();
+        let asks = plan.counts(units);
         let all = match self.limiter.admit_all(&asks).await {
             Ok(a) => a,
             Err(e) => {
@@ -420,19 +443,7 @@ impl RateLimits {
             if let Some(left) = c.period_left {
                 d.reset = left;
             }
-            let shown = (c.measure != Measure::Slots).then(|| {
-                let per = if c.measure == Measure::Money {
-                    MICROS_PER_CENT
-                } else {
-                    1
-                };
-                Shown {
-                    limit: c.quota / per,
-                    remaining: d.remaining / per,
-                    policy: c.policy.clone(),
-                    reset_secs: secs_ceil(d.reset),
-                }
-            });
+            let shown = c.shown(&d);
             if !d.admitted {
                 self.metrics.limit_decision(c.rule.label(), "refused");
                 out.shown = shown;
@@ -459,6 +470,29 @@ impl RateLimits {
             });
         }
         Ok(())
+    }
+
+    /// A request that is not counted (a cache hit) is shown the room its limits have, as
+    /// `admit` would show it, and takes none. Nothing is shown when Redis does not answer.
+    pub async fn peek(&self, plan: Plan, out: &mut Counted) {
+        let asks = plan.counts(|_| 0);
+        let Some(decisions) = self.limiter.peek_all(&asks).await else {
+            return;
+        };
+        for (c, mut d) in plan.checks.iter().zip(decisions) {
+            if let Some(left) = c.period_left {
+                d.reset = left;
+            }
+            if let Some(shown) = c.shown(&d) {
+                out.shown = Some(shown);
+                out.decided_by = Some(format!(
+                    "{} {} not counted (cache hit)",
+                    c.rule.label(),
+                    c.policy
+                ));
+                return;
+            }
+        }
     }
 
     /// The request ended: its slots are freed and its money reservations become its real cost.

@@ -224,6 +224,33 @@ impl Windows {
         (decision, r)
     }
 
+    /// The room `scope` has now, taking nothing (what a request that is not counted is shown).
+    pub fn peek(&self, scope: &str, span: Span, quota: u64, now_ms: u64) -> Decision {
+        let mut shard = self.lock(scope, now_ms);
+        let (used, reset_ms) = match span {
+            Span::Sliding(window) => {
+                let window_ms = window.as_millis() as u64;
+                match shard.logs.get_mut(scope) {
+                    Some(log) => {
+                        log.prune(now_ms, window_ms);
+                        let oldest = log.entries.front().map(|e| e.at_ms + window_ms);
+                        (log.used, oldest.map_or(0, |at| at.saturating_sub(now_ms)))
+                    }
+                    None => (0, 0),
+                }
+            }
+            Span::Period(left) => match shard.counters.get(scope) {
+                Some(c) if c.expires_ms > now_ms => (c.used, c.expires_ms - now_ms),
+                _ => (0, left.as_millis() as u64),
+            },
+        };
+        Decision {
+            admitted: used <= quota,
+            remaining: quota.saturating_sub(used),
+            reset: Duration::from_millis(reset_ms),
+        }
+    }
+
     /// Replaces a reservation's units by the real amount (0 releases it).
     pub fn settle(&self, r: &Reservation, units: u64) {
         let mut shard = self.shards[shard_of(&r.scope)]
@@ -299,6 +326,28 @@ mod tests {
         assert!(d.admitted && d.remaining == 0, "{d:?}");
         // another scope is not affected
         assert!(w.admit("other", W, 3, 1, 61_000).0.admitted);
+    }
+
+    #[test]
+    fn a_peek_shows_the_room_and_takes_none() {
+        let w = Windows::default();
+        let fresh = w.peek("k", Span::Sliding(W), 3, 1_000);
+        assert_eq!((fresh.remaining, fresh.reset), (3, Duration::ZERO));
+        w.admit("k", W, 3, 1, 1_000);
+        for _ in 0..5 {
+            let d = w.peek("k", Span::Sliding(W), 3, 11_000);
+            assert_eq!((d.remaining, d.reset), (2, Duration::from_millis(50_000)));
+        }
+        assert_eq!(w.used("k", W, 11_000), 1, "peeks took nothing");
+        // the entry has left by 61000
+        assert_eq!(w.peek("k", Span::Sliding(W), 3, 61_000).remaining, 3);
+        // period counters
+        let left = Duration::from_secs(100);
+        assert_eq!(w.peek("d", Span::Period(left), 10, 0).reset, left);
+        w.admit_fixed("d", left, 10, 4, 0);
+        let d = w.peek("d", Span::Period(left), 10, 40_000);
+        assert_eq!((d.remaining, d.reset), (6, Duration::from_secs(60)));
+        assert_eq!(w.peek("d", Span::Period(left), 10, 100_000).remaining, 10);
     }
 
     #[test]
