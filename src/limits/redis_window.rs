@@ -7,16 +7,27 @@ use std::time::Duration;
 use super::window::{Decision, Span};
 use crate::shared_redis::Link;
 
+/// A script that starts with the Redis server's clock (`now`, in ms) and `units_of(member)`, the
+/// units of a sliding-window entry `<id>:<units>`.
+macro_rules! with_clock {
+    ($body:literal) => {
+        concat!(
+            "local t = redis.call('TIME')\n",
+            "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n",
+            "local function units_of(member) return tonumber(string.match(member, ':(%d+)$')) end\n",
+            $body
+        )
+    };
+}
+
 /// Per check, KEYS: the counter and the sum beside it (sliding windows: a sorted set, member
 /// `<id>:<units>`, score = admission time in ms, and the sum of its units, so an admission costs
 /// the entries that left the window, not every entry in it; periods: a plain counter).
 /// ARGV per check: kind (`s` sliding, `p` period), window or time left in ms, quota, units, id.
 /// Returns {0, remaining1, reset1, ...} when every check admits (and then counts them all),
 /// else {i, remaining, reset_ms} for the first check i (1-based) that refuses.
-const ADMIT: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function units_of(member) return tonumber(string.match(member, ':(%d+)$')) end
+const ADMIT: &str = with_clock!(
+    r#"
 local n = #ARGV / 5
 local used = {}
 for c = 1, n do
@@ -84,14 +95,13 @@ for c = 1, n do
   end
 end
 return out
-"#;
+"#
+);
 
 /// Reads each check's room without taking any. KEYS as for ADMIT; ARGV per check: kind, window
 /// or time left in ms, quota. Returns {remaining1, reset1, ...}.
-const PEEK: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function units_of(member) return tonumber(string.match(member, ':(%d+)$')) end
+const PEEK: &str = with_clock!(
+    r#"
 local n = #ARGV / 3
 local out = {}
 for c = 1, n do
@@ -116,7 +126,8 @@ for c = 1, n do
   out[#out + 1] = reset
 end
 return out
-"#;
+"#
+);
 
 /// Per reservation, KEYS: its counter and sum; ARGV: kind, id, units held, real units. A
 /// sliding entry gets its real units (0 removes it); a period counter that ended stays ended.
