@@ -108,7 +108,11 @@ async fn a_connection_accepted_just_before_shutdown_is_still_answered() {
     );
 }
 
-#[tokio::test]
+// multi-threaded: the load runs on the runtime's workers while the test body blocks its own
+// thread (kill, wait_exit). On a current-thread runtime those blocking calls froze the load for
+// the whole handover, so it sent nothing while both processes served, and its one request caught
+// mid-connect was written only after the old process had closed the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_upgrade_hands_over_without_refusing_requests() {
     let mock = MockProvider::start();
     let conf = GatewayConf::default().allow(&mock.origin());
@@ -117,23 +121,27 @@ async fn graceful_upgrade_hands_over_without_refusing_requests() {
     let origin = mock.origin();
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
+    let began = Instant::now();
     let load = tokio::spawn(async move {
         let c = fresh_client();
         let mut results = vec![];
         while !s.load(Ordering::Relaxed) {
+            let sent = began.elapsed();
             let r = c
                 .post(&url)
                 .header("Helicone-Target-Url", &origin)
                 .body("{}")
                 .send()
                 .await;
-            results.push(
+            results.push((
+                sent,
                 r.map(|r| {
                     let id = r.headers()["helicone-id"].to_str().unwrap().to_string();
                     (r.status().as_u16(), id)
                 })
-                .map_err(|e| e.to_string()),
-            );
+                // the whole chain: reqwest's Display hides the cause
+                .map_err(|e| format!("{e:?}")),
+            ));
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         results
@@ -147,11 +155,13 @@ async fn graceful_upgrade_hands_over_without_refusing_requests() {
         .status()
         .unwrap();
     let t0 = Instant::now();
+    let quit_at = began.elapsed();
     assert!(
         old.wait_exit(Duration::from_secs(15)),
         "old process did not exit after SIGQUIT:\n{}",
         old.log()
     );
+    let exited = t0.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let results = load.await.unwrap();
@@ -163,14 +173,24 @@ async fn graceful_upgrade_hands_over_without_refusing_requests() {
     );
     let failed: Vec<_> = results
         .iter()
-        .filter(|r| !matches!(r, Ok((200, _))))
+        .filter(|(_, r)| !matches!(r, Ok((200, _))))
         .collect();
-    assert!(results.len() > 50, "too few requests: {}", results.len());
+    // the load really ran while the old process handed over and drained (its 5 s close
+    // timeout, then the shutdown): requests every ~10 ms, not a handful
+    let during = results
+        .iter()
+        .filter(|(at, _)| *at > quit_at && *at < quit_at + exited)
+        .count();
+    assert!(
+        during > 100,
+        "only {during} requests were sent during the {exited:?} handover"
+    );
     assert!(
         failed.is_empty(),
-        "{} of {} requests failed during the upgrade: {failed:?}\nold:\n{}\nnew:\n{upgrade_log}",
+        "{} of {} requests failed during the upgrade (SIGQUIT at {quit_at:?}, the old process exited {:?} later): {failed:?}\nold:\n{}\nnew:\n{upgrade_log}",
         failed.len(),
         results.len(),
+        exited,
         old.log()
     );
     // the new process serves on the same port after the old one is gone
@@ -203,7 +223,7 @@ async fn graceful_upgrade_hands_over_without_refusing_requests() {
     assert_eq!(unique.len(), logged.len(), "a record was written twice");
     let answered: Vec<&String> = results
         .iter()
-        .filter_map(|r| r.as_ref().ok())
+        .filter_map(|(_, r)| r.as_ref().ok())
         .map(|(_, id)| id)
         .collect();
     let missing: Vec<_> = answered
