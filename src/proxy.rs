@@ -1190,12 +1190,10 @@ impl ProxyHttp for Gateway {
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-        if let (Some(rc), Some(c)) = (self.cache.as_ref(), ctx.cache.as_ref()) {
-            if !c.key.is_empty() {
-                session
-                    .cache
-                    .enable(rc.store, None, None, Some(rc.lock), None);
-            }
+        if let Some(rc) = self.cache.as_ref().filter(|_| ctx.looks_up_cache()) {
+            session
+                .cache
+                .enable(rc.store, None, None, Some(rc.lock), None);
         }
         Ok(())
     }
