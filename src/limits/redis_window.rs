@@ -7,14 +7,23 @@ use std::time::Duration;
 use super::window::{Decision, Span};
 use crate::shared_redis::Link;
 
-/// A script that starts with the Redis server's clock (`now`, in ms) and `units_of(member)`, the
-/// units of a sliding-window entry `<id>:<units>`.
+/// A script that starts with the Redis server's clock (`now`, in ms), `units_of(member)` (the
+/// units of a sliding-window entry `<id>:<units>`) and `live_units(key, sumk, span)`: the units
+/// still in a sliding window (its sum less the entries that have left, which stay in the set
+/// until a caller removes them) and how many entries have left.
 macro_rules! with_clock {
     ($body:literal) => {
         concat!(
             "local t = redis.call('TIME')\n",
             "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n",
             "local function units_of(member) return tonumber(string.match(member, ':(%d+)$')) end\n",
+            "local function live_units(key, sumk, span)\n",
+            "  local u = tonumber(redis.call('GET', sumk) or '0')\n",
+            "  local gone = redis.call('ZRANGEBYSCORE', key, '-inf', now - span)\n",
+            "  for i = 1, #gone do u = u - units_of(gone[i]) end\n",
+            "  if u < 0 then u = 0 end\n",
+            "  return u, #gone\n",
+            "end\n",
             $body
         )
     };
@@ -44,12 +53,10 @@ for c = 1, n do
     end
   else
     if redis.call('EXISTS', key) == 1 then
-      u = tonumber(redis.call('GET', sumk) or '0')
-      local gone = redis.call('ZRANGEBYSCORE', key, '-inf', now - span)
-      if #gone > 0 then
-        for i = 1, #gone do u = u - units_of(gone[i]) end
+      local gone
+      u, gone = live_units(key, sumk, span)
+      if gone > 0 then
         redis.call('ZREMRANGEBYSCORE', key, '-inf', now - span)
-        if u < 0 then u = 0 end
         redis.call('SET', sumk, u, 'KEEPTTL')
       end
     end
@@ -113,10 +120,7 @@ for c = 1, n do
     local ttl = redis.call('PTTL', key)
     if ttl > 0 then reset = ttl else reset = span end
   else
-    u = tonumber(redis.call('GET', sumk) or '0')
-    local gone = redis.call('ZRANGEBYSCORE', key, '-inf', now - span)
-    for i = 1, #gone do u = u - units_of(gone[i]) end
-    if u < 0 then u = 0 end
+    u = live_units(key, sumk, span)
     local first = redis.call('ZRANGEBYSCORE', key, '(' .. (now - span), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
     if #first > 0 then reset = tonumber(first[2]) + span - now end
   end
