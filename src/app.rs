@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::export;
 use crate::failover::health::Health;
 use crate::forward::Forwarder;
-use crate::lifecycle::Lingering;
+use crate::lifecycle::{self, Busy, Lingering};
 use crate::limits::limiter::{Limiter, Store};
 use crate::limits::origin_quota::{OriginQuota, QuotaPersister};
 use crate::limits::redis_window::RedisWindows;
@@ -46,13 +46,15 @@ pub enum AppError {
     Listener { address: String, message: String },
 }
 
-/// Clears the readiness flag when shutdown starts, so load balancers stop sending traffic.
+/// Clears the readiness flag when shutdown starts, so load balancers stop sending traffic, and
+/// starts draining (answers then close their connections).
 struct Readiness(Arc<AtomicBool>);
 
 #[async_trait]
 impl BackgroundService for Readiness {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let _ = shutdown.changed().await;
+        lifecycle::start_draining();
         self.0.store(false, Ordering::Relaxed);
     }
 }
@@ -62,6 +64,8 @@ pub struct App {
     server: Server,
     drained: Arc<export::Drained>,
     quota: Arc<OriginQuota>,
+    busy: Arc<Busy>,
+    linger: Duration,
 }
 
 /// How long the process waits at exit for the log exporter's last flush.
@@ -76,18 +80,36 @@ impl App {
             server,
             drained,
             quota,
+            busy,
+            linger,
         } = self;
+        // an idle gateway need not sleep through the whole grace period: once shutdown has
+        // started and no connection is left, flush and exit
+        let (d, q) = (drained.clone(), quota.clone());
+        lifecycle::exit_when_idle(busy, linger + IDLE_SETTLE, move || {
+            d.finish();
+            finish(&d, &q)
+        });
         server.run(RunArgs::default());
-        if !drained.wait(EXPORT_DRAIN_TIMEOUT) {
-            log::error!(
-                "the log exporter did not finish within {EXPORT_DRAIN_TIMEOUT:?}: records still queued are lost"
-            );
-        }
-        if let Err(e) = quota.flush() {
-            log::error!("final flush of origin quota counters failed: {e}");
-        }
-        std::process::exit(0)
+        finish(&drained, &quota)
     }
+}
+
+/// How long no connection must be left, after the linger for late connections, before an
+/// idle gateway exits at shutdown.
+const IDLE_SETTLE: Duration = Duration::from_millis(200);
+
+/// Waits for the exporter's last flush and the quota counters' last flush, then exits.
+fn finish(drained: &export::Drained, quota: &OriginQuota) -> ! {
+    if !drained.wait(EXPORT_DRAIN_TIMEOUT) {
+        log::error!(
+            "the log exporter did not finish within {EXPORT_DRAIN_TIMEOUT:?}: records still queued are lost"
+        );
+    }
+    if let Err(e) = quota.flush() {
+        log::error!("final flush of origin quota counters failed: {e}");
+    }
+    std::process::exit(0)
 }
 
 /// Creates the server with every service added; the caller runs it.
@@ -196,16 +218,21 @@ pub fn build(mut cfg: Config, opt: Opt) -> Result<App, AppError> {
         exporter,
         pricing,
         cache,
+        body_budget: crate::body::BodyBudget::new(cfg.limits.max_inflight_body_bytes),
         ready: ready.clone(),
     };
     let grace = Duration::from_secs(cfg.server.grace_period_seconds);
-    let mut proxy = Service::new(
-        "switchyard".to_string(),
-        Lingering::new(
-            pingora_proxy::http_proxy(&server.configuration, gateway),
-            grace,
-        ),
-    );
+    let guard = Arc::new(crate::conn::Guard {
+        header_timeout: Duration::from_secs(cfg.server.header_timeout_secs),
+        metrics: crate::conn::ConnMetrics::register()?,
+    });
+    let app = Lingering::new(
+        pingora_proxy::http_proxy(&server.configuration, gateway),
+        grace,
+    )
+    .guarded(guard);
+    let (busy, linger) = (app.busy(), app.linger());
+    let mut proxy = Service::new("switchyard".to_string(), app);
     for l in &cfg.listeners {
         match &l.tls {
             None => proxy.add_tcp(&l.address),
@@ -238,5 +265,7 @@ pub fn build(mut cfg: Config, opt: Opt) -> Result<App, AppError> {
         server,
         drained,
         quota: persisted_quota,
+        busy,
+        linger,
     })
 }

@@ -6,6 +6,9 @@
 //! swaps that tail for the whole body. A chunked upload above 64 KiB cannot be replayed that
 //! way and is forwarded by `forward.rs` instead. See shared/design/pingora-notes.md section 2.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use pingora_proxy::Session;
 
@@ -14,9 +17,86 @@ use crate::error::GatewayError;
 /// Pingora's retry-buffer capacity (`BODY_BUF_LIMIT`).
 const RETRY_BUFFER_LIMIT: usize = 64 * 1024;
 
+/// How many request-body bytes all requests together may hold in memory at once
+/// (`limits.max_inflight_body_bytes`): a few clients sending large bodies cannot take the
+/// machine's memory. A request that would go over it is refused with 503 and `Retry-After`.
+#[derive(Debug)]
+pub struct BodyBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl BodyBudget {
+    pub fn new(max: usize) -> Arc<BodyBudget> {
+        Arc::new(BodyBudget {
+            used: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// Bytes held by requests now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Takes `bytes` more for `lease`, or refuses (nothing taken) when that would pass the budget.
+    fn grow(
+        self: &Arc<Self>,
+        lease: &mut Option<BodyLease>,
+        bytes: usize,
+    ) -> Result<(), GatewayError> {
+        let mut cur = self.used.load(Ordering::Relaxed);
+        loop {
+            let next = cur.saturating_add(bytes);
+            if next > self.max {
+                return Err(GatewayError::Overloaded {
+                    message: format!(
+                        "the gateway is holding as many request bodies as it may ({} of {} bytes, limits.max_inflight_body_bytes); retry shortly",
+                        cur, self.max
+                    ),
+                    retry_after_secs: 1,
+                });
+            }
+            match self
+                .used
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        match lease {
+            Some(l) => l.bytes += bytes,
+            None => {
+                *lease = Some(BodyLease {
+                    budget: self.clone(),
+                    bytes,
+                })
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of the [`BodyBudget`] held by one request's body; given back when dropped (with the
+/// request context, after the log record is built).
+#[derive(Debug)]
+pub struct BodyLease {
+    budget: Arc<BodyBudget>,
+    bytes: usize,
+}
+
+impl Drop for BodyLease {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// The whole request body, read before routing.
 #[derive(Debug, Default)]
 pub struct RequestBody {
+    /// This body's share of the in-flight body budget.
+    pub lease: Option<BodyLease>,
     pub bytes: Bytes,
     /// The request carries a body (even an empty chunked one).
     pub present: bool,
@@ -55,8 +135,13 @@ fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
         .and_then(|v| v.to_str().ok())
 }
 
-/// Reads the whole body (answering `Expect: 100-continue`), enforcing `cap` bytes.
-pub async fn read(session: &mut Session, cap: usize) -> Result<RequestBody, GatewayError> {
+/// Reads the whole body (answering `Expect: 100-continue`), enforcing `cap` bytes for this body
+/// and `budget` for all bodies held at once (a known length is taken before anything is read).
+pub async fn read(
+    session: &mut Session,
+    cap: usize,
+    budget: &Arc<BodyBudget>,
+) -> Result<RequestBody, GatewayError> {
     let chunked = header_str(session, "transfer-encoding")
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let content_length =
@@ -72,15 +157,18 @@ pub async fn read(session: &mut Session, cap: usize) -> Result<RequestBody, Gate
         };
     if content_length == Some(0) {
         return Ok(RequestBody {
+            lease: None,
             bytes: Bytes::new(),
             present: false,
             replayable: true,
         });
     }
+    let mut lease = None;
     if let Some(cl) = content_length {
         if cl > cap {
             return Err(GatewayError::PayloadTooLarge { limit: cap });
         }
+        budget.grow(&mut lease, cl)?;
     }
     let expects_continue =
         header_str(session, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
@@ -118,6 +206,9 @@ pub async fn read(session: &mut Session, cap: usize) -> Result<RequestBody, Gate
         if total > cap {
             return Err(GatewayError::PayloadTooLarge { limit: cap });
         }
+        if content_length.is_none() {
+            budget.grow(&mut lease, c.len())?;
+        }
         match (&mut joined, first.take()) {
             (Some(buf), _) => buf.extend_from_slice(&c),
             (None, None) => first = Some(c),
@@ -145,6 +236,7 @@ pub async fn read(session: &mut Session, cap: usize) -> Result<RequestBody, Gate
     let replayable = buf.is_empty()
         || (!downstream.retry_buffer_truncated() && downstream.get_retry_buffer().is_some());
     Ok(RequestBody {
+        lease,
         bytes: buf,
         present: true,
         replayable,
@@ -180,5 +272,34 @@ impl Replay {
                 Some(Bytes::new())
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_refuses_past_its_bound_and_gets_bytes_back_on_drop() {
+        let b = BodyBudget::new(100);
+        let mut first = None;
+        b.grow(&mut first, 60).unwrap();
+        b.grow(&mut first, 30).unwrap();
+        assert_eq!(b.used(), 90);
+        let mut second = None;
+        let e = b.grow(&mut second, 20).unwrap_err();
+        assert_eq!(e.status(), 503);
+        assert!(
+            e.to_string().contains("limits.max_inflight_body_bytes"),
+            "{e}"
+        );
+        assert!(second.is_none(), "a refusal takes nothing");
+        assert_eq!(b.used(), 90);
+        drop(first);
+        assert_eq!(b.used(), 0);
+        b.grow(&mut second, 100).unwrap();
+        assert_eq!(b.used(), 100);
+        drop(second);
+        assert_eq!(b.used(), 0);
     }
 }

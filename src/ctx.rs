@@ -197,6 +197,13 @@ impl RequestCtx {
         self.route().map_or("none", Route::provider_label)
     }
 
+    /// The answer was a stream whose terminal event went to the client: an error on the client
+    /// side after that (the openai SDK closes the connection at `data: [DONE]`, before the
+    /// body's last chunk) does not make the request fail.
+    pub fn stream_complete(&self) -> bool {
+        self.tap.as_ref().is_some_and(|t| t.terminal)
+    }
+
     /// The provider's answer, as it came (usage is read from it).
     pub fn tap_body(&mut self, chunk: &[u8]) {
         if let Some(t) = self.tap.as_mut() {

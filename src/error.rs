@@ -41,6 +41,12 @@ pub enum GatewayError {
     /// A store the gateway needs (Redis for shared limits) is down and it was told to refuse.
     #[error("{0}")]
     Unavailable(String),
+    /// The gateway holds as many request bodies as `limits.max_inflight_body_bytes` allows.
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     Internal(String),
     /// Every provider attempt of a unified request failed (spec section 9).
@@ -69,7 +75,7 @@ impl GatewayError {
             Self::TooManyRequests { .. } => 429,
             Self::BadGateway(_) => 502,
             Self::GatewayTimeout(_) => 504,
-            Self::Unavailable(_) => 503,
+            Self::Unavailable(_) | Self::Overloaded { .. } => 503,
             Self::Internal(_) => 500,
             Self::AttemptsFailed { status, .. } => *status,
         }
@@ -88,7 +94,7 @@ impl GatewayError {
             Self::ModelNotFound(_) => "invalid_request_error",
             Self::TooManyRequests { .. } => "rate_limit_error",
             Self::BadGateway(_) | Self::GatewayTimeout(_) => "upstream_error",
-            Self::Unavailable(_) => "server_error",
+            Self::Unavailable(_) | Self::Overloaded { .. } => "server_error",
             Self::Internal(_) => "server_error",
             Self::AttemptsFailed { .. } => "upstream_error",
         }
@@ -109,6 +115,7 @@ impl GatewayError {
             Self::BadGateway(_) => "upstream_unreachable",
             Self::GatewayTimeout(_) => "upstream_timeout",
             Self::Unavailable(_) => "unavailable",
+            Self::Overloaded { .. } => "overloaded",
             Self::Internal(_) => "internal_error",
             Self::AttemptsFailed { .. } => "all_attempts_failed",
         }
@@ -149,6 +156,9 @@ impl GatewayError {
             h.insert_header(http::header::ALLOW, *allow)?;
         }
         if let Self::TooManyRequests {
+            retry_after_secs, ..
+        }
+        | Self::Overloaded {
             retry_after_secs, ..
         } = self
         {

@@ -62,6 +62,7 @@ impl Forwarder {
         // each chunk (and `None` at the end, with `true`) may be rewritten before it is written
         on_chunk: &mut (dyn FnMut(&mut Option<Bytes>, bool) + Send),
     ) {
+        crate::lifecycle::close_if_draining(session);
         if let Err(e) = session.write_response_header(resp, false).await {
             log::debug!("client left before the response header: {e}");
             return;

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod body;
 pub mod cache;
 pub mod config;
+pub mod conn;
 pub mod ctx;
 pub mod error;
 pub mod export;

@@ -28,7 +28,12 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
+    let max_level = logger.filter();
+    if log::set_boxed_logger(Box::new(switchyard::lifecycle::UpgradeAwareLog(logger))).is_ok() {
+        log::set_max_level(max_level);
+    }
     let cli = Cli::parse();
     let (name, loaded) = match &cli.conf {
         Some(p) => (p.display().to_string(), switchyard::config::load(p)),

@@ -26,6 +26,8 @@ pub enum Rejection {
     RateLimit,
     /// The shared limit store did not answer and `limits.on_store_error` is `closed` (503).
     LimitStore,
+    /// The in-flight request bodies already take `limits.max_inflight_body_bytes` (503).
+    Overload,
 }
 
 impl Rejection {
@@ -40,6 +42,7 @@ impl Rejection {
             Rejection::Denied => "origin_denied",
             Rejection::RateLimit => "rate_limit",
             Rejection::LimitStore => "limit_store",
+            Rejection::Overload => "overload",
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::export::{record, Exporter};
 use crate::failover::{self, health::Health, CodeSet, FallbackEntry, Next};
 use crate::forward::Forwarder;
 use crate::headers;
+use crate::lifecycle;
 use crate::limits::policy as rate_policy;
 use crate::limits::rules::{Ask, BodyHead, Plan, RateLimits};
 use crate::limits::OriginLimits;
@@ -49,6 +50,8 @@ pub struct Gateway {
     pub pricing: Pricing,
     /// `None` when `cache.enabled` is false.
     pub cache: Option<crate::cache::ResponseCache>,
+    /// Request bodies held in memory by all requests (`limits.max_inflight_body_bytes`).
+    pub body_budget: Arc<body::BodyBudget>,
     /// Cleared when shutdown starts: `/readyz` then answers 503.
     pub ready: Arc<AtomicBool>,
 }
@@ -78,6 +81,7 @@ async fn respond_json(
     h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     h.insert_header(headers::HELICONE_ID.clone(), id)?;
+    lifecycle::close_if_draining(session);
     session.write_response_header(Box::new(h), false).await?;
     session.write_response_body(Some(body), true).await
 }
@@ -165,6 +169,7 @@ async fn respond_error_closing(
             )?;
         }
         insert_limit_headers(&mut h, ctx)?;
+        lifecycle::close_if_draining(session);
         session.write_response_header(Box::new(h), false).await?;
         session.write_response_body(Some(body), true).await
     };
@@ -637,13 +642,13 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> std::result::Result<(), Refusal> {
-        ctx.body = body::read(session, self.cfg.limits.max_body_bytes)
+        ctx.body = body::read(session, self.cfg.limits.max_body_bytes, &self.body_budget)
             .await
             .map_err(|e| {
-                let reason = if matches!(e, GatewayError::PayloadTooLarge { .. }) {
-                    Rejection::Size
-                } else {
-                    Rejection::BadRequest
+                let reason = match e {
+                    GatewayError::PayloadTooLarge { .. } => Rejection::Size,
+                    GatewayError::Overloaded { .. } => Rejection::Overload,
+                    _ => Rejection::BadRequest,
                 };
                 (Some(reason), e)
             })?;
@@ -1040,6 +1045,12 @@ impl Gateway {
 }
 
 /// Uniform in [1, 2): the backoff jitter.
+/// A client that closed its connection after a stream's terminal event reached it (the openai
+/// SDK stops reading at `data: [DONE]`) leaves a complete request, not a failed one.
+fn finished_before_error(e: &Error, ctx: &RequestCtx) -> bool {
+    *e.esource() == ErrorSource::Downstream && ctx.stream_complete()
+}
+
 fn jitter() -> f64 {
     1.0 + (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0
 }
@@ -1165,6 +1176,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         self.cache_outcome(session, upstream_response, ctx)?;
+        lifecycle::close_if_draining(session);
         if let Some(plan) = ctx.limits_deferred.take() {
             // a cache hit: not counted, shown the limits' room as it is
             self.rate_limits.peek(plan, &mut ctx.limits).await;
@@ -1328,12 +1340,17 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+        finished_before_error(e, ctx)
+    }
+
     async fn logging(
         &self,
         session: &mut Session,
         e: Option<&pingora_error::Error>,
         ctx: &mut RequestCtx,
     ) {
+        let e = e.filter(|e| !finished_before_error(e, ctx));
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let now = Instant::now();
         self.metrics.observe(&Observation {

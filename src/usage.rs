@@ -173,6 +173,11 @@ impl UsageFields {
     }
 }
 
+/// The last event of a complete stream, in each dialect.
+fn is_terminal(event: Option<&str>, data: &[u8]) -> bool {
+    matches!(event, Some("message_stop" | "response.completed")) || data.trim_ascii() == b"[DONE]"
+}
+
 /// Watches a response body go by without holding it back.
 #[derive(Debug)]
 pub struct Tap {
@@ -185,6 +190,9 @@ pub struct Tap {
     pub first_token: Option<Instant>,
     /// The whole (non-SSE) body parsed as one JSON document.
     parsed_json: bool,
+    /// An SSE stream's terminal event went by (`data: [DONE]`, Anthropic's `message_stop`,
+    /// the Responses API's `response.completed`): a client may close the connection after it.
+    pub terminal: bool,
 }
 
 impl Tap {
@@ -198,6 +206,7 @@ impl Tap {
             usage: Usage::default(),
             first_token: None,
             parsed_json: false,
+            terminal: false,
         }
     }
 
@@ -229,6 +238,9 @@ impl Tap {
     fn take_events(&mut self) {
         let mut events = std::mem::take(&mut self.pending);
         for ev in events.drain(..) {
+            if is_terminal(ev.event.as_deref(), ev.data.as_bytes()) {
+                self.terminal = true;
+            }
             self.on_event(ev.data.as_bytes());
         }
         self.pending = events;
@@ -281,6 +293,23 @@ mod tests {
             t.on_chunk(piece);
         }
         t.finish()
+    }
+
+    #[test]
+    fn knows_a_streams_terminal_event() {
+        let mut t = Tap::new(Some("text/event-stream"));
+        t.on_chunk(b"data: {\"choices\":[]}\n\ndata: [DO");
+        assert!(!t.terminal);
+        t.on_chunk(b"NE]\n\n");
+        assert!(t.terminal, "OpenAI's [DONE]");
+        let mut t = Tap::new(Some("text/event-stream"));
+        t.on_chunk(b"event: message_delta\ndata: {}\n\n");
+        assert!(!t.terminal);
+        t.on_chunk(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+        assert!(t.terminal, "Anthropic's message_stop");
+        let mut t = Tap::new(Some("text/event-stream"));
+        t.on_chunk(b"event: response.completed\ndata: {}\n\n");
+        assert!(t.terminal, "the Responses API's response.completed");
     }
 
     fn sse(body: &str) -> (Usage, bool) {

@@ -57,6 +57,86 @@ async fn sigterm_lets_in_flight_streams_finish_and_stops_accepting() {
     );
 }
 
+#[tokio::test]
+async fn an_idle_gateway_stops_at_once_and_keeps_its_records() {
+    let mock = MockProvider::start();
+    let mut conf = GatewayConf::default().allow(&mock.origin());
+    conf.grace_secs = 30;
+    let mut gw = Gateway::start(conf);
+    // a pooled client: its keep-alive connection stays open, idle, when the signal comes
+    let c = client();
+    let ids = send_chats(&gw, &mock.origin(), 3).await;
+    let r = c.get(gw.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let t0 = Instant::now();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(gw.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(
+        gw.wait_exit(Duration::from_secs(2)),
+        "an idle gateway did not exit within 2 s of SIGTERM (grace period 30 s):\n{}",
+        gw.log()
+    );
+    let took = t0.elapsed();
+    let logged = record_ids(&jsonl_records(gw.dir.path()));
+    for id in &ids {
+        assert!(logged.contains(id), "record {id} lost at the early exit");
+    }
+    assert!(
+        gw.log().contains("no connection left"),
+        "exited early for another reason ({took:?}):\n{}",
+        gw.log()
+    );
+}
+
+#[tokio::test]
+async fn answers_say_connection_close_while_draining() {
+    let mock = MockProvider::start();
+    let mut conf = GatewayConf::default().allow(&mock.origin());
+    conf.grace_secs = 30;
+    let mut gw = Gateway::start(conf);
+    let c = client();
+    let before = c
+        .post(gw.url("/v1/chat/completions"))
+        .header("Helicone-Target-Url", mock.origin())
+        .body(r#"{"model":"gpt-4o-mini","messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(before.headers()["connection"], "keep-alive");
+    // in flight when the signal comes: answered after draining started
+    let slow = tokio::spawn({
+        let (c, url, origin) = (
+            c.clone(),
+            gw.url("/v1/chat/completions?delay_ms=1500"),
+            mock.origin(),
+        );
+        async move {
+            c.post(url)
+                .header("Helicone-Target-Url", origin)
+                .body(r#"{"model":"gpt-4o-mini","messages":[]}"#)
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(gw.pid().to_string())
+        .status()
+        .unwrap();
+    let r = slow.await.unwrap().expect("the in-flight request failed");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["connection"],
+        "close",
+        "an answer sent while draining must tell the client not to reuse the connection"
+    );
+    assert!(gw.wait_exit(Duration::from_secs(5)));
+}
+
 /// A client that connected just before shutdown, whose request arrives only after the accept loop
 /// has stopped, is still answered. Pingora on its own drops such a connection unanswered at that
 /// instant (it cannot tell it from an idle keep-alive one), which during a graceful upgrade is a
@@ -146,6 +226,39 @@ async fn graceful_upgrade_hands_over_without_refusing_requests() {
         }
         results
     });
+    // keep-alive clients, with requests in flight at every moment (the upstream takes 50 ms):
+    // an answer sent while the old process drains must not invite them to reuse a connection
+    // that is about to close
+    let pooled: Vec<_> = (0..4)
+        .map(|_| {
+            let (s, url, origin) = (
+                stop.clone(),
+                old.url("/v1/chat/completions?delay_ms=50"),
+                mock.origin(),
+            );
+            tokio::spawn(async move {
+                let c = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap();
+                let (mut ok, mut failed) = (0usize, Vec::new());
+                while !s.load(Ordering::Relaxed) {
+                    let r = c
+                        .post(&url)
+                        .header("Helicone-Target-Url", &origin)
+                        .body(r#"{"model":"gpt-4o-mini","messages":[]}"#)
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status() == 200 => ok += 1,
+                        Ok(r) => failed.push(format!("status {}", r.status())),
+                        Err(e) => failed.push(format!("{e:?}")),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut new = old.spawn_upgrade();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -167,6 +280,25 @@ async fn graceful_upgrade_hands_over_without_refusing_requests() {
     let results = load.await.unwrap();
     let upgrade_log =
         std::fs::read_to_string(old.dir.path().join("upgrade.log")).unwrap_or_default();
+    let (mut kept_ok, mut kept_failed) = (0, Vec::new());
+    for p in pooled {
+        let (ok, failed) = p.await.unwrap();
+        kept_ok += ok;
+        kept_failed.extend(failed);
+    }
+    assert!(kept_ok > 20, "the keep-alive load hardly ran: {kept_ok}");
+    assert!(
+        kept_failed.is_empty(),
+        "{} keep-alive requests failed across the upgrade ({kept_ok} succeeded): {kept_failed:?}",
+        kept_failed.len()
+    );
+    // waiting for the old process's sockets is the normal course of an upgrade, not an error
+    assert!(
+        !upgrade_log
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("socket transfer")),
+        "the new process logged the wait for the sockets as an error:\n{upgrade_log}"
+    );
     assert!(
         new.try_wait().unwrap().is_none(),
         "new process died:\n{upgrade_log}"

@@ -85,6 +85,10 @@ pub struct ServerSection {
     pub work_stealing: bool,
     pub grace_period_seconds: u64,
     pub graceful_shutdown_timeout_seconds: u64,
+    /// A request head (request line and headers) must arrive whole within this many seconds of
+    /// its first byte (of the connection, for its first request); otherwise the connection is
+    /// closed. Bounds slow-header clients (one byte every few seconds).
+    pub header_timeout_secs: u64,
     pub pid_file: String,
     pub upgrade_sock: String,
     pub upstream_keepalive_pool_size: usize,
@@ -100,6 +104,7 @@ impl Default for ServerSection {
             work_stealing: true,
             grace_period_seconds: 30,
             graceful_shutdown_timeout_seconds: 5,
+            header_timeout_secs: 10,
             pid_file: "/tmp/switchyard.pid".into(),
             upgrade_sock: "/tmp/switchyard_upgrade.sock".into(),
             upstream_keepalive_pool_size: 1024,
@@ -246,6 +251,9 @@ impl UpstreamConf {
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConf {
     pub max_body_bytes: usize,
+    /// Request-body bytes all requests together may hold in memory; a request that would pass
+    /// it is refused with 503 and `Retry-After` (at least `max_body_bytes`).
+    pub max_inflight_body_bytes: usize,
     /// Where every counter lives (rate-limit policies, key limits, unapproved-origin quotas):
     /// in this process (absent) or in the Redis several gateways share.
     pub redis: Option<crate::shared_redis::RedisConf>,
@@ -263,6 +271,7 @@ impl Default for LimitsConf {
     fn default() -> Self {
         LimitsConf {
             max_body_bytes: 32 * 1024 * 1024,
+            max_inflight_body_bytes: 512 * 1024 * 1024,
             redis: None,
             on_store_error: Default::default(),
             concurrency_lease_secs: 900,
@@ -617,6 +626,21 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         issues.push(
             "limits.max_body_bytes".into(),
             "must be greater than 0".into(),
+        );
+    }
+    if fc.limits.max_inflight_body_bytes < fc.limits.max_body_bytes {
+        issues.push(
+            "limits.max_inflight_body_bytes".into(),
+            format!(
+                "{} is smaller than limits.max_body_bytes ({}): a body of the allowed size could never be read",
+                fc.limits.max_inflight_body_bytes, fc.limits.max_body_bytes
+            ),
+        );
+    }
+    if fc.server.header_timeout_secs == 0 {
+        issues.push(
+            "server.header_timeout_secs".into(),
+            "must be at least 1".into(),
         );
     }
 

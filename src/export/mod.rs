@@ -11,7 +11,7 @@ pub mod spool;
 mod worker;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -124,9 +124,23 @@ impl ExportMetrics {
 pub struct Drained {
     left: Mutex<usize>,
     cv: std::sync::Condvar,
+    /// Asked to finish now (the gateway is idle at shutdown): the batcher cuts its last batch
+    /// and stops, and the workers deliver or spool what they hold and stop.
+    finish: AtomicBool,
+    finish_now: tokio::sync::Notify,
 }
 
 impl Drained {
+    /// Asks the exporter to flush everything and stop (no record can come any more).
+    pub fn finish(&self) {
+        self.finish.store(true, Ordering::Release);
+        self.finish_now.notify_one();
+    }
+
+    fn finishing(&self) -> bool {
+        self.finish.load(Ordering::Acquire)
+    }
+
     /// Waits until every part has flushed and gone; `false` after `timeout`.
     pub fn wait(&self, timeout: Duration) -> bool {
         let left = self.left.lock().unwrap_or_else(|p| p.into_inner());
@@ -228,7 +242,7 @@ struct Batcher {
     sinks: Vec<(Arc<SinkShared>, mpsc::Sender<Batch>)>,
     metrics: Arc<ExportMetrics>,
     seq: u64,
-    _part: PartGuard,
+    part: PartGuard,
 }
 
 /// Batches a sink's worker may have waiting before the batcher spools for it instead.
@@ -304,10 +318,12 @@ impl Batcher {
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(conf.batch_max_delay_ms.max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let drained = self.part.0.clone();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = wake.notified() => {}
+                _ = drained.finish_now.notified() => {}
                 // SIGTERM / SIGQUIT: in-flight requests still log during the grace period, so
                 // keep running (and flush now rather than after the delay)
                 r = shutdown.changed(), if !*shutdown.borrow() => {
@@ -316,7 +332,7 @@ impl Batcher {
             }
             let open = self.drain(conf.batch_max_records, conf.batch_max_bytes);
             self.dispatch();
-            if !open {
+            if !open || drained.finishing() {
                 break;
             }
         }
@@ -405,7 +421,7 @@ pub fn build(
         sinks: handles,
         metrics: metrics.clone(),
         seq: 0,
-        _part: drained.part(),
+        part: drained.part(),
     };
     let full_batch = Arc::new(tokio::sync::Notify::new());
     Ok((

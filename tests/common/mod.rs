@@ -177,13 +177,23 @@ impl Drop for SseGuard {
 
 /// SSE response of `events`, one every `every`, then `data: [DONE]`.
 fn sse(state: Arc<MockState>, events: Vec<String>, every: Duration) -> Response<Body> {
+    sse_tail(state, events, every, Duration::ZERO)
+}
+
+/// As `sse`, with the body's end held back `tail` after `data: [DONE]`.
+fn sse_tail(
+    state: Arc<MockState>,
+    events: Vec<String>,
+    every: Duration,
+    tail: Duration,
+) -> Response<Body> {
     let chunks = events
         .iter()
         .map(|e| format!("data: {e}\n\n"))
         .chain(["data: [DONE]\n\n".to_string()])
         .map(Bytes::from)
         .collect();
-    raw_stream(state, chunks, every)
+    raw_stream_tail(state, chunks, every, tail)
 }
 
 /// A path under tests/fixtures.
@@ -195,11 +205,25 @@ pub fn fixture(rel: &str) -> PathBuf {
 
 /// An SSE response sent as these raw chunks, `every` apart.
 fn raw_stream(state: Arc<MockState>, chunks: Vec<Bytes>, every: Duration) -> Response<Body> {
+    raw_stream_tail(state, chunks, every, Duration::ZERO)
+}
+
+/// As `raw_stream`, and the body ends (its last, empty chunk) only `tail` after the last event:
+/// a client that stops reading at the last event closes before the body's end.
+fn raw_stream_tail(
+    state: Arc<MockState>,
+    chunks: Vec<Bytes>,
+    every: Duration,
+    tail: Duration,
+) -> Response<Body> {
     let guard = SseGuard { state, done: false };
     let stream = futures_util::stream::unfold(
         (0usize, chunks, guard),
         move |(i, chunks, mut guard)| async move {
             if i >= chunks.len() {
+                if !tail.is_zero() {
+                    tokio::time::sleep(tail).await;
+                }
                 guard.mark_done();
                 return None;
             }
@@ -310,7 +334,14 @@ async fn handle(req: Request<Incoming>, st: Arc<MockState>) -> Result<Response<B
                     events.push(serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1,"model":model,
                         "choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}).to_string());
                 }
-                sse(st, events, Duration::from_millis(10))
+                // `?tail_ms=` holds the body's end back after `data: [DONE]`
+                let tail = q.get("tail_ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+                sse_tail(
+                    st,
+                    events,
+                    Duration::from_millis(10),
+                    Duration::from_millis(tail),
+                )
             } else {
                 // `?pt=&ct=` set the usage it reports, `?delay_ms=` holds the answer back
                 let (pt, ct) = (
@@ -530,6 +561,10 @@ pub struct GatewayConf {
     pub tls_listener: Option<(u16, PathBuf, PathBuf)>,
     /// Extra top-level YAML appended to the config.
     pub extra: String,
+    /// `server.grace_period_seconds`.
+    pub grace_secs: u64,
+    /// More `server:` settings, e.g. `", header_timeout_secs: 2"`.
+    pub server_extra: String,
 }
 
 impl Default for GatewayConf {
@@ -545,6 +580,8 @@ impl Default for GatewayConf {
             state_dir: None,
             tls_listener: None,
             extra: String::new(),
+            grace_secs: 1,
+            server_extra: String::new(),
         }
     }
 }
@@ -632,7 +669,7 @@ impl Gateway {
                 .clone()
                 .unwrap_or_else(|| dir.path().join("state"));
             let mut yaml = format!(
-                "server: {{threads: 2, grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1, pid_file: '{d}/pid', upgrade_sock: '{d}/upgrade.sock'}}\n\
+                "server: {{threads: 2, grace_period_seconds: {}, graceful_shutdown_timeout_seconds: 1, pid_file: '{d}/pid', upgrade_sock: '{d}/upgrade.sock'{}}}\n\
                  listeners: [{{address: '127.0.0.1:{port}'}}{}]\n\
                  metrics: {{address: '127.0.0.1:{metrics_port}'}}\n\
                  origins: [{}]\n\
@@ -642,6 +679,8 @@ impl Gateway {
                  limits: {}\n\
                  host_aliases: {}\n\
                  state_dir: '{}'\n",
+                conf.grace_secs,
+                conf.server_extra,
                 conf.tls_listener.as_ref().map_or(String::new(), |(p, cert, key)| format!(
                     ", {{address: '127.0.0.1:{p}', tls: {{cert: '{}', key: '{}'}}}}",
                     cert.display(),
