@@ -435,3 +435,119 @@ fn litellm_s_helicone_provider_and_the_openai_sdk_reach_the_completions_endpoint
     assert_eq!(chat["messages"][0]["content"], "Say hi");
     assert_eq!(anthropic.hits(), 0);
 }
+
+/// The openai SDK stops reading at `data: [DONE]` and closes the connection, often before the
+/// body's last chunk: the records must say the requests succeeded, with no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_streams_closed_at_done_are_logged_without_error() {
+    let mock = MockProvider::start();
+    let conf = GatewayConf::default().allow(&mock.origin());
+    let gw = Gateway::start(conf);
+    let stdout = tokio::task::spawn_blocking({
+        let (url, origin) = (gw.url(""), mock.origin());
+        move || {
+            let path = format!(
+                "{}/tests/python/sdk_stream_close.py",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let out = Command::new(python())
+                .arg(path)
+                .env("SWITCHYARD_URL", url)
+                .env("MOCK_ORIGIN", origin)
+                .env("STREAMS", "100")
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(
+                out.status.success(),
+                "stdout:\n{stdout}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            stdout
+        }
+    })
+    .await
+    .unwrap();
+    expect_lines(&stdout, &["streams: 100 ok"]);
+    let ids: Vec<String> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ids: "))
+        .unwrap()
+        .split(',')
+        .map(String::from)
+        .collect();
+    let mut records = Vec::new();
+    for id in &ids {
+        records.push(logged_record(&gw, id).await);
+    }
+    let failed: Vec<_> = records
+        .iter()
+        .filter(|r| r["status"] != 200 || !r["error"].is_null())
+        .map(|r| format!("{} {} {}", r["id"], r["status"], r["error"]))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 100 complete streams logged as failed: {failed:?}",
+        failed.len()
+    );
+    assert!(
+        !gw.log().contains("Fail to proxy"),
+        "a complete stream was logged as a proxy failure:\n{}",
+        gw.log()
+    );
+}
+
+/// The same, deterministic: a client that reads to `data: [DONE]` and hangs up while the
+/// provider's body has not ended yet.
+#[tokio::test]
+async fn a_client_that_hangs_up_after_done_leaves_a_complete_record() {
+    use std::io::{Read, Write};
+    let mock = MockProvider::start();
+    let conf = GatewayConf::default().allow(&mock.origin());
+    let gw = Gateway::start(conf);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let addr = gw.url("").trim_start_matches("http://").to_string();
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let body =
+            r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        write!(
+            s,
+            "POST /v1/chat/completions?tail_ms=400 HTTP/1.1\r\nHost: a\r\nHelicone-Target-Url: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            mock.origin(),
+            body.len()
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("data: [DONE]") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(
+                n > 0,
+                "closed before [DONE]: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got).to_string();
+        let id = text
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("helicone-id: ")
+                    .map(|v| v.trim().to_string())
+            })
+            .unwrap();
+        drop(s); // hang up while the body's last chunk is 400 ms away
+        ids.push(id);
+    }
+    for id in &ids {
+        let r = logged_record(&gw, id).await;
+        assert_eq!(r["status"], 200, "{r}");
+        assert!(
+            r["error"].is_null(),
+            "a complete stream logged with an error: {r}"
+        );
+        assert!(r["response_body"].to_string().contains("[DONE]"), "{r}");
+    }
+}
