@@ -193,6 +193,13 @@ pub fn build(mut cfg: Config, opt: Opt) -> Result<App, AppError> {
         }
     };
     let cfg = Arc::new(cfg);
+    let body_budget = crate::body::BodyBudget::new(cfg.limits.max_inflight_body_bytes);
+    server.add_service(background_service(
+        "memory return",
+        crate::memory::MemoryReturn {
+            budget: body_budget.clone(),
+        },
+    ));
     let gateway = Gateway {
         prompts,
         cfg: cfg.clone(),
@@ -218,7 +225,7 @@ pub fn build(mut cfg: Config, opt: Opt) -> Result<App, AppError> {
         exporter,
         pricing,
         cache,
-        body_budget: crate::body::BodyBudget::new(cfg.limits.max_inflight_body_bytes),
+        body_budget,
         ready: ready.clone(),
     };
     let grace = Duration::from_secs(cfg.server.grace_period_seconds);

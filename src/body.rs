@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use pingora_proxy::Session;
@@ -24,6 +25,8 @@ const RETRY_BUFFER_LIMIT: usize = 64 * 1024;
 pub struct BodyBudget {
     used: AtomicUsize,
     max: usize,
+    /// The most held at once since [`BodyBudget::take_peak`] last looked.
+    peak: AtomicUsize,
 }
 
 impl BodyBudget {
@@ -31,12 +34,25 @@ impl BodyBudget {
         Arc::new(BodyBudget {
             used: AtomicUsize::new(0),
             max,
+            peak: AtomicUsize::new(0),
         })
+    }
+
+    /// The most bytes held at once since the last call.
+    pub fn take_peak(&self) -> usize {
+        self.peak.swap(self.used(), Ordering::AcqRel)
     }
 
     /// Bytes held by requests now.
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
+    pub fn hold_for_test(self: &Arc<Self>, bytes: usize) -> Option<BodyLease> {
+        let mut lease = None;
+        self.grow(&mut lease, bytes).ok()?;
+        lease
     }
 
     /// Takes `bytes` more for `lease`, or refuses (nothing taken) when that would pass the budget.
@@ -61,7 +77,10 @@ impl BodyBudget {
                 .used
                 .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
             {
-                Ok(_) => break,
+                Ok(_) => {
+                    self.peak.fetch_max(next, Ordering::AcqRel);
+                    break;
+                }
                 Err(now) => cur = now,
             }
         }
@@ -168,7 +187,9 @@ pub async fn read(
         if cl > cap {
             return Err(GatewayError::PayloadTooLarge { limit: cap });
         }
-        budget.grow(&mut lease, cl)?;
+        if let Err(e) = budget.grow(&mut lease, cl) {
+            return Err(discard(session, e).await);
+        }
     }
     let expects_continue =
         header_str(session, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
@@ -207,7 +228,10 @@ pub async fn read(
             return Err(GatewayError::PayloadTooLarge { limit: cap });
         }
         if content_length.is_none() {
-            budget.grow(&mut lease, c.len())?;
+            if let Err(e) = budget.grow(&mut lease, c.len()) {
+                drop(lease);
+                return Err(discard(session, e).await);
+            }
         }
         match (&mut joined, first.take()) {
             (Some(buf), _) => buf.extend_from_slice(&c),
@@ -241,6 +265,24 @@ pub async fn read(
         present: true,
         replayable,
     })
+}
+
+/// How long a refused body is read and thrown away, so that its client, still sending, reads
+/// the refusal instead of a reset connection.
+const DISCARD_TIME: Duration = Duration::from_secs(30);
+
+/// Reads the rest of a body that will not be kept, chunk by chunk (nothing is held), then
+/// hands back the refusal `e`. Without it the gateway would answer and close while the client
+/// is still sending: the client sees a broken pipe or a reset, not the 503.
+async fn discard(session: &mut Session, e: GatewayError) -> GatewayError {
+    let drained = tokio::time::timeout(DISCARD_TIME, async {
+        while let Ok(Some(_)) = session.as_downstream_mut().read_request_body().await {}
+    })
+    .await;
+    if drained.is_err() {
+        session.as_downstream_mut().set_keepalive(None);
+    }
+    e
 }
 
 /// Per-attempt replay state, used by `request_body_filter`.

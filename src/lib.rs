@@ -14,6 +14,7 @@ pub mod forward;
 pub mod headers;
 pub mod lifecycle;
 pub mod limits;
+pub mod memory;
 pub mod metadata;
 pub mod metrics;
 pub mod pricing;
