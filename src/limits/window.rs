@@ -20,6 +20,12 @@ const SWEEP_EVERY: u64 = 4096;
 /// the hash table's slot and the allocator's rounding, about.
 const SCOPE_OVERHEAD: usize = 160;
 
+/// The scopes a client names (`Helicone-RateLimit-Policy`'s, one per user or property value it
+/// sends) start with this; only they are evicted. The others, a gateway key's own limits and
+/// budgets, are as many as the config has keys: a flood of new users cannot make the gateway
+/// forget what a key has spent today.
+pub const CLIENT_SCOPE_PREFIX: &str = "p|";
+
 /// `limits.max_scopes`: counters the in-memory store holds at most.
 pub const DEFAULT_MAX_SCOPES: usize = 1_000_000;
 /// `limits.max_memory_bytes`: about how many bytes the in-memory store holds at most.
@@ -257,20 +263,28 @@ impl Windows {
         };
         let after = cost(scope, counts);
         shard.bytes = shard.bytes + after - before;
-        self.bound(shard);
+        self.bound(shard, scope);
         (decision, reservation)
     }
 
-    /// Evicts the shard's least recently used scopes until it is within its share of the bound.
-    /// The scope just used is the most recent one, so it is evicted only when it alone is over.
-    fn bound(&self, shard: &mut Shard) {
-        while shard.scopes.len() > 1
-            && (shard.scopes.len() > self.shard_scopes || shard.bytes > self.shard_bytes)
-        {
-            let Some((key, counts)) = shard.scopes.pop_lru() else {
+    /// Evicts the shard's least recently used client scopes until it is within its share of the
+    /// bound; never `current`, the scope just used (the most recent one).
+    fn bound(&self, shard: &mut Shard, current: &str) {
+        while shard.scopes.len() > self.shard_scopes || shard.bytes > self.shard_bytes {
+            // least recently used first; a key's own scopes are passed over
+            let Some(victim) = shard
+                .scopes
+                .iter()
+                .rev()
+                .map(|(k, _)| k)
+                .find(|k| k.starts_with(CLIENT_SCOPE_PREFIX) && k.as_str() != current)
+                .cloned()
+            else {
                 break;
             };
-            shard.bytes -= cost(&key, &counts);
+            if let Some((key, counts)) = shard.scopes.pop_entry(victim.as_str()) {
+                shard.bytes -= cost(&key, &counts);
+            }
             self.evicted.fetch_add(1, Ordering::Relaxed);
             if let Some(m) = &self.evictions {
                 m.inc();
@@ -344,7 +358,7 @@ impl Windows {
         };
         let after = cost(scope, counts);
         shard.bytes = shard.bytes + after - before;
-        self.bound(shard);
+        self.bound(shard, scope);
         let r = admitted.then(|| Reservation {
             scope: scope.to_string(),
             slot: Slot::Counter(units),
@@ -591,7 +605,7 @@ mod tests {
     /// `n` scope names that fall in shard 0, each `len` bytes long.
     fn in_one_shard(n: usize, len: usize) -> Vec<String> {
         (0..)
-            .map(|i| format!("{i:0>len$}"))
+            .map(|i| format!("p|{i:0>len$}"))
             .filter(|k| shard_of(k) == 0)
             .take(n)
             .collect()
@@ -610,7 +624,7 @@ mod tests {
         for i in 0..20_000u64 {
             // a year-long window: nothing expires, only the bound removes scopes
             w.admit(&format!("p|-|r31536000|user={i:0>300}"), year, 1000, 1, i);
-            if i % 10 == 0 && w.admit("hot", year, 1_000_000, 1, i).0.admitted {
+            if i % 10 == 0 && w.admit("p|hot", year, 1_000_000, 1, i).0.admitted {
                 hot += 1;
             }
             assert!(w.scopes() <= 160 && w.bytes() <= 1 << 20, "at {i}");
@@ -628,7 +642,7 @@ mod tests {
             .sum();
         assert_eq!(w.bytes(), recount, "the byte count is kept exactly");
         // the hot scope was used more recently than any other of its shard: its count is whole
-        assert_eq!(w.used("hot", year, 20_000), hot);
+        assert_eq!(w.used("p|hot", year, 20_000), hot);
         // a byte bound below the scope bound holds too: 1 KB keys, 8 KiB per shard
         let w = Windows::new(
             Bound {
@@ -638,7 +652,7 @@ mod tests {
             None,
         );
         for i in 0..5_000u64 {
-            w.admit(&format!("{i:0>1000}"), year, 10, 1, i);
+            w.admit(&format!("p|{i:0>1000}"), year, 10, 1, i);
         }
         assert!(w.bytes() <= 16 * 8192, "{}", w.bytes());
         assert!(w.scopes() <= 16 * 8, "{}", w.scopes());
@@ -681,5 +695,28 @@ mod tests {
         assert_eq!(w.used(&keys[2], W, 26), 1);
         // a forgotten scope starts again from zero (the documented price of the bound)
         assert_eq!(w.admit(&keys[1], W, 5, 1, 27).0.remaining, 4);
+    }
+
+    #[test]
+    fn a_gateway_keys_own_scopes_are_never_evicted() {
+        let w = Windows::new(
+            Bound {
+                scopes: 160,
+                bytes: 1 << 20,
+            },
+            None,
+        );
+        let day = Duration::from_secs(86_400);
+        // an idle key's budget and request counts: the least recently used of all
+        w.admit_fixed("k|team-a|usd-day|20000", day, 1000, 400, 0);
+        w.admit("k|team-a|r60", W, 100, 7, 0);
+        for i in 0..10_000u64 {
+            w.admit(&format!("p|-|r60|user={i}"), W, 10, 1, 1 + i / 1000);
+        }
+        assert!(w.evicted() >= 10_000 - 160);
+        assert!(w.scopes() <= 162, "{}", w.scopes());
+        let d = w.peek("k|team-a|usd-day|20000", Span::Period(day), 1000, 20);
+        assert_eq!(d.remaining, 600, "the day's spend is remembered");
+        assert_eq!(w.used("k|team-a|r60", W, 20), 7);
     }
 }
