@@ -1,5 +1,6 @@
 //! Request log export to JSONL: one record per client request of every kind, with usage, cost,
-//! properties and privacy; nothing lost on SIGTERM; no credential in any line; every line read by `jq`.
+//! properties and privacy; nothing lost on SIGTERM; no credential in any line; every line read
+//! by `jq`.
 
 mod common;
 
