@@ -327,6 +327,23 @@ fn bench_rate_limit(c: &mut Criterion) {
             w.admit(black_box("team-a|r1|user=oncall-7"), window, 2000, 1, now)
         })
     });
+    // a flood of new users against a full store: each admission creates a scope and evicts the
+    // least recently used one
+    let full = Windows::new(
+        switchyard::limits::window::Bound {
+            scopes: 16_384,
+            bytes: 64 << 20,
+        },
+        None,
+    );
+    let mut user = 0u64;
+    g.bench_function("admit, a new scope each time, store full", |b| {
+        b.iter(|| {
+            user += 1;
+            let scope = format!("p|team-a|r60|user=flood-{user}");
+            full.admit(black_box(&scope), window, 10, 1, 1)
+        })
+    });
     g.bench_function("parse policy header", |b| {
         b.iter(|| switchyard::limits::policy::parse(black_box("500;w=3600;u=cents;s=user")))
     });

@@ -20,7 +20,7 @@ use crate::limits::limiter::{Limiter, Store};
 use crate::limits::origin_quota::{OriginQuota, QuotaPersister};
 use crate::limits::redis_window::RedisWindows;
 use crate::limits::rules::RateLimits;
-use crate::limits::window::Windows;
+use crate::limits::window::{Bound, Windows};
 use crate::limits::{self, OriginLimits};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
@@ -137,7 +137,13 @@ pub fn build(mut cfg: Config, opt: Opt) -> Result<App, AppError> {
         prometheus::register(Box::new(metrics.spend_alert.clone()))?;
     }
     let store = match &cfg.limits.redis {
-        None => Store::Local(Windows::default()),
+        None => Store::Local(Windows::new(
+            Bound {
+                scopes: cfg.limits.max_scopes,
+                bytes: cfg.limits.max_memory_bytes,
+            },
+            Some(metrics.limit_evictions.clone()),
+        )),
         Some(r) => Store::Redis(Box::new(RedisWindows::new(
             Link::new(&r.url, r.timeout()).map_err(AppError::Limits)?,
             r.prefix

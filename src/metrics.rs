@@ -68,6 +68,8 @@ pub struct Metrics {
     pub spend_alert: prometheus::Gauge,
     /// Failed operations on the shared limit store (Redis).
     pub limit_store_errors: prometheus::IntCounter,
+    /// Scopes the in-memory limit store forgot to stay within its bound.
+    pub limit_evictions: prometheus::IntCounter,
 }
 
 /// What one finished request contributes.
@@ -183,6 +185,10 @@ impl Metrics {
             limit_store_errors: prometheus::register_int_counter!(
                 "switchyard_rate_limit_store_errors_total",
                 "Failed operations on the shared limit store (Redis): admissions then follow limits.on_store_error"
+            )?,
+            limit_evictions: prometheus::register_int_counter!(
+                "switchyard_rate_limit_evictions_total",
+                "Rate-limit scopes the in-memory store forgot (least recently used first) to stay within limits.max_scopes and limits.max_memory_bytes; an evicted scope's count starts again from zero"
             )?,
         })
     }

@@ -1,5 +1,6 @@
 //! Request log export to JSONL: one record per client request of every kind, with usage, cost,
-//! properties and privacy; nothing lost on SIGTERM; no credential in any line.
+//! properties and privacy; nothing lost on SIGTERM; no credential in any line; every line read
+//! by `jq`.
 
 mod common;
 
@@ -514,4 +515,128 @@ async fn an_own_pricing_file_sets_the_cost() {
     // 5 prompt tokens at $1000 per million; the dated variant matches its base model
     assert_eq!(recs[0]["cost_usd"].as_f64(), Some(0.005), "{:?}", recs[0]);
     assert!(gw.log().contains("as of 2026-12-01"), "{}", gw.log());
+}
+
+/// An upstream on 127.0.0.1 that answers every request with its body, as JSON; its origin.
+fn echo_upstream() -> String {
+    use http_body_util::{BodyExt, Full};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        |req: hyper::Request<hyper::body::Incoming>| async move {
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(body))
+                                    .unwrap(),
+                            )
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    format!("http://{addr}")
+}
+
+/// Bodies that the gateway's own (skipping) JSON parses accept but a strict reader refuses, such
+/// as a lone surrogate escape, are logged as text: `jq` reads every line of the file, and each
+/// body comes back as it was sent (invalid UTF-8 replaced by U+FFFD).
+#[tokio::test]
+async fn logged_bodies_are_read_by_jq_and_come_back_as_sent() {
+    let echo = echo_upstream();
+    let mut gw = Gateway::start(GatewayConf::default().allow(&echo));
+    // (body, embedded as JSON)
+    let bodies: [(&[u8], bool); 6] = [
+        (
+            br#"{"model":"gpt-4o","messages":[{"role":"user","content":"\ud800"}]}"#,
+            false,
+        ),
+        (
+            br#"{"model":"gpt-4o","messages":[{"role":"user","content":"a\udc00b"}]}"#,
+            false,
+        ),
+        (br#"{"model":"gpt-4o","messages":[{"\ud83d":"x"}]}"#, false),
+        (
+            br#"{"model":"gpt-4o","messages":[{"role":"user","content":"\ud83d\ude00"}]}"#,
+            true,
+        ),
+        (
+            br#"{"model":"gpt-4o","messages":[{"role":"user","content":"\\ud800"}]}"#,
+            true,
+        ),
+        (
+            b"{\"model\":\"gpt-4o\",\"messages\":[{\"content\":\"\xff\xfe\"}]}",
+            false,
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (body, _) in &bodies {
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .header("Helicone-Target-Url", &echo)
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        ids.push(r.headers()["helicone-id"].to_str().unwrap().to_string());
+        assert_eq!(&r.bytes().await.unwrap()[..], *body, "echoed");
+    }
+    gw.stop();
+    // jq reads the whole file (it stopped at the first lone surrogate before)
+    let files: Vec<_> = std::fs::read_dir(gw.dir.path().join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let out = std::process::Command::new("jq")
+        .arg("-c")
+        .arg("{id, request_body, response_body}")
+        .args(&files)
+        .output()
+        .expect("jq (apt package jq) runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "jq failed: {stderr}");
+    let read: Vec<serde_json::Value> = json_lines(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(read.len(), bodies.len(), "jq read every record: {stderr}");
+    for ((body, as_json), id) in bodies.iter().zip(&ids) {
+        let r = read.iter().find(|r| r["id"] == id.as_str()).unwrap();
+        for which in ["request_body", "response_body"] {
+            let b = &r[which];
+            if *as_json {
+                assert_eq!(
+                    b["kind"],
+                    "json",
+                    "{which} of {}",
+                    String::from_utf8_lossy(body)
+                );
+                let sent: serde_json::Value = serde_json::from_slice(body).unwrap();
+                assert_eq!(b["json"], sent, "{which}");
+            } else {
+                assert_eq!(
+                    b["kind"],
+                    "text",
+                    "{which} of {}",
+                    String::from_utf8_lossy(body)
+                );
+                assert_eq!(b["text"], *String::from_utf8_lossy(body), "{which}");
+            }
+            assert_eq!(b["bytes"], body.len());
+        }
+    }
 }

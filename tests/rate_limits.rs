@@ -1,6 +1,7 @@
 //! Rate limits end to end: `Helicone-RateLimit-Policy` (exactly N, the sliding window, segments,
 //! cents), gateway-key limits (requests, daily budget, concurrency), reserve-then-settle under 50
-//! concurrent requests, two gateways sharing one Redis, and a Redis outage either way.
+//! concurrent requests, two gateways sharing one Redis, a Redis outage either way, and the
+//! in-memory store's bound under a flood of distinct users.
 
 mod common;
 
@@ -635,4 +636,79 @@ async fn a_cache_hit_is_not_counted_is_served_past_the_limit_and_shows_the_room(
     let other = body.replace("price me", "price me too");
     let refused = send(&local, &mock, &path, &other, &cents).await;
     assert_eq!(refused.status, 429, "{}", refused.text());
+}
+
+/// The gateway's resident memory, in KiB (`VmRSS` of /proc/<pid>/status).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in:\n{status}"))
+}
+
+#[tokio::test]
+async fn distinct_huge_user_ids_cannot_grow_the_gateway_and_a_hot_users_limit_still_holds() {
+    // each request names another 8 KB user under a year-long window: before the fix, each one
+    // kept its 8 KB counter key (and more) for the year, with no bound
+    let mock = MockProvider::start();
+    let gw = gateway_with(&mock, "", "{max_scopes: 256, max_memory_bytes: 1048576}");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(16)
+        .build()
+        .unwrap();
+    let target = mock.origin();
+    let send = |user: String, policy: &'static str| {
+        let req = http
+            .post(gw.url(PATH))
+            .header("helicone-target-url", &target)
+            .header("helicone-auth", "Bearer sk-gw-a")
+            .header("content-type", "application/json")
+            .header("helicone-ratelimit-policy", policy)
+            .header("helicone-user-id", user)
+            .body(CHAT);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let huge = |i: usize| format!("{i:08}-{}", "x".repeat(8 * 1024 - 9));
+    let flood = |from: usize, n: usize| {
+        futures_util::future::join_all(
+            (from..from + n).map(|i| send(huge(i), "1000;w=31536000;s=user")),
+        )
+    };
+    // warm up: connections, buffers and the allocator's pools
+    for round in 0..10 {
+        assert!(flood(round * 20, 20).await.iter().all(|s| *s == 200));
+    }
+    let before = rss_kib(gw.pid());
+    let (mut admitted, mut refused) = (0, 0);
+    for round in 0..100 {
+        let statuses = flood(1_000 + round * 20, 20).await;
+        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+        // the hot user comes back every 20 requests: its counter is never the least recent
+        match send("hot-user".into(), "50;w=31536000;s=user").await {
+            200 => admitted += 1,
+            429 => refused += 1,
+            s => panic!("hot user: {s}"),
+        }
+    }
+    let grown = rss_kib(gw.pid()).saturating_sub(before);
+    // 2,000 scopes of 8 KB keys alone would be 16 MB; the store holds at most 256 small ones
+    assert!(
+        grown < 6 * 1024,
+        "RSS grew by {grown} KiB over 2,000 distinct 8 KB users"
+    );
+    assert_eq!(
+        (admitted, refused),
+        (50, 50),
+        "the hot user's quota of 50 holds through the flood"
+    );
+    let m = metrics_with(&gw, &["switchyard_rate_limit_evictions_total"]).await;
+    let evicted: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("switchyard_rate_limit_evictions_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{m}"));
+    // 2,200 users and the hot one, at most 256 held
+    assert!(evicted >= 2_201 - 256, "{evicted} evictions");
 }

@@ -265,6 +265,11 @@ pub struct LimitsConf {
     /// Completion tokens assumed for a request without `max_tokens` when money limits reserve
     /// its cost up front.
     pub default_completion_tokens: u64,
+    /// The in-memory counters (no `redis`): at most this many scopes (a gateway key, user or
+    /// property value's counter) ...
+    pub max_scopes: usize,
+    /// ... and about this many bytes; beyond either, the least recently used scope is forgotten.
+    pub max_memory_bytes: usize,
 }
 
 impl Default for LimitsConf {
@@ -276,6 +281,8 @@ impl Default for LimitsConf {
             on_store_error: Default::default(),
             concurrency_lease_secs: 900,
             default_completion_tokens: 4096,
+            max_scopes: crate::limits::window::DEFAULT_MAX_SCOPES,
+            max_memory_bytes: crate::limits::window::DEFAULT_MAX_MEMORY_BYTES,
         }
     }
 }
@@ -730,6 +737,24 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
             "must be greater than 0".into(),
         );
     }
+    {
+        use crate::limits::window::Bound;
+        if fc.limits.max_scopes < Bound::MIN_SCOPES {
+            issues.push(
+                "limits.max_scopes".into(),
+                format!(
+                    "must be at least {} (one scope per shard of the store)",
+                    Bound::MIN_SCOPES
+                ),
+            );
+        }
+        if fc.limits.max_memory_bytes < Bound::MIN_BYTES {
+            issues.push(
+                "limits.max_memory_bytes".into(),
+                format!("must be at least {} (64 KiB)", Bound::MIN_BYTES),
+            );
+        }
+    }
     for (i, k) in fc.auth.keys.iter().enumerate() {
         if let Some(l) = &k.limits {
             for (path, message) in l.check(&format!("auth.keys[{i}].limits")) {
@@ -864,7 +889,7 @@ mod tests {
             "origins: [{url: 'gopher://x'}, {url: 'http://127.0.0.1:1', ca_file: /nonexistent.pem}]\n",
             "unapproved_origins: {per_second: 0}\n",
             "upstream: {read_timeout_secs: 0}\n",
-            "limits: {max_body_bytes: 0}\n",
+            "limits: {max_body_bytes: 0, max_scopes: 3, max_memory_bytes: 100}\n",
         ));
         for field in [
             "listeners[0].address",
@@ -877,6 +902,8 @@ mod tests {
             "unapproved_origins.per_second",
             "upstream.read_timeout_secs",
             "limits.max_body_bytes",
+            "limits.max_scopes: must be at least 16",
+            "limits.max_memory_bytes: must be at least 65536",
         ] {
             assert!(e.contains(field), "missing {field} in:\n{e}");
         }

@@ -66,7 +66,8 @@ impl Serialize for RawJson<'_> {
 /// A body kept in the record: omitted on request, or truncated at the configured size.
 ///
 /// Serialized as `{"kind": "json", "json": <the body>, "bytes": n}` when the body is complete,
-/// valid JSON (embedded as it is, so no escaping and a record that `jq` can walk), otherwise
+/// valid JSON that a strict reader takes (embedded as it is, so no escaping and a record that
+/// `jq` can walk; a lone surrogate escape is not), otherwise
 /// `{"kind": "text", "text": "...", "truncated": bool, "bytes": n}`, or `{"kind": "omitted"}`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LoggedBody {
@@ -92,6 +93,57 @@ fn one_line(json: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     }
 }
 
+/// Whether `json` is one JSON document that a strict reader (`jq`, Python, a JSON column) takes.
+/// The gateway's own parses skip the fields they do not need, and skipping checks an escape's
+/// form but not what it decodes to, so a lone surrogate (`"\ud800"`) passed them: embedded
+/// as it was, it made the record unreadable to `jq` from there on. This asks serde_json for every
+/// string and key, so it decodes each escape (refusing lone surrogates), and builds nothing.
+fn strictly_valid(json: &str) -> bool {
+    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    struct Strict;
+    impl<'de> Deserialize<'de> for Strict {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Strict, D::Error> {
+            d.deserialize_any(Strict)
+        }
+    }
+    impl<'de> Visitor<'de> for Strict {
+        type Value = Strict;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Strict, E> {
+            Ok(Strict)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Strict, E> {
+            Ok(Strict)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Strict, E> {
+            Ok(Strict)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Strict, E> {
+            Ok(Strict)
+        }
+        // borrowed and owned strings end here too: serde_json has decoded the string by now
+        fn visit_str<E>(self, _: &str) -> Result<Strict, E> {
+            Ok(Strict)
+        }
+        fn visit_unit<E>(self) -> Result<Strict, E> {
+            Ok(Strict)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+            while seq.next_element::<Strict>()?.is_some() {}
+            Ok(Strict)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+            // a key is asked for as a value too: a string, decoded
+            while map.next_entry::<Strict, Strict>()?.is_some() {}
+            Ok(Strict)
+        }
+    }
+    serde_json::from_str::<Strict>(json).is_ok()
+}
+
 impl Serialize for LoggedBody {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
@@ -108,7 +160,10 @@ impl Serialize for LoggedBody {
             } => {
                 if text.valid_json && !truncated {
                     let line = one_line(&text.bytes);
-                    if let Ok(json) = std::str::from_utf8(&line) {
+                    if let Some(json) = std::str::from_utf8(&line)
+                        .ok()
+                        .filter(|j| strictly_valid(j))
+                    {
                         let mut m = s.serialize_map(Some(3))?;
                         m.serialize_entry("kind", "json")?;
                         m.serialize_entry("json", &RawJson(json))?;
@@ -504,5 +559,58 @@ mod tests {
         assert_eq!(v["request_body"]["kind"], "json");
         assert_eq!(v["response_body"]["json"]["usage"]["prompt_tokens"], 812);
         assert!((2500..4000).contains(&line.len()), "{}", line.len());
+    }
+
+    /// How the gateway flags a body: its own parse skips what it does not need.
+    fn flagged(body: &[u8]) -> bool {
+        serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+    }
+
+    /// The record line of `body`, read back by a strict parser (serde_json's `Value` decodes
+    /// every string, as `jq` does).
+    fn logged(body: &[u8]) -> serde_json::Value {
+        let b = LoggedBody::capture(&Bytes::copy_from_slice(body), false, 1 << 16, flagged(body))
+            .unwrap();
+        let line = serde_json::to_string(&b).unwrap();
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("a strict reader fails ({e}): {line}"))
+    }
+
+    #[test]
+    fn bodies_a_strict_reader_refuses_are_logged_as_text() {
+        for body in [
+            r#"{"a":"\ud800"}"#,           // lone high surrogate
+            r#"{"a":"\udc00"}"#,           // lone low surrogate
+            r#"{"a":"\ud800\u0041"}"#,     // high surrogate, then no low one
+            r#"{"\ud800":1}"#,             // in a key
+            r#"[1,{"b":["x","\udfff"]}]"#, // deep inside
+        ] {
+            assert!(
+                flagged(body.as_bytes()),
+                "the gateway's parse let {body} through"
+            );
+            let v = logged(body.as_bytes());
+            assert_eq!(v["kind"], "text", "{body}");
+            assert_eq!(v["text"], body, "the text is the body as it came");
+        }
+        // invalid UTF-8 flagged as JSON (a skipped string is not checked): text, replaced
+        let body = b"{\"a\":\"\xff\"}";
+        let v = logged(body);
+        assert_eq!(v["kind"], "text");
+        assert_eq!(v["text"], "{\"a\":\"\u{fffd}\"}");
+    }
+
+    #[test]
+    fn bodies_a_strict_reader_takes_are_embedded_as_json() {
+        // a valid pair: one character
+        let v = logged(br#"{"a":"\ud83d\ude00","n":[1,2.5,-3,true,null]}"#);
+        assert_eq!(v["kind"], "json");
+        assert_eq!(v["json"]["a"], "\u{1f600}");
+        assert_eq!(v["json"]["n"][1], 2.5);
+        // an escaped backslash followed by u is no escape: the six characters \ud800
+        let v = logged(br#"{"a":"\\ud800","\\udc00":"k"}"#);
+        assert_eq!(v["kind"], "json");
+        assert_eq!(v["json"]["a"], "\\ud800");
+        assert_eq!(v["json"]["\\udc00"], "k");
     }
 }

@@ -35,6 +35,32 @@ pub struct Policy {
 /// Longest window: one year.
 pub const MAX_WINDOW_SECS: u64 = 365 * 24 * 3600;
 
+/// A segment (`user=<id>`, `<property>=<value>`) longer than this is counted under a hash of it.
+pub const MAX_SEGMENT_BYTES: usize = 256;
+
+/// A segment's part of a scope: `name=value`, or, when longer than `MAX_SEGMENT_BYTES`,
+/// `name#<blake3 of the value>` (`#<blake3 of name=value>` for a name over 64 bytes), so a scope
+/// has a bounded size whatever the client sends (a 64 KB `Helicone-User-Id` made a 64 KB key,
+/// kept for the window, here and in Redis).
+///
+/// Hashed rather than refused: Helicone takes a user id or property value of any length (long
+/// ones exist: emails, JWT subjects, URLs), and a hash keeps the semantics, one counter per
+/// distinct value (a collision of 256-bit BLAKE3 hashes is not a practical concern). A hashed
+/// segment never equals a plain one: names are letters, digits, `_` and `-`, never `#`.
+fn segment(name: &str, value: &str) -> String {
+    if name.len() + 1 + value.len() <= MAX_SEGMENT_BYTES {
+        format!("{name}={value}")
+    } else if name.len() <= 64 {
+        format!("{name}#{}", blake3::hash(value.as_bytes()).to_hex())
+    } else {
+        let mut h = blake3::Hasher::new();
+        h.update(name.as_bytes());
+        h.update(b"=");
+        h.update(value.as_bytes());
+        format!("#{}", h.finalize().to_hex())
+    }
+}
+
 const GRAMMAR: &str = "expected <quota>;w=<seconds>[;u=request|cents][;s=user|<property>], e.g. 100;w=60 or 500;w=3600;u=cents;s=user (quota and w are positive integers, in that order)";
 
 fn bad(v: &str, why: &str) -> GatewayError {
@@ -133,14 +159,14 @@ impl Policy {
         match &self.segment {
             Segment::Global => Ok(format!("{key}|{unit}|global")),
             Segment::User => match user.filter(|u| !u.is_empty()) {
-                Some(u) => Ok(format!("{key}|{unit}|user={u}")),
+                Some(u) => Ok(format!("{key}|{unit}|{}", segment("user", u))),
                 None => Err(GatewayError::BadRequest(format!(
                     "Helicone-RateLimit-Policy '{}' limits per user, but the request names none: send Helicone-User-Id (or `user` in the body), or drop `;s=user`; {GRAMMAR}",
                     self.raw
                 ))),
             },
             Segment::Property(p) => match property(p).filter(|v| !v.is_empty()) {
-                Some(v) => Ok(format!("{key}|{unit}|{p}={v}")),
+                Some(v) => Ok(format!("{key}|{unit}|{}", segment(p, &v))),
                 None => Err(GatewayError::BadRequest(format!(
                     "Helicone-RateLimit-Policy '{}' limits per property '{p}', but the request has no Helicone-Property-{p} header; send it, or drop `;s={p}`; {GRAMMAR}",
                     self.raw
@@ -228,5 +254,43 @@ mod tests {
             cents.scope(None, None, none).unwrap(),
             parse("3;w=60").unwrap().scope(None, None, none).unwrap()
         );
+    }
+
+    #[test]
+    fn long_segment_values_are_counted_under_a_fixed_size_hash() {
+        let none = |_: &str| None;
+        let p = parse("3;w=60;s=user").unwrap();
+        let at = |u: &str| p.scope(Some("team-a"), Some(u), none).unwrap();
+        // up to the bound the value is kept as it is
+        let short = "u".repeat(MAX_SEGMENT_BYTES - "user=".len());
+        assert_eq!(at(&short), format!("team-a|r60|user={short}"));
+        // beyond it: a fixed size, one counter per distinct value
+        let (a, b) = ("a".repeat(65_536), format!("{}b", "a".repeat(65_535)));
+        let (sa, sb) = (at(&a), at(&b));
+        assert!(sa.len() < 100 && sb.len() == sa.len(), "{sa}");
+        assert!(sa.starts_with("team-a|r60|user#"), "{sa}");
+        assert_ne!(sa, sb, "two long ids are two counters");
+        assert_eq!(sa, at(&a), "one long id is one counter");
+        assert_ne!(at(&(short.clone() + "x")), at(&short));
+        // a plain value can never name a hashed counter
+        let hash = sa
+            .rsplit('|')
+            .next()
+            .unwrap()
+            .strip_prefix("user#")
+            .unwrap();
+        assert_ne!(at(&format!("#{hash}")), sa);
+        // properties too, and a long property name
+        let p = parse("3;w=60;s=feature").unwrap();
+        let long = "v".repeat(300);
+        let prop = |_: &str| Some(long.clone());
+        assert!(p
+            .scope(None, None, prop)
+            .unwrap()
+            .starts_with("-|r60|feature#"));
+        let name = "n".repeat(1000);
+        let p = parse(&format!("3;w=60;s={name}")).unwrap();
+        let s = p.scope(None, None, |_: &str| Some("v".into())).unwrap();
+        assert!(s.len() < 100 && s.starts_with("-|r60|#"), "{s}");
     }
 }

@@ -331,7 +331,7 @@ impl RateLimits {
             out.push(Check {
                 rule: Rule::Header,
                 measure,
-                scope: format!("p|{scope}"),
+                scope: format!("{}{scope}", super::window::CLIENT_SCOPE_PREFIX),
                 window: p.window,
                 quota,
                 policy: p.raw.clone(),
