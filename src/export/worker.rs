@@ -1,12 +1,15 @@
 //! One sink's delivery loop: sends the batches the batcher hands it with retries, spools them
 //! when the sink stays down, and replays the spool in order once it answers again. Each sink has
-//! its own worker, so a slow or failing sink never holds up the others.
+//! its own worker, so a slow or failing sink never holds up the others. A batch the sink refuses
+//! for good (see `sink_error`) goes to the dead-letter directory instead, fresh or replayed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::dead_letter::{DeadLetter, Reason};
+use super::sink_error::SinkError;
 use super::sinks::Sink;
 use super::spool::Spool;
 use super::{Batch, ExportMetrics, PartGuard};
@@ -24,6 +27,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub(super) struct SinkShared {
     pub sink: Arc<dyn Sink>,
     pub spool: Spool,
+    pub dead_letter: DeadLetter,
     pub metrics: Arc<ExportMetrics>,
 }
 
@@ -71,6 +75,52 @@ impl SinkShared {
             }
         }
         self.spool_gauge();
+    }
+
+    /// Moves a batch the sink refused for good to the dead-letter directory, so that it never
+    /// blocks the batches after it; `records` when known (else read from the payload).
+    fn dead_letter(&self, key: &str, payload: &[u8], records: Option<usize>, err: &SinkError) {
+        let name = self.sink.name();
+        let records = records.or_else(|| self.sink.records_in(payload));
+        let n = records.map_or_else(|| "?".to_string(), |n| n.to_string());
+        let reason = Reason {
+            sink: name,
+            status: err.status,
+            message: &err.message,
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            records,
+            batch: format!("{key}.batch"),
+        };
+        match self.dead_letter.put(key, payload, &reason) {
+            Ok(Some(path)) => {
+                self.metrics
+                    .dead_letter_batches
+                    .with_label_values(&[name])
+                    .inc();
+                self.metrics
+                    .dead_letter_records
+                    .with_label_values(&[name])
+                    .inc_by(records.unwrap_or(0) as u64);
+                log::error!(
+                    "{name} rejected a batch of {n} log records ({err}): not retried, kept in {} with its reason; fix the cause, then replay it (README, \"dead letters\")",
+                    path.display()
+                );
+            }
+            Ok(None) => {
+                self.metrics.dropped.inc_by(records.unwrap_or(0) as u64);
+                log::error!(
+                    "{name} rejected a batch of {n} log records ({err}), and its dead-letter directory {} is full (export.spool_max_bytes): the records are dropped",
+                    self.dead_letter.dir().display()
+                );
+            }
+            Err(e) => {
+                self.metrics.dropped.inc_by(records.unwrap_or(0) as u64);
+                log::error!(
+                    "{name} rejected a batch of {n} log records ({err}), and it cannot be written to {} ({e}): the records are dropped",
+                    self.dead_letter.dir().display()
+                );
+            }
+        }
     }
 
     /// Encodes `b` for this sink into `out` (cleared first).
@@ -125,6 +175,10 @@ impl Worker {
         }
     }
 
+    pub fn sink_name(&self) -> &'static str {
+        self.shared.sink.name()
+    }
+
     /// Encodes `b` into `buf`.
     fn encode(&mut self, b: &Batch) -> Encoded {
         self.shared.encode(b, &mut self.buf);
@@ -176,6 +230,14 @@ impl Worker {
                     self.current = None;
                     self.shared.count("sent");
                     self.shared.delivered(records);
+                    return;
+                }
+                Err(err) if err.is_rejected() => {
+                    self.shared.count("failed");
+                    if let Some(e) = self.current.take() {
+                        self.shared
+                            .dead_letter(&e.key, &self.buf, Some(e.records), &err);
+                    }
                     return;
                 }
                 Err(err) => {
@@ -242,6 +304,21 @@ impl Worker {
                         log::info!("{name} is back: the spool is replayed");
                     }
                 }
+                Err(e) if e.is_rejected() => {
+                    // refused for good: out of the way, and on with the next one
+                    self.shared.count("failed");
+                    self.shared.dead_letter(&key_of(&path), &data, None, &e);
+                    if let Err(err) = self.shared.spool.remove(&path, len) {
+                        self.backoff = MAX_BACKOFF;
+                        self.next_replay = Instant::now() + self.backoff;
+                        log::error!(
+                            "{name}: dead-lettered spooled batch {} cannot be removed ({err}); fix the spool directory's permissions",
+                            path.display()
+                        );
+                        return;
+                    }
+                    self.shared.spool_gauge();
+                }
                 Err(e) => {
                     self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                     self.next_replay = Instant::now() + self.backoff;
@@ -255,6 +332,12 @@ impl Worker {
             }
         }
     }
+}
+
+/// The batch key a spool file is named by (`<key>.batch`).
+fn key_of(path: &std::path::Path) -> String {
+    path.file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
 }
 
 impl Drop for Worker {
