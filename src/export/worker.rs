@@ -164,6 +164,11 @@ pub(super) struct Worker {
 impl Worker {
     pub fn new(shared: Arc<SinkShared>, rx: mpsc::Receiver<Batch>, part: PartGuard) -> Worker {
         shared.spool_gauge();
+        // the sink's dead-letter series exist from the start, at 0, so that `increase()` sees
+        // the first one
+        let name = [shared.sink.name()];
+        shared.metrics.dead_letter_batches.with_label_values(&name);
+        shared.metrics.dead_letter_records.with_label_values(&name);
         Worker {
             shared,
             rx,
