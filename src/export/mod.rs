@@ -473,25 +473,78 @@ impl BackgroundService for ExportService {
         };
         // each sink's worker is a task of its own: a panic in one is logged and ends that
         // worker only (the batcher then spools that sink's batches for the next start)
-        let delivering = futures_util::future::join_all(workers.into_iter().map(|w| {
-            let name = w.sink_name();
-            let task = tokio::spawn(w.run());
-            async move {
-                if let Err(e) = task.await {
-                    if e.is_panic() {
-                        let what = e.into_panic();
-                        let what = what
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| what.downcast_ref::<String>().cloned())
-                            .unwrap_or_default();
-                        log::error!(
-                            "the {name} export worker panicked ({what}); its batches are spooled until the gateway restarts, the other sinks go on"
-                        );
-                    }
-                }
-            }
-        }));
+        let delivering = run_contained(
+            workers
+                .into_iter()
+                .map(|w| (w.sink_name(), w.run()))
+                .collect(),
+        );
         tokio::join!(batching, delivering);
+    }
+}
+
+/// Runs each `(sink, future)` as a task of its own and waits for them all; a panic ends its own
+/// task only, and is logged naming the sink. Returns how many panicked.
+async fn run_contained<F>(parts: Vec<(&'static str, F)>) -> usize
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    // each task is watched on its own, so a panic is logged when it happens, not at exit
+    let watched = parts.into_iter().map(|(name, f)| {
+        let task = tokio::spawn(f);
+        async move {
+            match task.await {
+                Err(e) if e.is_panic() => {
+                    let what = e.into_panic();
+                    let what = what
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| what.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    log::error!(
+                        "the {name} export worker panicked ({what}); its batches are spooled until the gateway restarts, the other sinks go on"
+                    );
+                    1
+                }
+                _ => 0,
+            }
+        }
+    });
+    futures_util::future::join_all(watched)
+        .await
+        .into_iter()
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_sink_worker_stops_no_other() {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let d = done.clone();
+        let boxed = |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| f;
+        let parts = vec![
+            (
+                "webhook",
+                boxed(Box::pin(async {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    panic!("sink exploded");
+                })),
+            ),
+            (
+                "jsonl",
+                boxed(Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    d.store(true, Ordering::SeqCst);
+                })),
+            ),
+        ];
+        assert_eq!(run_contained(parts).await, 1);
+        assert!(
+            done.load(Ordering::SeqCst),
+            "the other worker ran to its end"
+        );
     }
 }
