@@ -5,6 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+use super::sink_error::SinkError;
+use super::ExportMetrics;
+
 /// One sink's dead-letter directory: `<key>.batch` holds the payload exactly as the sink was
 /// sent it (so it can be moved back into the spool to replay it), `<key>.reason.json` why.
 pub struct DeadLetter {
@@ -68,6 +71,51 @@ impl DeadLetter {
         write_whole(&self.dir.join(format!("{key}{REASON_SUFFIX}")), &text)?;
         self.used.fetch_add(payload.len() as u64, Ordering::Relaxed);
         Ok(Some(batch))
+    }
+}
+
+impl DeadLetter {
+    /// Keeps a batch `sink` refused with `err`, counts it and logs it at ERROR; when it cannot
+    /// be kept (directory full, or a write error) its records are counted as dropped.
+    pub(super) fn keep(
+        &self,
+        sink: &str,
+        metrics: &ExportMetrics,
+        key: &str,
+        payload: &[u8],
+        records: Option<usize>,
+        err: &SinkError,
+    ) {
+        let n = records.map_or_else(|| "?".to_string(), |n| n.to_string());
+        let reason = Reason {
+            sink,
+            status: err.status,
+            message: &err.message,
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            records,
+            batch: format!("{key}.{BATCH_EXT}"),
+        };
+        let lost = match self.put(key, payload, &reason) {
+            Ok(Some(path)) => {
+                metrics.dead_letter_batches.with_label_values(&[sink]).inc();
+                metrics
+                    .dead_letter_records
+                    .with_label_values(&[sink])
+                    .inc_by(records.unwrap_or(0) as u64);
+                log::error!(
+                    "{sink} rejected a batch of {n} log records ({err}): not retried, kept in {} with its reason; fix the cause, then replay it (README, \"Dead letters\")",
+                    path.display()
+                );
+                return;
+            }
+            Ok(None) => "its dead-letter directory is full (export.spool_max_bytes)".to_string(),
+            Err(e) => format!("it cannot be written to its dead-letter directory ({e})"),
+        };
+        metrics.dropped.inc_by(records.unwrap_or(0) as u64);
+        log::error!(
+            "{sink} rejected a batch of {n} log records ({err}), and {lost}: {}: the records are dropped",
+            self.dir.display()
+        );
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::dead_letter::{DeadLetter, Reason};
+use super::dead_letter::DeadLetter;
 use super::sink_error::SinkError;
 use super::sinks::Sink;
 use super::spool::Spool;
@@ -80,47 +80,9 @@ impl SinkShared {
     /// Moves a batch the sink refused for good to the dead-letter directory, so that it never
     /// blocks the batches after it; `records` when known (else read from the payload).
     fn dead_letter(&self, key: &str, payload: &[u8], records: Option<usize>, err: &SinkError) {
-        let name = self.sink.name();
         let records = records.or_else(|| self.sink.records_in(payload));
-        let n = records.map_or_else(|| "?".to_string(), |n| n.to_string());
-        let reason = Reason {
-            sink: name,
-            status: err.status,
-            message: &err.message,
-            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            records,
-            batch: format!("{key}.batch"),
-        };
-        match self.dead_letter.put(key, payload, &reason) {
-            Ok(Some(path)) => {
-                self.metrics
-                    .dead_letter_batches
-                    .with_label_values(&[name])
-                    .inc();
-                self.metrics
-                    .dead_letter_records
-                    .with_label_values(&[name])
-                    .inc_by(records.unwrap_or(0) as u64);
-                log::error!(
-                    "{name} rejected a batch of {n} log records ({err}): not retried, kept in {} with its reason; fix the cause, then replay it (README, \"dead letters\")",
-                    path.display()
-                );
-            }
-            Ok(None) => {
-                self.metrics.dropped.inc_by(records.unwrap_or(0) as u64);
-                log::error!(
-                    "{name} rejected a batch of {n} log records ({err}), and its dead-letter directory {} is full (export.spool_max_bytes): the records are dropped",
-                    self.dead_letter.dir().display()
-                );
-            }
-            Err(e) => {
-                self.metrics.dropped.inc_by(records.unwrap_or(0) as u64);
-                log::error!(
-                    "{name} rejected a batch of {n} log records ({err}), and it cannot be written to {} ({e}): the records are dropped",
-                    self.dead_letter.dir().display()
-                );
-            }
-        }
+        self.dead_letter
+            .keep(self.sink.name(), &self.metrics, key, payload, records, err);
     }
 
     /// Encodes `b` for this sink into `out` (cleared first).
