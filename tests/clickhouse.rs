@@ -751,3 +751,42 @@ async fn a_batch_clickhouse_refuses_is_dead_lettered() {
     assert_eq!(ch(&format!("SELECT count() FROM {db}.requests")).await, "0");
     ch(&format!("DROP DATABASE {db}")).await;
 }
+
+/// A table of the old `ReplacingMergeTree(date, key, 8192)` syntax cannot change its sorting
+/// key: it gets the `record_id` column, records keep landing, and the log says at start-up
+/// which table still deduplicates on `id` alone and how to migrate it.
+#[tokio::test]
+async fn an_old_syntax_table_gets_the_column_and_a_warning_naming_it() {
+    let mock = MockProvider::start();
+    let db = db_name();
+    ch(&format!("CREATE DATABASE {db}")).await;
+    let ddl = old_ddl(&db).replace(
+        "ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMM(event_date) ORDER BY id",
+        "ENGINE = ReplacingMergeTree(event_date, id, 8192)",
+    );
+    assert!(ddl.ends_with("8192)"), "{ddl}");
+    ch(&ddl).await;
+    let mut gw = Gateway::start(conf_with_clickhouse(&mock, &clickhouse_url(), &db));
+    send_chats(&gw, &mock.origin(), 2).await;
+    let sent = r#"switchyard_export_records_total{sink="clickhouse"} 2"#;
+    let m = metrics_with(&gw, &[sent]).await;
+    gw.stop();
+    assert!(m.contains(sent), "{m}\n{}", gw.log());
+    assert_eq!(
+        ch(&format!(
+            "SELECT count(), uniqExact(record_id) FROM {db}.requests"
+        ))
+        .await,
+        "2\t2"
+    );
+    let log = gw.log();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains(&format!(
+                "ClickHouse table {db}.requests is ordered by (id), not (id, record_id)"
+            ))
+            && l.contains("Migrate it")),
+        "{log}"
+    );
+    ch(&format!("DROP DATABASE {db}")).await;
+}
