@@ -549,7 +549,9 @@ async fn a_sink_host_that_does_not_resolve_stops_no_other_sink() {
     assert_eq!(logged, ids.into_iter().collect());
     let log = gw.log();
     assert!(
-        log.contains("DNS lookup of nonexistent.invalid failed"),
+        log.lines()
+            .any(|l| l.contains("DNS lookup of nonexistent.invalid failed")
+                && l.contains("(retryable)")),
         "{log}"
     );
     assert!(!log.contains("panicked"), "{log}");
