@@ -1,10 +1,15 @@
 -- Switchyard request log table (ClickHouse >= 18.16). {db} and {table} are replaced by the
 -- values of export.clickhouse.database / .table; the gateway runs this at start-up when
--- export.clickhouse.create_table is true. ReplacingMergeTree on the record id makes a batch that
--- was replayed after an outage count once: query with FINAL (or GROUP BY id) for exact counts.
+-- export.clickhouse.create_table is true. ReplacingMergeTree ordered by (id, record_id): a batch
+-- replayed after an outage counts once (record_id is made by the gateway for each record, and a
+-- replay carries the same one), while two records that share a request id (a client may send
+-- the same Helicone-Request-Id twice) both stay; id lookups use the key's prefix. Query with
+-- FINAL (or GROUP BY id, record_id) for exact counts. A table made before record_id existed gets
+-- the column and this key at start-up (see README, "Request logs").
 CREATE TABLE IF NOT EXISTS {db}.{table} (
     event_date Date,
     id String,
+    record_id String,
     start_time String,
     key_id Nullable(String),
     method String,
@@ -46,4 +51,4 @@ CREATE TABLE IF NOT EXISTS {db}.{table} (
     response_bytes UInt64,
     error Nullable(String),
     batch_id String
-) ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMM(event_date) ORDER BY id
+) ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMM(event_date) ORDER BY (id, record_id)

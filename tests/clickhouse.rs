@@ -578,3 +578,215 @@ async fn a_full_spool_drops_counts_and_logs() {
         gw.log()
     );
 }
+
+/// `conf/clickhouse.sql` for `db.requests` as it was before records had a `record_id`: the
+/// table ordered (and so deduplicated) by the request id alone.
+fn old_ddl(db: &str) -> String {
+    let ddl: String = include_str!("../conf/clickhouse.sql")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--") && l.trim() != "record_id String,")
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("{db}", db)
+        .replace("{table}", "requests")
+        .replace("ORDER BY (id, record_id)", "ORDER BY id");
+    assert!(
+        !ddl.contains("record_id") && ddl.ends_with("ORDER BY id"),
+        "{ddl}"
+    );
+    ddl
+}
+
+/// A client sends the same `Helicone-Request-Id` twice: a priced 200, then a request the SSRF
+/// guard refuses. Both records stay under `FINAL` (they share `id`, each has its own
+/// `record_id`), while the same rows inserted again, as a replayed batch is, still collapse.
+async fn a_reused_request_id_keeps_both_records(old_table: bool) {
+    let mock = MockProvider::start();
+    let db = db_name();
+    if old_table {
+        ch(&format!("CREATE DATABASE {db}")).await;
+        ch(&old_ddl(&db)).await;
+    }
+    let mut gw = Gateway::start(conf_with_clickhouse(&mock, &clickhouse_url(), &db));
+    let rid = "5d0c8f57-2b8e-4c7e-9a51-3f0f1d2e7a10";
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("Helicone-Target-Url", mock.origin())
+        .header("Helicone-Request-Id", rid)
+        .body(r#"{"model":"gpt-4o","messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["helicone-id"], rid);
+    r.bytes().await.unwrap();
+    let r = client()
+        .post(gw.url("/x"))
+        .header("Helicone-Target-Url", "http://127.0.0.2:9")
+        .header("Helicone-Request-Id", rid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["helicone-id"], rid);
+    gw.stop();
+    let table = format!("{db}.requests");
+    let rows = ch(&format!(
+        "SELECT status, rejection, round(cost_usd * 1000000, 6) FROM {table} FINAL WHERE id = '{rid}' ORDER BY status FORMAT TSV"
+    ))
+    .await;
+    assert_eq!(
+        rows,
+        format!("200\t\\N\t{}\n403\tssrf\t\\N", 5.0 * 2.5 + 3.0 * 10.0),
+        "the priced record and the refused one, both:\n{}",
+        gw.log()
+    );
+    assert_eq!(
+        ch(&format!(
+            "SELECT uniqExact(record_id), min(length(record_id)) FROM {table} FINAL WHERE id = '{rid}'"
+        ))
+        .await,
+        "2\t36"
+    );
+    // JSONL has the same two records, told apart by record_id
+    let recs = jsonl_records(gw.dir.path());
+    assert_eq!(record_ids(&recs), [rid, rid]);
+    assert_ne!(recs[0]["record_id"], recs[1]["record_id"]);
+    let in_ch: HashSet<String> = ch(&format!("SELECT record_id FROM {table} FINAL"))
+        .await
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let in_jsonl: HashSet<String> = recs
+        .iter()
+        .map(|r| r["record_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(in_ch, in_jsonl);
+    // a replay: the same rows once more
+    ch(&format!("INSERT INTO {table} SELECT * FROM {table}")).await;
+    assert_eq!(ch(&format!("SELECT count() FROM {table}")).await, "4");
+    assert_eq!(ch(&format!("SELECT count() FROM {table} FINAL")).await, "2");
+    ch(&format!("OPTIMIZE TABLE {table} FINAL")).await;
+    assert_eq!(ch(&format!("SELECT count() FROM {table}")).await, "2");
+    assert_eq!(
+        ch(&format!(
+            "SELECT sorting_key FROM system.tables WHERE database = '{db}' AND name = 'requests'"
+        ))
+        .await,
+        "id, record_id"
+    );
+    if old_table {
+        assert!(
+            gw.log().contains(&format!(
+                "ClickHouse table {table} migrated: column record_id added"
+            )),
+            "{}",
+            gw.log()
+        );
+    }
+    ch(&format!("DROP DATABASE {db}")).await;
+}
+
+#[tokio::test]
+async fn a_reused_request_id_erases_no_record_and_a_replay_still_collapses() {
+    a_reused_request_id_keeps_both_records(false).await;
+}
+
+/// A table made by the old DDL (ordered by `id`) gets `record_id` and the new sorting key at
+/// start-up, and then keeps both records too.
+#[tokio::test]
+async fn an_old_table_is_migrated_to_the_record_id_key_at_start_up() {
+    a_reused_request_id_keeps_both_records(true).await;
+}
+
+/// A table the gateway's rows do not fit (a column of another type): ClickHouse refuses the
+/// batch with a parse error, which is not retried but dead-lettered; the spool stays empty.
+#[tokio::test]
+async fn a_batch_clickhouse_refuses_is_dead_lettered() {
+    let mock = MockProvider::start();
+    let db = db_name();
+    ch(&format!("CREATE DATABASE {db}")).await;
+    ch(&format!(
+        "CREATE TABLE {db}.requests (event_date Date, id String, record_id String, status UInt16, properties UInt64) \
+         ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMM(event_date) ORDER BY (id, record_id)"
+    ))
+    .await;
+    let mut gw = Gateway::start(conf_with_clickhouse(&mock, &clickhouse_url(), &db));
+    send_chats(&gw, &mock.origin(), 3).await;
+    // 3 records, in one batch or more
+    let dead = r#"switchyard_export_dead_letter_records_total{sink="clickhouse"} 3"#;
+    let m = metrics_with(&gw, &[dead]).await;
+    gw.stop();
+    assert!(m.contains(dead), "{m}\n{}", gw.log());
+    assert!(
+        !m.contains(r#"switchyard_export_dead_letter_batches_total{sink="clickhouse"} 0"#),
+        "{m}"
+    );
+    assert!(
+        !m.contains(r#"switchyard_export_batches_total{outcome="spooled",sink="clickhouse"}"#),
+        "a refused batch is not spooled: {m}"
+    );
+    let dir = gw.dir.path().join("state/dead-letter/clickhouse");
+    let reasons: Vec<serde_json::Value> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".reason.json"))
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect();
+    assert!(!reasons.is_empty());
+    let records: u64 = reasons.iter().map(|r| r["records"].as_u64().unwrap()).sum();
+    assert_eq!(records, 3);
+    assert!(
+        reasons[0]["message"].as_str().unwrap().contains("Code: "),
+        "{}",
+        reasons[0]
+    );
+    assert_eq!(
+        std::fs::read_dir(gw.dir.path().join("state/spool/clickhouse"))
+            .unwrap()
+            .count(),
+        0,
+        "nothing waits in the spool"
+    );
+    assert_eq!(ch(&format!("SELECT count() FROM {db}.requests")).await, "0");
+    ch(&format!("DROP DATABASE {db}")).await;
+}
+
+/// A table of the old `ReplacingMergeTree(date, key, 8192)` syntax cannot change its sorting
+/// key: it gets the `record_id` column, records keep landing, and the log says at start-up
+/// which table still deduplicates on `id` alone and how to migrate it.
+#[tokio::test]
+async fn an_old_syntax_table_gets_the_column_and_a_warning_naming_it() {
+    let mock = MockProvider::start();
+    let db = db_name();
+    ch(&format!("CREATE DATABASE {db}")).await;
+    let ddl = old_ddl(&db).replace(
+        "ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMM(event_date) ORDER BY id",
+        "ENGINE = ReplacingMergeTree(event_date, id, 8192)",
+    );
+    assert!(ddl.ends_with("8192)"), "{ddl}");
+    ch(&ddl).await;
+    let mut gw = Gateway::start(conf_with_clickhouse(&mock, &clickhouse_url(), &db));
+    send_chats(&gw, &mock.origin(), 2).await;
+    let sent = r#"switchyard_export_records_total{sink="clickhouse"} 2"#;
+    let m = metrics_with(&gw, &[sent]).await;
+    gw.stop();
+    assert!(m.contains(sent), "{m}\n{}", gw.log());
+    assert_eq!(
+        ch(&format!(
+            "SELECT count(), uniqExact(record_id) FROM {db}.requests"
+        ))
+        .await,
+        "2\t2"
+    );
+    let log = gw.log();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains(&format!(
+                "ClickHouse table {db}.requests is ordered by (id), not (id, record_id)"
+            ))
+            && l.contains("Migrate it")),
+        "{log}"
+    );
+    ch(&format!("DROP DATABASE {db}")).await;
+}

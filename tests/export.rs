@@ -640,3 +640,294 @@ async fn logged_bodies_are_read_by_jq_and_come_back_as_sent() {
         }
     }
 }
+
+/// The gateway process is still running.
+fn alive(gw: &mut Gateway) -> bool {
+    !gw.wait_exit(Duration::from_millis(100))
+}
+
+/// A webhook whose host never resolves (the `.invalid` TLD): the lookup failure is a retryable
+/// sink error (the batches wait in the webhook's spool), never a panic of the export service, so
+/// JSONL keeps getting every record and the process stays up.
+#[tokio::test]
+async fn a_sink_host_that_does_not_resolve_stops_no_other_sink() {
+    let mock = MockProvider::start();
+    let mut conf = GatewayConf::default().allow(&mock.origin());
+    conf.extra = "export: {batch_max_delay_ms: 50, webhook: {url: 'http://nonexistent.invalid:9/ingest', timeout_secs: 1}}\n".into();
+    let mut gw = Gateway::start(conf);
+    let mut ids = send_chats(&gw, &mock.origin(), 5).await;
+    let spooled = r#"switchyard_export_batches_total{outcome="spooled",sink="webhook"}"#;
+    let m = metrics_with(&gw, &[spooled]).await;
+    assert!(m.contains(spooled), "{m}\n{}", gw.log());
+    // the export service is still there: later requests are logged too
+    ids.extend(send_chats(&gw, &mock.origin(), 5).await);
+    let all = r#"switchyard_export_records_total{sink="jsonl"} 10"#;
+    let m = metrics_with(&gw, &[all]).await;
+    assert!(m.contains(all), "{m}\n{}", gw.log());
+    assert!(
+        m.contains(r#"switchyard_export_batches_total{outcome="failed",sink="webhook"}"#),
+        "{m}"
+    );
+    assert!(alive(&mut gw), "the gateway exited:\n{}", gw.log());
+    gw.stop();
+    let logged: std::collections::HashSet<String> = record_ids(&records(&gw)).into_iter().collect();
+    assert_eq!(logged, ids.into_iter().collect());
+    let log = gw.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("DNS lookup of nonexistent.invalid failed")
+                && l.contains("(retryable)")),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+    let spool = gw.dir.path().join("state/spool/webhook");
+    let spooled = std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0);
+    assert!(
+        spooled > 0,
+        "nothing spooled in {}:\n{log}",
+        spool.display()
+    );
+}
+
+/// A webhook on 127.0.0.1 that answers 400 to a batch containing `marker` and 200 to any
+/// other, and keeps every body it gets.
+struct PickyHook {
+    addr: std::net::SocketAddr,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl PickyHook {
+    fn start(marker: &'static str) -> PickyHook {
+        use http_body_util::BodyExt;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let kept = kept.clone();
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(
+                            move |req: hyper::Request<hyper::body::Incoming>| {
+                                let kept = kept.clone();
+                                async move {
+                                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                                    let text = String::from_utf8_lossy(&body).into_owned();
+                                    let bad = text.contains(marker);
+                                    kept.lock().unwrap().push(text);
+                                    let (status, answer) = if bad {
+                                        (400, "record 0: field 'request_body' is not accepted")
+                                    } else {
+                                        (200, "ok")
+                                    };
+                                    Ok::<_, std::convert::Infallible>(
+                                        hyper::Response::builder()
+                                            .status(status)
+                                            .body(http_body_util::Full::new(bytes::Bytes::from(
+                                                answer,
+                                            )))
+                                            .unwrap(),
+                                    )
+                                }
+                            },
+                        );
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+        });
+        PickyHook { addr, bodies }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/ingest", self.addr)
+    }
+
+    /// Record ids in the batches it accepted (200).
+    fn accepted_ids(&self, marker: &str) -> Vec<String> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| !b.contains(marker))
+            .flat_map(|b| {
+                let v: serde_json::Value = serde_json::from_str(b).unwrap();
+                record_ids(v["records"].as_array().unwrap())
+            })
+            .collect()
+    }
+
+    fn posts_with(&self, marker: &str) -> usize {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b.contains(marker))
+            .count()
+    }
+}
+
+/// The dead-letter files of `sink` under the state directory: (batch payloads, reasons).
+fn dead_letters(state: &std::path::Path, sink: &str) -> (Vec<String>, Vec<serde_json::Value>) {
+    let dir = state.join("dead-letter").join(sink);
+    let mut batches = vec![];
+    let mut reasons = vec![];
+    for e in std::fs::read_dir(&dir).into_iter().flatten() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".reason.json") {
+            reasons.push(serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap());
+        } else if name.ends_with(".batch") {
+            batches.push(std::fs::read_to_string(&p).unwrap());
+        }
+    }
+    (batches, reasons)
+}
+
+const POISON: &str = "POISON-ROW-7f3a";
+
+async fn send_poison(gw: &Gateway, target: &str) -> String {
+    let r = post_target(
+        gw,
+        "/v1/chat/completions",
+        target,
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"POISON-ROW-7f3a"}]}"#,
+    )
+    .await;
+    let id = r.headers()["helicone-id"].to_str().unwrap().to_string();
+    r.bytes().await.unwrap();
+    id
+}
+
+/// A batch the webhook refuses with a 400 is not retried: it goes to the dead-letter directory
+/// with its reason, is counted and logged, and the batches after it are delivered.
+#[tokio::test]
+async fn a_batch_the_sink_rejects_is_dead_lettered_and_blocks_nothing() {
+    let mock = MockProvider::start();
+    let hook = PickyHook::start(POISON);
+    let mut conf = GatewayConf::default().allow(&mock.origin());
+    conf.extra = format!(
+        "export: {{batch_max_delay_ms: 50, webhook: {{url: '{}', timeout_secs: 2}}}}\n",
+        hook.url()
+    );
+    let mut gw = Gateway::start(conf);
+    let poisoned = send_poison(&gw, &mock.origin()).await;
+    let dead = r#"switchyard_export_dead_letter_batches_total{sink="webhook"} 1"#;
+    let m = metrics_with(&gw, &[dead]).await;
+    assert!(m.contains(dead), "{m}\n{}", gw.log());
+    // later requests flow to the webhook
+    let ids = send_chats(&gw, &mock.origin(), 3).await;
+    let t0 = std::time::Instant::now();
+    while hook.accepted_ids(POISON).len() < ids.len() && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = metrics_with(&gw, &[]).await;
+    gw.stop();
+    assert_eq!(hook.accepted_ids(POISON), ids, "{}", gw.log());
+    assert_eq!(
+        hook.posts_with(POISON),
+        1,
+        "a rejected batch is not retried"
+    );
+    for line in [
+        dead,
+        r#"switchyard_export_dead_letter_records_total{sink="webhook"} 1"#,
+        r#"switchyard_export_spool_bytes{sink="webhook"} 0"#,
+        "switchyard_export_records_dropped_total 0",
+    ] {
+        assert!(m.contains(line), "missing {line} in\n{m}");
+    }
+    let (batches, reasons) = dead_letters(&gw.dir.path().join("state"), "webhook");
+    assert_eq!(batches.len(), 1);
+    let batch: serde_json::Value = serde_json::from_str(&batches[0]).unwrap();
+    assert_eq!(record_ids(batch["records"].as_array().unwrap()), [poisoned]);
+    assert_eq!(reasons.len(), 1);
+    assert_eq!(reasons[0]["status"], 400);
+    assert_eq!(reasons[0]["records"], 1);
+    assert!(
+        reasons[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("field 'request_body' is not accepted"),
+        "{}",
+        reasons[0]
+    );
+    assert!(reasons[0]["time"].as_str().is_some());
+    let log = gw.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("webhook rejected a batch of 1 log records")),
+        "{log}"
+    );
+}
+
+/// A refused batch that waited in the spool (the webhook was down when it was cut) is
+/// dead-lettered on replay, and the spooled batches behind it are delivered.
+#[tokio::test]
+async fn a_spooled_batch_the_sink_rejects_is_dead_lettered_on_replay() {
+    let mock = MockProvider::start();
+    let down = ClosedPort::new();
+    let mut conf = GatewayConf::default().allow(&mock.origin());
+    conf.extra = format!(
+        "export: {{batch_max_delay_ms: 50, webhook: {{url: '{}/ingest', timeout_secs: 1}}}}\n",
+        down.origin()
+    );
+    let mut first = Gateway::start(conf.clone());
+    let mut ids = send_chats(&first, &mock.origin(), 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let poisoned = send_poison(&first, &mock.origin()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ids.extend(send_chats(&first, &mock.origin(), 2).await);
+    first.stop();
+    assert!(
+        std::fs::read_dir(first.dir.path().join("state/spool/webhook"))
+            .unwrap()
+            .count()
+            >= 3,
+        "{}",
+        first.log()
+    );
+    // back with an endpoint that refuses the poisoned batch
+    let hook = PickyHook::start(POISON);
+    let mut conf2 = conf;
+    conf2.state_dir = Some(first.dir.path().join("state"));
+    conf2.extra = format!(
+        "export: {{batch_max_delay_ms: 50, webhook: {{url: '{}', timeout_secs: 1}}}}\n",
+        hook.url()
+    );
+    let mut gw = Gateway::start(conf2);
+    let t0 = std::time::Instant::now();
+    while hook.accepted_ids(POISON).len() < ids.len() && t0.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = metrics_with(
+        &gw,
+        &[r#"switchyard_export_dead_letter_batches_total{sink="webhook"} 1"#],
+    )
+    .await;
+    gw.stop();
+    let mut got = hook.accepted_ids(POISON);
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids, "{}", gw.log());
+    assert!(
+        m.contains(r#"switchyard_export_dead_letter_batches_total{sink="webhook"} 1"#),
+        "{m}"
+    );
+    let (batches, reasons) = dead_letters(gw.conf.state_dir.as_ref().unwrap(), "webhook");
+    assert_eq!(batches.len(), 1, "{}", gw.log());
+    assert!(batches[0].contains(&poisoned));
+    assert_eq!(reasons[0]["status"], 400);
+}

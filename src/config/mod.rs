@@ -655,6 +655,9 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
     if let Some(d) = export.spool_dir.as_mut() {
         *d = resolve(d);
     }
+    if let Some(d) = export.dead_letter_dir.as_mut() {
+        *d = resolve(d);
+    }
     if let Some(c) = &export.clickhouse {
         if let Err(e) = Origin::parse(&c.url) {
             issues.push("export.clickhouse.url".into(), e);

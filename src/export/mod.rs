@@ -3,9 +3,11 @@
 //! count, bytes and delay and hands them to one worker per sink, keeps flushing through the
 //! grace period, and drains the queue when the process exits.
 
+pub mod dead_letter;
 pub mod http;
 pub mod jsonl;
 pub mod record;
+pub mod sink_error;
 pub mod sinks;
 pub mod spool;
 mod worker;
@@ -25,6 +27,7 @@ use prometheus::{
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use dead_letter::DeadLetter;
 use jsonl::{JsonlConf, JsonlSink};
 use record::Record;
 use sinks::{ClickHouse, ClickHouseConf, Jsonl, Sink, Webhook, WebhookConf};
@@ -54,6 +57,9 @@ pub struct ExportConf {
     pub spool_dir: Option<PathBuf>,
     /// Spool size per sink; beyond it batches are dropped (counted and logged).
     pub spool_max_bytes: u64,
+    /// Batches a sink refused for good (default: `<state_dir>/dead-letter`), one folder per
+    /// sink, each bounded by `spool_max_bytes`.
+    pub dead_letter_dir: Option<PathBuf>,
 }
 
 impl Default for ExportConf {
@@ -74,6 +80,7 @@ impl Default for ExportConf {
             webhook: None,
             spool_dir: None,
             spool_max_bytes: 1024 * 1024 * 1024,
+            dead_letter_dir: None,
         }
     }
 }
@@ -84,6 +91,8 @@ pub(crate) struct ExportMetrics {
     batches: IntCounterVec,
     records: IntCounterVec,
     spool_bytes: IntGaugeVec,
+    dead_letter_batches: IntCounterVec,
+    dead_letter_records: IntCounterVec,
 }
 
 impl ExportMetrics {
@@ -110,6 +119,16 @@ impl ExportMetrics {
             spool_bytes: register_int_gauge_vec!(
                 "switchyard_export_spool_bytes",
                 "Bytes of batches waiting in a sink's disk spool",
+                &["sink"]
+            )?,
+            dead_letter_batches: register_int_counter_vec!(
+                "switchyard_export_dead_letter_batches_total",
+                "Batches a sink refused for good (bad rows, schema mismatch), moved to its dead-letter directory",
+                &["sink"]
+            )?,
+            dead_letter_records: register_int_counter_vec!(
+                "switchyard_export_dead_letter_records_total",
+                "Log records in dead-lettered batches",
                 &["sink"]
             )?,
         })
@@ -278,11 +297,16 @@ impl Batcher {
         let Some(batch) = self.cut() else { return };
         for (shared, tx) in &self.sinks {
             if let Err(e) = tx.try_send(batch.clone()) {
-                let b = match e {
-                    mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+                let (b, why) = match e {
+                    mpsc::error::TrySendError::Full(b) => {
+                        (b, format!("is {SINK_QUEUE} batches behind"))
+                    }
+                    mpsc::error::TrySendError::Closed(b) => {
+                        (b, "has no delivery worker left (it stopped)".to_string())
+                    }
                 };
                 log::warn!(
-                    "{} is {SINK_QUEUE} batches behind: spooling a batch of {} records",
+                    "{} {why}: spooling a batch of {} records",
                     shared.sink.name(),
                     b.records.len()
                 );
@@ -389,6 +413,10 @@ pub fn build(
         .spool_dir
         .clone()
         .unwrap_or_else(|| state_dir.join("spool"));
+    let dead_letter_root = conf
+        .dead_letter_dir
+        .clone()
+        .unwrap_or_else(|| state_dir.join("dead-letter"));
     let mut handles = Vec::new();
     let mut workers = Vec::new();
     for sink in sinks {
@@ -402,9 +430,13 @@ pub fn build(
                 spool.bytes()
             );
         }
+        let dir = dead_letter_root.join(sink.name());
+        let dead_letter = DeadLetter::open(&dir, conf.spool_max_bytes)
+            .map_err(|e| format!("export dead-letter directory {}: {e}", dir.display()))?;
         let shared = Arc::new(SinkShared {
             sink,
             spool,
+            dead_letter,
             metrics: metrics.clone(),
         });
         let (btx, brx) = mpsc::channel(SINK_QUEUE);
@@ -455,7 +487,80 @@ impl BackgroundService for ExportService {
             b.run(&self.conf, &self.full_batch, shutdown).await;
             // dropping the batcher closes the workers' queues: they finish what they hold
         };
-        let delivering = futures_util::future::join_all(workers.into_iter().map(Worker::run));
+        // each sink's worker is a task of its own: a panic in one is logged and ends that
+        // worker only (the batcher then spools that sink's batches for the next start)
+        let delivering = run_contained(
+            workers
+                .into_iter()
+                .map(|w| (w.sink_name(), w.run()))
+                .collect(),
+        );
         tokio::join!(batching, delivering);
+    }
+}
+
+/// Runs each `(sink, future)` as a task of its own and waits for them all; a panic ends its own
+/// task only, and is logged naming the sink. Returns how many panicked.
+async fn run_contained<F>(parts: Vec<(&'static str, F)>) -> usize
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    // each task is watched on its own, so a panic is logged when it happens, not at exit
+    let watched = parts.into_iter().map(|(name, f)| {
+        let task = tokio::spawn(f);
+        async move {
+            match task.await {
+                Err(e) if e.is_panic() => {
+                    let what = e.into_panic();
+                    let what = what
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| what.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    log::error!(
+                        "the {name} export worker panicked ({what}); its batches are spooled until the gateway restarts, the other sinks go on"
+                    );
+                    1
+                }
+                _ => 0,
+            }
+        }
+    });
+    futures_util::future::join_all(watched)
+        .await
+        .into_iter()
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_sink_worker_stops_no_other() {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let d = done.clone();
+        let boxed = |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| f;
+        let parts = vec![
+            (
+                "webhook",
+                boxed(Box::pin(async {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    panic!("sink exploded");
+                })),
+            ),
+            (
+                "jsonl",
+                boxed(Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    d.store(true, Ordering::SeqCst);
+                })),
+            ),
+        ];
+        assert_eq!(run_contained(parts).await, 1);
+        assert!(
+            done.load(Ordering::SeqCst),
+            "the other worker ran to its end"
+        );
     }
 }

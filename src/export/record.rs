@@ -224,7 +224,12 @@ impl LoggedBody {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
+    /// The request id, sent back as `Helicone-Id` (the client's `Helicone-Request-Id` when it
+    /// sent one, so two records can share it).
     pub id: String,
+    /// Made by the gateway for this record alone (a UUID v4, fixed when the record is built):
+    /// a replayed batch carries the same value, so sinks deduplicate on it.
+    pub record_id: String,
     /// RFC 3339, UTC.
     pub start_time: String,
     /// Id of the gateway key (never the key).
@@ -305,6 +310,7 @@ pub fn sample(i: usize) -> Record {
     properties.insert("team".to_string(), format!("t{}", i % 17));
     Record {
         id: format!("00000000-0000-4000-8000-{i:012}"),
+        record_id: format!("00000000-0000-4000-9000-{i:012}"),
         start_time: "2026-12-01T12:00:00.000Z".into(),
         key_id: Some("team-a".into()),
         method: "POST".into(),
@@ -454,6 +460,7 @@ pub fn build(
     );
     let record = Record {
         id: ctx.id.clone(),
+        record_id: uuid::Uuid::new_v4().to_string(),
         start_time: chrono::DateTime::<chrono::Utc>::from(ctx.started_at)
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         key_id: ctx.key_id.as_deref().map(str::to_string),

@@ -8,9 +8,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::http::Poster;
+use super::http::{Answer, Poster};
 use super::jsonl::JsonlSink;
 use super::record::{LoggedBody, Record};
+use super::sink_error::SinkError;
 use crate::routing::Origin;
 
 /// Where a batch goes. `encode` runs once per batch, into a buffer the caller reuses (no fresh
@@ -19,11 +20,20 @@ use crate::routing::Origin;
 pub trait Sink: Send + Sync {
     fn name(&self) -> &'static str;
     fn encode(&self, records: &[Record], batch_id: &str, out: &mut Vec<u8>);
-    async fn send(&self, payload: &[u8]) -> Result<(), String>;
+    /// Delivers an encoded batch; the error says whether trying again can help.
+    async fn send(&self, payload: &[u8]) -> Result<(), SinkError>;
     /// Local sinks write synchronously at exit (remote ones spool instead).
     fn write_now(&self, _payload: &[u8]) -> Option<Result<(), String>> {
         None
     }
+    /// Records in an encoded batch (for the dead-letter count of a batch read back from the
+    /// spool); `None` when the payload cannot be read.
+    fn records_in(&self, payload: &[u8]) -> Option<usize>;
+}
+
+/// Lines in newline-terminated JSON rows.
+fn count_lines(rows: &[u8]) -> usize {
+    memchr::memchr_iter(b'\n', rows).count()
 }
 
 fn jsonl_lines(records: &[Record], out: &mut Vec<u8>) {
@@ -47,9 +57,14 @@ impl Sink for Jsonl {
     fn encode(&self, records: &[Record], _batch_id: &str, out: &mut Vec<u8>) {
         jsonl_lines(records, out)
     }
-    async fn send(&self, payload: &[u8]) -> Result<(), String> {
+    async fn send(&self, payload: &[u8]) -> Result<(), SinkError> {
         // a local append of one batch: short blocking I/O on the exporter's own runtime
-        self.write_now(payload).unwrap_or(Ok(()))
+        self.write_now(payload)
+            .unwrap_or(Ok(()))
+            .map_err(SinkError::retryable)
+    }
+    fn records_in(&self, payload: &[u8]) -> Option<usize> {
+        Some(count_lines(payload))
     }
     fn write_now(&self, payload: &[u8]) -> Option<Result<(), String>> {
         let mut sink = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -98,6 +113,7 @@ pub const CLICKHOUSE_DDL: &str = include_str!("../../conf/clickhouse.sql");
 struct Row<'a> {
     event_date: String,
     id: &'a str,
+    record_id: &'a str,
     start_time: &'a str,
     key_id: &'a Option<String>,
     method: &'a str,
@@ -210,32 +226,140 @@ impl ClickHouse {
         h
     }
 
-    async fn ensure_table(&self) -> Result<(), String> {
-        if !self.conf.create_table || self.ready.load(std::sync::atomic::Ordering::Relaxed) {
-            return Ok(());
-        }
-        let db = &self.conf.database;
-        self.poster
+    /// Runs `sql` (in the body); the answer's body on a 2xx.
+    async fn query(&self, sql: &str) -> Result<String, SinkError> {
+        let a = self
+            .poster
             .post(
-                &Self::query_path(&format!("CREATE DATABASE IF NOT EXISTS {db}")),
+                &Self::query_path(""),
                 &self.headers(&[]),
-                Bytes::new(),
+                Bytes::from(sql.to_string()),
             )
             .await?;
-        let ddl: String = CLICKHOUSE_DDL
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("--"))
-            .collect::<Vec<_>>()
-            .join("\n")
-            .replace("{db}", db)
-            .replace("{table}", &self.conf.table);
-        self.poster
-            .post(&Self::query_path(""), &self.headers(&[]), Bytes::from(ddl))
-            .await?;
+        if a.is_success() {
+            Ok(a.body)
+        } else {
+            Err(clickhouse_error(&a))
+        }
+    }
+
+    /// Creates the database and table (when `create_table`), migrates a table made by an older
+    /// DDL, and warns when the table still deduplicates on `id` alone. Whatever fails here is
+    /// the server's state, never the batch's: retryable.
+    async fn ensure_table(&self) -> Result<(), SinkError> {
+        if self.ready.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let prepare = async {
+            if self.conf.create_table {
+                let db = &self.conf.database;
+                self.query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
+                    .await?;
+                self.query(&table_ddl(db, &self.conf.table)).await?;
+                self.add_record_id().await?;
+            }
+            Ok::<_, SinkError>(())
+        };
+        prepare.await.map_err(|e| SinkError::retryable(e.message))?;
+        self.check_sorting_key().await;
         self.ready.store(true, std::sync::atomic::Ordering::Relaxed);
-        log::info!("ClickHouse table {db}.{} is ready", self.conf.table);
+        log::info!(
+            "ClickHouse table {}.{} is ready",
+            self.conf.database,
+            self.conf.table
+        );
         Ok(())
     }
+
+    /// `{db}.{table}` as a string literal's content.
+    fn quoted_names(&self) -> (String, String) {
+        (
+            self.conf
+                .database
+                .replace('\\', "\\\\")
+                .replace('\'', "\\'"),
+            self.conf.table.replace('\\', "\\\\").replace('\'', "\\'"),
+        )
+    }
+
+    /// A table made before records had a `record_id` gets the column, and (when ClickHouse
+    /// can change its sorting key: not for tables of the old `MergeTree(date, key, 8192)`
+    /// syntax) the sorting key `(id, record_id)`, in one `ALTER` (18.16 only lets a sorting
+    /// key take a column added in the same statement, and has no `ADD COLUMN IF NOT EXISTS`).
+    async fn add_record_id(&self) -> Result<(), SinkError> {
+        let (qdb, qtable) = self.quoted_names();
+        let has = self
+            .query(&format!(
+                "SELECT count() FROM system.columns WHERE database = '{qdb}' AND table = '{qtable}' AND name = '{RECORD_ID_COLUMN}'"
+            ))
+            .await?;
+        if has.trim() != "0" {
+            return Ok(());
+        }
+        let target = format!("{}.{}", self.conf.database, self.conf.table);
+        let add = format!("ADD COLUMN {RECORD_ID_COLUMN} String AFTER id");
+        match self
+            .query(&format!(
+                "ALTER TABLE {target} {add}, MODIFY ORDER BY {SORTING_KEY}"
+            ))
+            .await
+        {
+            Ok(_) => {
+                log::info!(
+                    "ClickHouse table {target} migrated: column {RECORD_ID_COLUMN} added, rows now deduplicated on {SORTING_KEY}"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                log::warn!("ClickHouse table {target}: the sorting key cannot be changed ({e}); adding the column only");
+                self.query(&format!("ALTER TABLE {target} {add}")).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Warns (at start-up, once) when the table still deduplicates on `id` alone: a client
+    /// that reuses a `Helicone-Request-Id` then erases the earlier record under `FINAL`.
+    async fn check_sorting_key(&self) {
+        let (qdb, qtable) = self.quoted_names();
+        let target = format!("{}.{}", self.conf.database, self.conf.table);
+        match self
+            .query(&format!(
+                "SELECT sorting_key FROM system.tables WHERE database = '{qdb}' AND name = '{qtable}'"
+            ))
+            .await
+        {
+            Ok(key) if key.split(',').any(|c| c.trim() == RECORD_ID_COLUMN) => {}
+            Ok(key) => log::warn!(
+                "ClickHouse table {target} is ordered by ({}), not {SORTING_KEY}: records that share an id (a client can reuse Helicone-Request-Id) replace each other under FINAL. \
+                 Migrate it: create the table of conf/clickhouse.sql as {target}_new, INSERT INTO {target}_new SELECT * FROM {target} (columns in the same order), \
+                 then RENAME TABLE {target} TO {target}_old, {target}_new TO {target} (see README, \"Request logs\")",
+                key.trim()
+            ),
+            Err(e) => log::warn!("ClickHouse table {target}: its sorting key cannot be read ({e})"),
+        }
+    }
+}
+
+/// The column that tells records apart (a gateway-made UUID per record).
+const RECORD_ID_COLUMN: &str = "record_id";
+/// The sorting key, and so the deduplication key, of the table.
+const SORTING_KEY: &str = "(id, record_id)";
+
+/// The DDL of conf/clickhouse.sql for `db.table`, comments dropped.
+fn table_ddl(db: &str, table: &str) -> String {
+    CLICKHOUSE_DDL
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("{db}", db)
+        .replace("{table}", table)
+}
+
+/// A non-2xx answer of ClickHouse, classified by its exception code.
+fn clickhouse_error(a: &Answer) -> SinkError {
+    SinkError::from_clickhouse(a.status, a.exception_code.as_deref(), &a.body)
 }
 
 #[async_trait]
@@ -251,6 +375,7 @@ impl Sink for ClickHouse {
             let row = Row {
                 event_date: r.start_time.get(..10).unwrap_or("1970-01-01").to_string(),
                 id: &r.id,
+                record_id: &r.record_id,
                 start_time: &r.start_time,
                 key_id: &r.key_id,
                 method: &r.method,
@@ -306,7 +431,16 @@ impl Sink for ClickHouse {
         }
     }
 
-    async fn send(&self, payload: &[u8]) -> Result<(), String> {
+    fn records_in(&self, payload: &[u8]) -> Option<usize> {
+        use std::io::Read;
+        let mut rows = Vec::new();
+        flate2::read::GzDecoder::new(payload)
+            .read_to_end(&mut rows)
+            .ok()?;
+        Some(count_lines(&rows))
+    }
+
+    async fn send(&self, payload: &[u8]) -> Result<(), SinkError> {
         self.ensure_table().await?;
         let insert = format!(
             "INSERT INTO {}.{} FORMAT JSONEachRow",
@@ -320,9 +454,15 @@ impl Sink for ClickHouse {
             ("content-encoding", "gzip"),
             ("content-type", "application/x-ndjson"),
         ]);
-        self.poster
+        let a = self
+            .poster
             .post(&path, &headers, Bytes::copy_from_slice(payload))
-            .await
+            .await?;
+        if a.is_success() {
+            Ok(())
+        } else {
+            Err(clickhouse_error(&a))
+        }
     }
 }
 
@@ -377,13 +517,28 @@ impl Sink for Webhook {
             log::error!("webhook batch not encoded: {e}");
         }
     }
-    async fn send(&self, payload: &[u8]) -> Result<(), String> {
+    fn records_in(&self, payload: &[u8]) -> Option<usize> {
+        #[derive(Deserialize)]
+        struct Records {
+            records: Vec<serde::de::IgnoredAny>,
+        }
+        serde_json::from_slice::<Records>(payload)
+            .ok()
+            .map(|b| b.records.len())
+    }
+    async fn send(&self, payload: &[u8]) -> Result<(), SinkError> {
         let mut headers = vec![("content-type", "application/json".to_string())];
         if let Some(t) = &self.token {
             headers.push(("authorization", format!("Bearer {t}")));
         }
-        self.poster
+        let a = self
+            .poster
             .post(&self.path, &headers, Bytes::copy_from_slice(payload))
-            .await
+            .await?;
+        if a.is_success() {
+            Ok(())
+        } else {
+            Err(SinkError::from_http(a.status, &a.body))
+        }
     }
 }

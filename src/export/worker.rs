@@ -1,12 +1,15 @@
 //! One sink's delivery loop: sends the batches the batcher hands it with retries, spools them
 //! when the sink stays down, and replays the spool in order once it answers again. Each sink has
-//! its own worker, so a slow or failing sink never holds up the others.
+//! its own worker, so a slow or failing sink never holds up the others. A batch the sink refuses
+//! for good (see `sink_error`) goes to the dead-letter directory instead, fresh or replayed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::dead_letter::DeadLetter;
+use super::sink_error::SinkError;
 use super::sinks::Sink;
 use super::spool::Spool;
 use super::{Batch, ExportMetrics, PartGuard};
@@ -24,6 +27,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub(super) struct SinkShared {
     pub sink: Arc<dyn Sink>,
     pub spool: Spool,
+    pub dead_letter: DeadLetter,
     pub metrics: Arc<ExportMetrics>,
 }
 
@@ -73,6 +77,14 @@ impl SinkShared {
         self.spool_gauge();
     }
 
+    /// Moves a batch the sink refused for good to the dead-letter directory, so that it never
+    /// blocks the batches after it; `records` when known (else read from the payload).
+    fn dead_letter(&self, key: &str, payload: &[u8], records: Option<usize>, err: &SinkError) {
+        let records = records.or_else(|| self.sink.records_in(payload));
+        self.dead_letter
+            .keep(self.sink.name(), &self.metrics, key, payload, records, err);
+    }
+
     /// Encodes `b` for this sink into `out` (cleared first).
     pub fn encode(&self, b: &Batch, out: &mut Vec<u8>) {
         out.clear();
@@ -114,6 +126,11 @@ pub(super) struct Worker {
 impl Worker {
     pub fn new(shared: Arc<SinkShared>, rx: mpsc::Receiver<Batch>, part: PartGuard) -> Worker {
         shared.spool_gauge();
+        // the sink's dead-letter series exist from the start, at 0, so that `increase()` sees
+        // the first one
+        let name = [shared.sink.name()];
+        shared.metrics.dead_letter_batches.with_label_values(&name);
+        shared.metrics.dead_letter_records.with_label_values(&name);
         Worker {
             shared,
             rx,
@@ -123,6 +140,10 @@ impl Worker {
             backoff: MIN_BACKOFF,
             _part: part,
         }
+    }
+
+    pub fn sink_name(&self) -> &'static str {
+        self.shared.sink.name()
     }
 
     /// Encodes `b` into `buf`.
@@ -176,6 +197,14 @@ impl Worker {
                     self.current = None;
                     self.shared.count("sent");
                     self.shared.delivered(records);
+                    return;
+                }
+                Err(err) if err.is_rejected() => {
+                    self.shared.count("failed");
+                    if let Some(e) = self.current.take() {
+                        self.shared
+                            .dead_letter(&e.key, &self.buf, Some(e.records), &err);
+                    }
                     return;
                 }
                 Err(err) => {
@@ -242,6 +271,21 @@ impl Worker {
                         log::info!("{name} is back: the spool is replayed");
                     }
                 }
+                Err(e) if e.is_rejected() => {
+                    // refused for good: out of the way, and on with the next one
+                    self.shared.count("failed");
+                    self.shared.dead_letter(&key_of(&path), &data, None, &e);
+                    if let Err(err) = self.shared.spool.remove(&path, len) {
+                        self.backoff = MAX_BACKOFF;
+                        self.next_replay = Instant::now() + self.backoff;
+                        log::error!(
+                            "{name}: dead-lettered spooled batch {} cannot be removed ({err}); fix the spool directory's permissions",
+                            path.display()
+                        );
+                        return;
+                    }
+                    self.shared.spool_gauge();
+                }
                 Err(e) => {
                     self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                     self.next_replay = Instant::now() + self.backoff;
@@ -255,6 +299,12 @@ impl Worker {
             }
         }
     }
+}
+
+/// The batch key a spool file is named by (`<key>.batch`).
+fn key_of(path: &std::path::Path) -> String {
+    path.file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
 }
 
 impl Drop for Worker {

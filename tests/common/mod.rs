@@ -641,8 +641,14 @@ fn wait_ready(child: &mut Child, port: u16, log: &Path) -> Result<(), String> {
     ))
 }
 
+/// The gateway binary: `SWITCHYARD_TEST_BIN` when set (a copy taken right after the build, when
+/// the target directory is shared with other checkouts), else the one cargo built.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_switchyard")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("SWITCHYARD_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchyard").to_string())
+    })
 }
 
 impl Gateway {
