@@ -110,11 +110,11 @@ impl JsonlSink {
     }
 
     /// The highest `n` of the day's files (0 when there is none yet).
-    fn newest(&self, day: &str) -> std::io::Result<u32> {
+    fn newest(dir: &Path, day: &str) -> std::io::Result<u32> {
         let first = format!("switchyard-{day}.jsonl");
         let prefix = format!("switchyard-{day}.");
         let mut newest = 0;
-        for e in std::fs::read_dir(&self.conf.dir)? {
+        for e in std::fs::read_dir(dir)? {
             let name = e?.file_name();
             let Some(name) = name.to_str() else { continue };
             if name == first {
@@ -157,7 +157,7 @@ impl JsonlSink {
         let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
         if self.file.as_ref().is_none_or(|c| c.day != day) {
             // after a restart too: the newest file, where a shipper tailing the day's files looks
-            let n = self.newest(&day)?;
+            let n = Self::newest(&self.conf.dir, &day)?;
             self.open(&day, n)?;
         }
         let len = lines.len() as u64;
@@ -173,10 +173,16 @@ impl JsonlSink {
                 cur.unchecked = false;
             }
             if size > 0 && size.saturating_add(len) > self.conf.max_file_bytes {
-                drop(lock);
-                let next = (cur.n + 1).max(self.newest(&day)?);
-                self.open(&day, next)?;
-                continue;
+                let next = cur
+                    .n
+                    .saturating_add(1)
+                    .max(Self::newest(&self.conf.dir, &day)?);
+                // (the day's last possible file takes everything beyond its size)
+                if next != cur.n {
+                    drop(lock);
+                    self.open(&day, next)?;
+                    continue;
+                }
             }
             // one write per batch, under the lock: batches of two processes never interleave
             (&cur.file).write_all(lines)?;
