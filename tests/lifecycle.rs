@@ -330,7 +330,7 @@ async fn upgrade_during_a_sink_outage_loses_and_duplicates_no_record() {
     let ch = FakeClickHouse::start();
     let mut conf = GatewayConf::default().allow(&mock.origin());
     conf.extra = format!(
-        "export: {{batch_max_delay_ms: 20, jsonl: null, clickhouse: {{url: '{}', timeout_secs: 1}}}}\n",
+        "export: {{batch_max_delay_ms: 20, jsonl: null, clickhouse: {{url: '{}', timeout_secs: 5}}}}\n",
         ch.url()
     );
     let mut old = Gateway::start(conf);
@@ -388,6 +388,20 @@ async fn upgrade_during_a_sink_outage_loses_and_duplicates_no_record() {
         "new process died:\n{}",
         upgrade_log()
     );
+    let spool = old.dir.path().join("state/spool/clickhouse");
+    let batches = || {
+        std::fs::read_dir(&spool)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "batch")
+            })
+            .count()
+    };
+    assert!(batches() > 0, "nothing spooled:\n{}", old.log());
     // the sink comes back; requests keep coming while the new process replays both spools,
     // and after it has (a counter that wrapped on the replay would then refuse them as "spool
     // full")
@@ -430,6 +444,12 @@ async fn upgrade_during_a_sink_outage_loses_and_duplicates_no_record() {
         "{missing} of {} records lost, {twice} stored twice\nold:\n{}\nnew:\n{}",
         want.len(),
         old.log(),
+        upgrade_log()
+    );
+    assert_eq!(
+        batches(),
+        0,
+        "the spool was not replayed:\n{}",
         upgrade_log()
     );
 }
