@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use prometheus::IntCounter;
-
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -132,6 +131,8 @@ impl JsonlSink {
     }
 
     fn open(&mut self, day: &str, n: u32) -> std::io::Result<()> {
+        // (an error then names the folder, not the previous file)
+        self.file = None;
         let path = self.path(day, n);
         // read too: the check of the last line reads it back
         let file = OpenOptions::new()
@@ -149,11 +150,19 @@ impl JsonlSink {
         Ok(())
     }
 
-    /// Appends a batch of newline-terminated records (blocking file I/O).
+    /// Appends a batch of newline-terminated records (blocking file I/O); an error names the
+    /// file (or the folder) it happened on.
     pub fn write(&mut self, lines: &[u8]) -> std::io::Result<()> {
         if lines.is_empty() {
             return Ok(());
         }
+        self.append(lines).map_err(|e| {
+            let at = self.file.as_ref().map_or(&self.conf.dir, |c| &c.path);
+            std::io::Error::new(e.kind(), format!("JSONL {}: {e}", at.display()))
+        })
+    }
+
+    fn append(&mut self, lines: &[u8]) -> std::io::Result<()> {
         let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
         if self.file.as_ref().is_none_or(|c| c.day != day) {
             // after a restart too: the newest file, where a shipper tailing the day's files looks
