@@ -372,3 +372,219 @@ async fn graceful_upgrade_hands_over_without_refusing_requests() {
         answered.len()
     );
 }
+
+/// A stand-in for ClickHouse's HTTP interface: answers 503 to everything until `up` is set,
+/// then 200, keeping the `id` of every row it is sent in an INSERT (gzip JSONEachRow).
+struct FakeClickHouse {
+    addr: std::net::SocketAddr,
+    up: Arc<AtomicBool>,
+    ids: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FakeClickHouse {
+    fn start() -> FakeClickHouse {
+        use http_body_util::{BodyExt, Full};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(false));
+        let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (u, i) = (up.clone(), ids.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let (u, i) = (u.clone(), i.clone());
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(
+                            move |req: hyper::Request<hyper::body::Incoming>| {
+                                let (u, i) = (u.clone(), i.clone());
+                                async move {
+                                    let insert =
+                                        req.uri().query().is_some_and(|q| q.contains("INSERT"));
+                                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                                    let status = if !u.load(Ordering::SeqCst) {
+                                        503
+                                    } else {
+                                        if insert {
+                                            use std::io::Read;
+                                            let mut rows = String::new();
+                                            flate2::read::GzDecoder::new(&body[..])
+                                                .read_to_string(&mut rows)
+                                                .unwrap();
+                                            let mut ids = i.lock().unwrap();
+                                            for row in json_lines(&rows) {
+                                                ids.push(row["id"].as_str().unwrap().to_string());
+                                            }
+                                        }
+                                        200
+                                    };
+                                    Ok::<_, std::convert::Infallible>(
+                                        hyper::Response::builder()
+                                            .status(status)
+                                            .body(Full::new(bytes::Bytes::new()))
+                                            .unwrap(),
+                                    )
+                                }
+                            },
+                        );
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+        });
+        FakeClickHouse { addr, up, ids }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.ids.lock().unwrap().clone()
+    }
+}
+
+/// Issue 15: ClickHouse is down, so both processes of a graceful upgrade spool into the one
+/// `<state_dir>/spool/clickhouse`; the new process later replays the old one's batches too.
+/// Once the sink is back, every answered request is stored exactly once: none dropped as "spool
+/// full" by a counter that wrapped, none sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_during_a_sink_outage_loses_and_duplicates_no_record() {
+    let mock = MockProvider::start();
+    let ch = FakeClickHouse::start();
+    let mut conf = GatewayConf::default().allow(&mock.origin());
+    conf.extra = format!(
+        "export: {{batch_max_delay_ms: 20, jsonl: null, clickhouse: {{url: '{}', timeout_secs: 5}}}}\n",
+        ch.url()
+    );
+    let mut old = Gateway::start(conf);
+    let url = old.url("/echo");
+    let origin = mock.origin();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (s, ids) = (stop.clone(), sent.clone());
+    let load = tokio::spawn(async move {
+        let c = fresh_client();
+        while !s.load(Ordering::Relaxed) {
+            if let Ok(r) = c
+                .post(&url)
+                .header("Helicone-Target-Url", &origin)
+                .body("{}")
+                .send()
+                .await
+            {
+                let id = r.headers()["helicone-id"].to_str().unwrap().to_string();
+                ids.lock().unwrap().push(id);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let delivered = |ids: &[String], within: Duration| {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let got: std::collections::HashSet<String> = ch.ids().into_iter().collect();
+            if ids.iter().all(|id| got.contains(id)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    };
+    // the old process spools while the sink is down ...
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut new = old.spawn_upgrade();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ... and still does after the new one has opened the spool (its grace period)
+    Command::new("kill")
+        .arg("-QUIT")
+        .arg(old.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(
+        old.wait_exit(Duration::from_secs(15)),
+        "old process did not exit after SIGQUIT:\n{}",
+        old.log()
+    );
+    let upgrade_log =
+        || std::fs::read_to_string(old.dir.path().join("upgrade.log")).unwrap_or_default();
+    assert!(
+        new.try_wait().unwrap().is_none(),
+        "new process died:\n{}",
+        upgrade_log()
+    );
+    let spool = old.dir.path().join("state/spool/clickhouse");
+    let batches = || {
+        std::fs::read_dir(&spool)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "batch")
+            })
+            .count()
+    };
+    assert!(batches() > 0, "nothing spooled:\n{}", old.log());
+    // the sink comes back; requests keep coming while the new process replays both spools,
+    // and after it has (a counter that wrapped on the replay would then refuse them as "spool
+    // full")
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ch.up.store(true, Ordering::SeqCst);
+    let before = sent.lock().unwrap().clone();
+    let replayed = delivered(&before, Duration::from_secs(15));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let sent = sent.lock().unwrap().clone();
+    assert!(sent.len() > 200, "only {} requests answered", sent.len());
+    let want: std::collections::HashSet<&String> = sent.iter().collect();
+    delivered(&sent, Duration::from_secs(if replayed { 10 } else { 1 }));
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(new.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while new.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = new.kill();
+    let _ = new.wait();
+    assert!(
+        old.log().contains("clickhouse batch of"),
+        "the old process never tried the sink while it was down:\n{}",
+        old.log()
+    );
+    let got = ch.ids();
+    let mut times: std::collections::HashMap<&String, usize> = Default::default();
+    for id in &got {
+        *times.entry(id).or_default() += 1;
+    }
+    let missing = want.iter().filter(|id| !times.contains_key(**id)).count();
+    let twice = times.values().filter(|n| **n > 1).count();
+    assert!(
+        missing == 0 && twice == 0,
+        "{missing} of {} records lost, {twice} stored twice\nold:\n{}\nnew:\n{}",
+        want.len(),
+        old.log(),
+        upgrade_log()
+    );
+    assert_eq!(
+        batches(),
+        0,
+        "the spool was not replayed:\n{}",
+        upgrade_log()
+    );
+}

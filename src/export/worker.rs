@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use super::dead_letter::DeadLetter;
 use super::sink_error::SinkError;
 use super::sinks::Sink;
-use super::spool::Spool;
+use super::spool::{Next, Spool};
 use super::{Batch, ExportMetrics, PartGuard};
 
 /// Tries per batch before it is spooled.
@@ -163,13 +163,19 @@ impl Worker {
     pub async fn run(mut self) {
         loop {
             let spooled = !self.shared.spool.is_empty();
-            let replay_at = tokio::time::Instant::from_std(self.next_replay);
+            // with nothing spooled, look again now and then: the other process of a graceful
+            // upgrade may have left batches in the shared spool
+            let replay_at = tokio::time::Instant::from_std(if spooled {
+                self.next_replay
+            } else {
+                Instant::now() + MAX_BACKOFF
+            });
             tokio::select! {
                 b = self.rx.recv() => match b {
                     Some(b) => self.take(b).await,
                     None => break,
                 },
-                _ = tokio::time::sleep_until(replay_at), if spooled => self.replay().await,
+                _ = tokio::time::sleep_until(replay_at) => if spooled { self.replay().await },
             }
         }
         self.next_replay = Instant::now();
@@ -234,27 +240,34 @@ impl Worker {
         }
         let name = self.shared.sink.name();
         loop {
-            let Some((path, data)) = self.shared.spool.oldest() else {
-                if !self.shared.spool.is_empty() {
-                    // counted but not readable: follow the directory, and if files are still
-                    // there but cannot be read, back off rather than spin
-                    self.shared.spool.resync();
-                    if !self.shared.spool.is_empty() {
-                        self.backoff = MAX_BACKOFF;
-                        self.next_replay = Instant::now() + self.backoff;
-                        log::error!(
-                            "{name} spool has batches that cannot be read; next try in {:?}",
-                            self.backoff
-                        );
-                    }
+            let taken = match self.shared.spool.oldest() {
+                Next::Batch(t) => t,
+                Next::Empty => {
                     self.shared.spool_gauge();
+                    return;
                 }
-                return;
+                Next::Busy => {
+                    // the other process of a graceful upgrade is writing or sending the rest
+                    self.next_replay = Instant::now() + MIN_BACKOFF;
+                    self.shared.spool_gauge();
+                    return;
+                }
+                Next::Unreadable(e) => {
+                    // files are there but cannot be read: back off rather than spin
+                    self.backoff = MAX_BACKOFF;
+                    self.next_replay = Instant::now() + self.backoff;
+                    log::error!(
+                        "{name} spool has batches that cannot be read ({e}); next try in {:?}",
+                        self.backoff
+                    );
+                    self.shared.spool_gauge();
+                    return;
+                }
             };
-            let len = data.len();
-            match self.shared.sink.send(&data).await {
+            match self.shared.sink.send(&taken.data).await {
                 Ok(()) => {
-                    if let Err(e) = self.shared.spool.remove(&path, len) {
+                    let path = taken.path.clone();
+                    if let Err(e) = self.shared.spool.remove(taken) {
                         // delivered, but it would be delivered again: stop and say so
                         self.backoff = MAX_BACKOFF;
                         self.next_replay = Instant::now() + self.backoff;
@@ -274,8 +287,10 @@ impl Worker {
                 Err(e) if e.is_rejected() => {
                     // refused for good: out of the way, and on with the next one
                     self.shared.count("failed");
-                    self.shared.dead_letter(&key_of(&path), &data, None, &e);
-                    if let Err(err) = self.shared.spool.remove(&path, len) {
+                    let path = taken.path.clone();
+                    self.shared
+                        .dead_letter(&key_of(&path), &taken.data, None, &e);
+                    if let Err(err) = self.shared.spool.remove(taken) {
                         self.backoff = MAX_BACKOFF;
                         self.next_replay = Instant::now() + self.backoff;
                         log::error!(
