@@ -520,35 +520,14 @@ async fn an_own_pricing_file_sets_the_cost() {
 /// An upstream on 127.0.0.1 that answers every request with its body, as JSON; its origin.
 fn echo_upstream() -> String {
     use http_body_util::{BodyExt, Full};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(
-                        |req: hyper::Request<hyper::body::Incoming>| async move {
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            Ok::<_, std::convert::Infallible>(
-                                hyper::Response::builder()
-                                    .header("content-type", "application/json")
-                                    .body(Full::new(body))
-                                    .unwrap(),
-                            )
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+    let addr = serve(|req: hyper::Request<hyper::body::Incoming>| async move {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        Ok::<_, std::convert::Infallible>(
+            hyper::Response::builder()
+                .header("content-type", "application/json")
+                .body(Full::new(body))
+                .unwrap(),
+        )
     });
     format!("http://{addr}")
 }
@@ -699,54 +678,27 @@ struct PickyHook {
 impl PickyHook {
     fn start(marker: &'static str) -> PickyHook {
         use http_body_util::BodyExt;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let kept = bodies.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let kept = kept.clone();
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(
-                            move |req: hyper::Request<hyper::body::Incoming>| {
-                                let kept = kept.clone();
-                                async move {
-                                    let body = req.into_body().collect().await.unwrap().to_bytes();
-                                    let text = String::from_utf8_lossy(&body).into_owned();
-                                    let bad = text.contains(marker);
-                                    kept.lock().unwrap().push(text);
-                                    let (status, answer) = if bad {
-                                        (400, "record 0: field 'request_body' is not accepted")
-                                    } else {
-                                        (200, "ok")
-                                    };
-                                    Ok::<_, std::convert::Infallible>(
-                                        hyper::Response::builder()
-                                            .status(status)
-                                            .body(http_body_util::Full::new(bytes::Bytes::from(
-                                                answer,
-                                            )))
-                                            .unwrap(),
-                                    )
-                                }
-                            },
-                        );
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            });
+        let addr = serve(move |req: hyper::Request<hyper::body::Incoming>| {
+            let kept = kept.clone();
+            async move {
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                let text = String::from_utf8_lossy(&body).into_owned();
+                let bad = text.contains(marker);
+                kept.lock().unwrap().push(text);
+                let (status, answer) = if bad {
+                    (400, "record 0: field 'request_body' is not accepted")
+                } else {
+                    (200, "ok")
+                };
+                Ok::<_, std::convert::Infallible>(
+                    hyper::Response::builder()
+                        .status(status)
+                        .body(http_body_util::Full::new(bytes::Bytes::from(answer)))
+                        .unwrap(),
+                )
+            }
         });
         PickyHook { addr, bodies }
     }

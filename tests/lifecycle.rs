@@ -338,17 +338,7 @@ async fn graceful_upgrade_hands_over_without_refusing_requests() {
     assert!(t0.elapsed() < Duration::from_secs(15));
     // every request either process answered is logged exactly once, in the JSONL files both
     // processes append to
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(new.id().to_string())
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while new.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = new.kill();
-    let _ = new.wait();
+    terminate(&mut new);
     let echoed: Vec<serde_json::Value> = jsonl_records(old.dir.path())
         .into_iter()
         .filter(|r| r["path"] == "/echo")
@@ -384,64 +374,37 @@ struct FakeClickHouse {
 impl FakeClickHouse {
     fn start() -> FakeClickHouse {
         use http_body_util::{BodyExt, Full};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(false));
         let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (u, i) = (up.clone(), ids.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let (u, i) = (u.clone(), i.clone());
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(
-                            move |req: hyper::Request<hyper::body::Incoming>| {
-                                let (u, i) = (u.clone(), i.clone());
-                                async move {
-                                    let insert =
-                                        req.uri().query().is_some_and(|q| q.contains("INSERT"));
-                                    let body = req.into_body().collect().await.unwrap().to_bytes();
-                                    let status = if !u.load(Ordering::SeqCst) {
-                                        503
-                                    } else {
-                                        if insert {
-                                            use std::io::Read;
-                                            let mut rows = String::new();
-                                            flate2::read::GzDecoder::new(&body[..])
-                                                .read_to_string(&mut rows)
-                                                .unwrap();
-                                            let mut ids = i.lock().unwrap();
-                                            for row in json_lines(&rows) {
-                                                ids.push(row["id"].as_str().unwrap().to_string());
-                                            }
-                                        }
-                                        200
-                                    };
-                                    Ok::<_, std::convert::Infallible>(
-                                        hyper::Response::builder()
-                                            .status(status)
-                                            .body(Full::new(bytes::Bytes::new()))
-                                            .unwrap(),
-                                    )
-                                }
-                            },
-                        );
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            });
+        let addr = serve(move |req: hyper::Request<hyper::body::Incoming>| {
+            let (u, i) = (u.clone(), i.clone());
+            async move {
+                let insert = req.uri().query().is_some_and(|q| q.contains("INSERT"));
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                let status = if !u.load(Ordering::SeqCst) {
+                    503
+                } else {
+                    if insert {
+                        use std::io::Read;
+                        let mut rows = String::new();
+                        flate2::read::GzDecoder::new(&body[..])
+                            .read_to_string(&mut rows)
+                            .unwrap();
+                        let mut ids = i.lock().unwrap();
+                        for row in json_lines(&rows) {
+                            ids.push(row["id"].as_str().unwrap().to_string());
+                        }
+                    }
+                    200
+                };
+                Ok::<_, std::convert::Infallible>(
+                    hyper::Response::builder()
+                        .status(status)
+                        .body(Full::new(bytes::Bytes::new()))
+                        .unwrap(),
+                )
+            }
         });
         FakeClickHouse { addr, up, ids }
     }
@@ -551,17 +514,7 @@ async fn upgrade_during_a_sink_outage_loses_and_duplicates_no_record() {
     assert!(sent.len() > 200, "only {} requests answered", sent.len());
     let want: std::collections::HashSet<&String> = sent.iter().collect();
     delivered(&sent, Duration::from_secs(if replayed { 10 } else { 1 }));
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(new.id().to_string())
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while new.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = new.kill();
-    let _ = new.wait();
+    terminate(&mut new);
     assert!(
         old.log().contains("clickhouse batch of"),
         "the old process never tried the sink while it was down:\n{}",
