@@ -392,11 +392,7 @@ async fn sigterm_mid_load_loses_no_record() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
-    std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(gw.pid().to_string())
-        .status()
-        .unwrap();
+    gw.signal("TERM");
     let mut answered = vec![];
     for t in tasks {
         answered.extend(t.await.unwrap());
@@ -475,11 +471,7 @@ async fn fast_shutdown_with_a_full_queue_loses_no_record() {
     let m = metrics_with(&gw, &["switchyard_export_queue_depth 300"]).await;
     assert!(m.contains("switchyard_export_queue_depth 300"), "{m}");
     assert!(records(&gw).is_empty());
-    std::process::Command::new("kill")
-        .arg("-INT")
-        .arg(gw.pid().to_string())
-        .status()
-        .unwrap();
+    gw.signal("INT");
     assert!(gw.wait_exit(Duration::from_secs(10)));
     let logged: std::collections::HashSet<String> = records(&gw)
         .iter()

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,11 +34,7 @@ async fn sigterm_lets_in_flight_streams_finish_and_stops_accepting() {
     let mut stream = r.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
     assert!(first.starts_with(b"data: "));
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(gw.pid().to_string())
-        .status()
-        .unwrap();
+    gw.signal("TERM");
     let mut rest = Vec::new();
     while let Some(c) = stream.next().await {
         rest.extend_from_slice(&c.expect("the in-flight stream was cut by shutdown"));
@@ -69,11 +64,7 @@ async fn an_idle_gateway_stops_at_once_and_keeps_its_records() {
     let r = c.get(gw.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let t0 = Instant::now();
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(gw.pid().to_string())
-        .status()
-        .unwrap();
+    gw.signal("TERM");
     assert!(
         gw.wait_exit(Duration::from_secs(2)),
         "an idle gateway did not exit within 2 s of SIGTERM (grace period 30 s):\n{}",
@@ -122,11 +113,7 @@ async fn answers_say_connection_close_while_draining() {
         }
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(gw.pid().to_string())
-        .status()
-        .unwrap();
+    gw.signal("TERM");
     let r = slow.await.unwrap().expect("the in-flight request failed");
     assert_eq!(r.status(), 200);
     assert_eq!(
@@ -151,11 +138,7 @@ async fn a_connection_accepted_just_before_shutdown_is_still_answered() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await; // accepted, waiting for its request
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(gw.pid().to_string())
-        .status()
-        .unwrap();
+    gw.signal("TERM");
     let stopped = format!("Shutting down 127.0.0.1:{}", gw.port);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !gw.log().contains(&stopped) {
@@ -265,11 +248,7 @@ async fn graceful_upgrade_hands_over_without_refusing_requests() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut new = old.spawn_upgrade();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    Command::new("kill")
-        .arg("-QUIT")
-        .arg(old.pid().to_string())
-        .status()
-        .unwrap();
+    old.signal("QUIT");
     let t0 = Instant::now();
     let quit_at = began.elapsed();
     assert!(
@@ -469,11 +448,7 @@ async fn upgrade_during_a_sink_outage_loses_and_duplicates_no_record() {
     let mut new = old.spawn_upgrade();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // ... and still does after the new one has opened the spool (its grace period)
-    Command::new("kill")
-        .arg("-QUIT")
-        .arg(old.pid().to_string())
-        .status()
-        .unwrap();
+    old.signal("QUIT");
     assert!(
         old.wait_exit(Duration::from_secs(15)),
         "old process did not exit after SIGQUIT:\n{}",

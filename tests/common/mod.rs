@@ -781,6 +781,15 @@ impl Gateway {
         self.dir.path().join("switchyard.yaml")
     }
 
+    /// Sends `signal` (`TERM`, `QUIT`, `INT`) to the gateway process.
+    pub fn signal(&self, signal: &str) {
+        Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("gateway stopped").id()
     }
