@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS {db}.{table} (
     cache_write_tokens Nullable(UInt64),
     reasoning_tokens Nullable(UInt64),
     cost_usd Nullable(Float64),
+    cost_status Nullable(String),
+    deprecated UInt8,
     cache Nullable(String),
     cache_reference_id Nullable(String),
     rate_limit Nullable(String),

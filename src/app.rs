@@ -163,12 +163,18 @@ pub fn build(mut cfg: Config, opt: Opt) -> Result<App, AppError> {
         }
     })?;
     let ready = Arc::new(AtomicBool::new(true));
+    for note in &cfg.pricing_notes {
+        log::info!("{note}");
+    }
     let pricing = std::mem::take(&mut cfg.pricing);
     log::info!(
-        "pricing registry: {} model prices as of {}",
+        "model registry: {} entries as of {}",
         pricing.len(),
         pricing.as_of
     );
+    let refresh_metrics = crate::refresh::RefreshMetrics::register()?;
+    refresh_metrics.set_as_of(&pricing.as_of);
+    let registry = crate::refresh::Live::new(pricing, std::mem::take(&mut cfg.registry));
     let (exporter, export_service, drained) =
         export::build(&cfg.export, &cfg.state_dir).map_err(AppError::Export)?;
     let cache = if cfg.cache.enabled {
@@ -199,6 +205,17 @@ pub fn build(mut cfg: Config, opt: Opt) -> Result<App, AppError> {
         }
     };
     let cfg = Arc::new(cfg);
+    if let Some(conf) = cfg.pricing_conf.refresh.clone() {
+        server.add_service(background_service(
+            "pricing refresh",
+            crate::refresh::Refresher {
+                live: registry.clone(),
+                cfg: cfg.clone(),
+                conf,
+                metrics: refresh_metrics,
+            },
+        ));
+    }
     let body_budget = crate::body::BodyBudget::new(cfg.limits.max_inflight_body_bytes);
     server.add_service(background_service(
         "memory return",
@@ -229,7 +246,7 @@ pub fn build(mut cfg: Config, opt: Opt) -> Result<App, AppError> {
         forwarder: Forwarder::new(&server.configuration),
         health: Health::new(cfg.health.clone())?,
         exporter,
-        pricing,
+        registry,
         cache,
         body_budget,
         ready: ready.clone(),

@@ -50,6 +50,9 @@ fn main() -> ExitCode {
         }
     };
     if cli.test {
+        for note in &cfg.pricing_notes {
+            println!("switchyard: {note}");
+        }
         println!("switchyard: configuration {name} is valid");
         return ExitCode::SUCCESS;
     }

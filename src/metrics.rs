@@ -159,8 +159,8 @@ impl Metrics {
             )?,
             unpriced: register_int_counter_vec!(
                 "switchyard_unpriced_requests_total",
-                "Requests with known tokens but a model missing from the pricing registry (cost null)",
-                &["provider"]
+                "Requests with known tokens whose model has no price in the registry (cost_usd null, cost_status unpriced); model is the registry name or `other`",
+                &["provider", "model"]
             )?,
             ttft: register_histogram_vec!(
                 "switchyard_time_to_first_token_seconds",
@@ -245,7 +245,7 @@ impl Metrics {
         }
         match cost {
             Some(c) => self.cost.with_label_values(&[provider, model]).inc_by(c),
-            None if usage.is_known() => self.unpriced.with_label_values(&[provider]).inc(),
+            None if usage.is_known() => self.unpriced.with_label_values(&[provider, model]).inc(),
             None => {}
         }
         if let Some(t) = ttft {

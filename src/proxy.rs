@@ -26,7 +26,6 @@ use crate::limits::policy as rate_policy;
 use crate::limits::rules::{Ask, BodyHead, Plan, RateLimits};
 use crate::limits::OriginLimits;
 use crate::metrics::{Metrics, Observation, Rejection};
-use crate::pricing::Pricing;
 use crate::routing::{self, RequestMeta, Route, RouteKind};
 use crate::ssrf;
 use crate::unified::{self, request as unified_request, response as unified_response, Op};
@@ -47,7 +46,8 @@ pub struct Gateway {
     pub forwarder: Forwarder,
     pub health: Health,
     pub exporter: Exporter,
-    pub pricing: Pricing,
+    /// Prices and routes, swapped together by `pricing.refresh`.
+    pub registry: Arc<crate::refresh::Live>,
     /// `None` when `cache.enabled` is false.
     pub cache: Option<crate::cache::ResponseCache>,
     /// Request bodies held in memory by all requests (`limits.max_inflight_body_bytes`).
@@ -309,7 +309,7 @@ impl Gateway {
                 ))
             }
             Some(UnifiedRoute::Models(id)) => {
-                let (status, body) = unified::models_json(&self.cfg.registry, id.as_deref());
+                let (status, body) = unified::models_json(&self.registry.routing(), id.as_deref());
                 if let Err(e) = respond_json(session, status, body, &ctx.id).await {
                     log::debug!("models response failed: {e}");
                 }
@@ -608,6 +608,7 @@ impl Gateway {
         let body_len = ctx.body.bytes.len();
         let estimate = || {
             let h = head();
+            let pricing = self.registry.pricing();
             // any attempt may answer: the dearest one is reserved
             ctx.targets
                 .iter()
@@ -617,7 +618,7 @@ impl Gateway {
                         Some(c) => Some(c.model_id.as_str()),
                         None => h.model.as_deref(),
                     }?;
-                    self.pricing.estimate(
+                    pricing.estimate(
                         provider,
                         model,
                         body_len,
@@ -670,8 +671,8 @@ impl Gateway {
             .map_err(|e| (Some(Rejection::BadRequest), e))?;
         let health = &self.health;
         let candidates = self
-            .cfg
             .registry
+            .routing()
             .plan(&req.model, op, &|ep| {
                 ep.origin
                     .as_ref()
@@ -1371,7 +1372,7 @@ impl ProxyHttp for Gateway {
             let built = record::build(
                 session,
                 ctx,
-                &self.pricing,
+                &self.registry.pricing(),
                 status,
                 error,
                 self.cfg.export.max_body_bytes,

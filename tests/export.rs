@@ -180,7 +180,7 @@ async fn every_kind_of_request_gets_exactly_one_record() {
         &gw,
         &[
             r#"switchyard_export_batches_total{outcome="sent",sink="jsonl"}"#,
-            "switchyard_unpriced_requests_total{provider=\"mock\"} 1",
+            "switchyard_unpriced_requests_total{model=\"other\",provider=\"mock\"} 1",
         ],
     )
     .await;
@@ -190,7 +190,7 @@ async fn every_kind_of_request_gets_exactly_one_record() {
         r#"switchyard_tokens_total{model="gpt-4o-mini",provider="mock",type="prompt"} 15"#,
         r#"switchyard_tokens_total{model="gpt-4o-mini",provider="mock",type="completion"} 9"#,
         r#"switchyard_tokens_total{model="gpt-4o",provider="mock",type="prompt"} 5"#,
-        r#"switchyard_unpriced_requests_total{provider="mock"} 1"#,
+        r#"switchyard_unpriced_requests_total{model="other",provider="mock"} 1"#,
         r#"switchyard_time_to_first_token_seconds_count{provider="mock"} 2"#,
         "switchyard_export_queue_depth 0",
         "switchyard_export_records_dropped_total 0",
@@ -294,6 +294,7 @@ async fn every_kind_of_request_gets_exactly_one_record() {
     assert_eq!(r["prompt_tokens"], 5);
     assert_eq!(r["model_responded"], "mystery-model-1");
     assert_eq!(r["cost_usd"], serde_json::Value::Null, "{r}");
+    assert_eq!(r["cost_status"], "unpriced", "never a silent $0: {r}");
     assert_eq!(get("quota_ok")["status"], 200);
     assert_eq!(get("quota_ok")["provider"], serde_json::Value::Null);
     assert_eq!(get("quota_ok")["target"], unapproved.origin());

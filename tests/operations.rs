@@ -101,7 +101,7 @@ fn the_rules_and_the_dashboard_use_only_metrics_the_gateway_exports() {
         "rules",
         repo("conf/prometheus/alerts.yml").to_str().unwrap(),
     ]);
-    assert!(rules.contains("SUCCESS: 13 rules found"), "{rules}");
+    assert!(rules.contains("SUCCESS: 14 rules found"), "{rules}");
     promtool(&[
         "check",
         "config",
@@ -212,6 +212,6 @@ async fn prometheus_scrapes_the_gateway_and_fires_the_error_rate_alert() {
         .as_array()
         .unwrap()
         .len();
-    assert_eq!(loaded, 13, "every shipped rule loaded");
+    assert_eq!(loaded, 14, "every shipped rule loaded");
     drop(prom);
 }

@@ -34,6 +34,9 @@ pub struct ProviderConf {
     /// Host names (or `oai.*` patterns) whose requests go to this provider, path unchanged.
     #[serde(default)]
     pub host_aliases: Vec<String>,
+    /// Other names model strings use for this provider (Helicone's `google` for `gemini`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
     /// How the provider expects its API key.
     pub auth: ProviderAuthConf,
     /// Approved origins are not subject to the unapproved-origin quotas.
@@ -149,6 +152,8 @@ pub struct Provider {
     pub auth_scheme: AuthScheme,
     pub approved: bool,
     pub api: Option<ProviderApi>,
+    /// Other names model strings use for it (lower-case).
+    pub aliases: Vec<String>,
 }
 
 /// Validated catalogue with lookup indexes.
@@ -333,6 +338,7 @@ impl Catalogue {
                 auth_scheme: pc.auth.scheme,
                 approved: pc.approved,
                 api,
+                aliases: pc.aliases.iter().map(|a| a.to_ascii_lowercase()).collect(),
             });
             cat.index(p);
         }

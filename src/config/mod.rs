@@ -59,9 +59,10 @@ pub struct FileConfig {
     /// Response cache (`Helicone-Cache-Enabled`): memory bound, lock, Redis tier.
     #[serde(default)]
     pub cache: CacheConf,
-    /// Path of the model registry (routing and prices); the embedded `conf/models.yaml` when absent.
+    /// Registry files (routing and prices) laid over the embedded `conf/models.yaml`, and an
+    /// optional timed refresh.
     #[serde(default)]
-    pub pricing: Option<PathBuf>,
+    pub pricing: crate::pricing::PricingConf,
     /// Unified API settings per catalogue provider: key variable, base URL, Azure deployments.
     #[serde(default)]
     pub providers: std::collections::BTreeMap<String, ProviderSettings>,
@@ -321,8 +322,14 @@ pub struct Config {
     pub export: ExportConf,
     pub cache: CacheConf,
     pub pricing: Pricing,
+    /// What the pricing overlays replaced and added (logged at start-up, printed by `-t`).
+    pub pricing_notes: Vec<String>,
+    /// `pricing.refresh` and the files it lays its fetch over.
+    pub pricing_conf: crate::pricing::PricingConf,
     /// The unified API's model -> providers registry.
     pub registry: Registry,
+    /// `providers:` as written (the registry is built again from them on a pricing refresh).
+    pub provider_settings: std::collections::BTreeMap<String, ProviderSettings>,
     pub state_dir: PathBuf,
     /// `prompts:` with its folder resolved.
     pub prompts: Option<crate::prompts::PromptsConf>,
@@ -469,13 +476,45 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         "embedded conf/providers.yaml",
         catalogue::EMBEDDED,
     )?;
-    let pricing_file: PricingFile = data_file(
-        fc.pricing.as_deref().map(&resolve),
-        "embedded conf/models.yaml",
-        crate::pricing::EMBEDDED,
-    )?;
-    for (field, message) in pricing_file.problems() {
-        issues.push(format!("pricing.{field}"), message);
+    let bundled: PricingFile =
+        data_file(None, "embedded conf/models.yaml", crate::pricing::EMBEDDED)?;
+    for (field, message) in bundled.problems(true) {
+        issues.push(
+            format!("pricing (bundled conf/models.yaml) {field}"),
+            message,
+        );
+    }
+    let mut layers = Vec::new();
+    for (k, path) in fc.pricing.overlays.iter().enumerate() {
+        let path = resolve(path);
+        let layer: PricingFile = data_file(Some(path.clone()), "", "")?;
+        for (field, message) in layer.problems(false) {
+            issues.push(
+                format!("pricing.overlays[{k}] ({}) {field}", path.display()),
+                message,
+            );
+        }
+        layers.push((path.display().to_string(), layer));
+    }
+    let (pricing_file, pricing_notes) = crate::pricing::merge(bundled, layers);
+    if !fc.pricing.overlays.is_empty() {
+        // what no single file shows: an overlay's alias naming a bundled model, and the like
+        for (field, message) in pricing_file.problems(false) {
+            if !message.contains("listed twice") {
+                issues.push(format!("pricing (merged) {field}"), message);
+            }
+        }
+    }
+    if let Some(r) = &fc.pricing.refresh {
+        if let Err(e) = crate::pricing::check_refresh_url(&r.url) {
+            issues.push("pricing.refresh.url".into(), e);
+        }
+        if r.interval_secs < 60 {
+            issues.push(
+                "pricing.refresh.interval_secs".into(),
+                "must be at least 60".into(),
+            );
+        }
     }
     let mut aliases: Vec<(String, String)> = fc
         .host_aliases
@@ -817,7 +856,13 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         export,
         cache: fc.cache.clone(),
         pricing,
+        pricing_notes: pricing_notes.0,
+        pricing_conf: crate::pricing::PricingConf {
+            overlays: fc.pricing.overlays.iter().map(|p| resolve(p)).collect(),
+            refresh: fc.pricing.refresh.clone(),
+        },
         registry,
+        provider_settings: fc.providers.clone(),
         state_dir: resolve(&fc.state_dir),
         prompts,
         server: fc.server,

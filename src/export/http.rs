@@ -1,5 +1,4 @@
-//! A small HTTP POST client for the exporter's sinks, on Pingora's connector (pooled, TLS
-//! verified against the system roots), resolving names without blocking the runtime.
+//! A small HTTP client for the exporter's sinks (POST) and the registry refresh (GET), on Pingora's connector (pooled, TLS verified against the system roots), resolving names without blocking the runtime.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -112,6 +111,25 @@ impl Poster {
         headers: &[(&str, String)],
         body: Bytes,
     ) -> Result<Answer, SinkError> {
+        self.exchange("POST", path_and_query, headers, body, ANSWER_MAX_BYTES)
+            .await
+    }
+
+    /// GETs `path_and_query`; the answer's body is kept whole up to `max_bytes` (an answer
+    /// longer than that is an error, not a truncated file).
+    pub async fn get(&self, path_and_query: &str, max_bytes: usize) -> Result<Answer, SinkError> {
+        self.exchange("GET", path_and_query, &[], Bytes::new(), max_bytes)
+            .await
+    }
+
+    async fn exchange(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+        max_bytes: usize,
+    ) -> Result<Answer, SinkError> {
         let peer = self.peer(self.address().await?);
         let (mut s, _) = match self.connector.get_http_session(&peer).await {
             Ok(s) => s,
@@ -125,31 +143,41 @@ impl Poster {
         let bad_request =
             |e: Box<pingora_error::Error>| SinkError::retryable(format!("request not built: {e}"));
         let mut req =
-            RequestHeader::build("POST", path_and_query.as_bytes(), None).map_err(bad_request)?;
+            RequestHeader::build(method, path_and_query.as_bytes(), None).map_err(bad_request)?;
         req.insert_header("host", self.origin.host_header())
             .map_err(bad_request)?;
-        req.insert_header("content-length", body.len().to_string())
-            .map_err(bad_request)?;
+        if method != "GET" {
+            req.insert_header("content-length", body.len().to_string())
+                .map_err(bad_request)?;
+        }
         for (k, v) in headers {
             req.insert_header(k.to_string(), v.clone())
                 .map_err(bad_request)?;
         }
+        let mut too_long = false;
         let exchange = async {
             s.write_request_header(Box::new(req)).await?;
-            s.write_request_body(body, true).await?;
+            if method != "GET" {
+                s.write_request_body(body, true).await?;
+            }
             s.finish_request_body().await?;
             s.read_response_header().await?;
             let mut answer = Vec::new();
             while let Some(chunk) = s.read_response_body().await? {
-                if answer.len() < ANSWER_MAX_BYTES {
-                    answer.extend_from_slice(&chunk);
-                }
+                let room = max_bytes.saturating_sub(answer.len());
+                answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                too_long |= chunk.len() > room;
             }
             Ok::<_, Box<pingora_error::Error>>(answer)
         };
         let answer = exchange
             .await
             .map_err(|e| SinkError::retryable(e.to_string()))?;
+        if too_long && method == "GET" {
+            return Err(SinkError::retryable(format!(
+                "the answer is longer than {max_bytes} bytes"
+            )));
+        }
         let (status, exception_code) = s.response_header().map_or((0, None), |h| {
             (
                 h.status.as_u16(),
@@ -162,8 +190,7 @@ impl Poster {
         let answer = Answer {
             status,
             exception_code,
-            body: String::from_utf8_lossy(&answer[..answer.len().min(ANSWER_MAX_BYTES)])
-                .into_owned(),
+            body: String::from_utf8_lossy(&answer).into_owned(),
         };
         if answer.is_success() {
             self.connector

@@ -255,6 +255,12 @@ pub struct Record {
     pub cache_write_tokens: Option<u64>,
     pub reasoning_tokens: Option<u64>,
     pub cost_usd: Option<f64>,
+    /// Why `cost_usd` is what it is: `priced`, `unpriced` (the model has no price: never a
+    /// silent 0), `no_usage` (the provider reported no tokens), `cache_hit` (0, served from
+    /// cache); absent when no model was involved.
+    pub cost_status: Option<&'static str>,
+    /// The model used is marked deprecated or retired in the registry: find the callers to move.
+    pub deprecated: bool,
     pub cache: Option<String>,
     /// On a cache hit: the id of the request whose answer was served.
     pub cache_reference_id: Option<String>,
@@ -341,6 +347,8 @@ pub fn sample(i: usize) -> Record {
         cache_write_tokens: None,
         reasoning_tokens: Some(0),
         cost_usd: Some(0.000_220_2),
+        cost_status: Some("priced"),
+        deprecated: false,
         cache: None,
         cache_reference_id: None,
         rate_limit: None,
@@ -440,14 +448,23 @@ pub fn build(
         .or_else(|| usage.model.clone())
         .or_else(|| model_requested.clone());
     let hit = ctx.cache.as_ref().is_some_and(|c| c.status == Some("hit"));
+    let found = model
+        .as_deref()
+        .and_then(|m| pricing.find(provider.as_deref(), m));
     let (cost, model_label) = match &model {
         Some(m) => (
             pricing.cost(provider.as_deref(), m, &usage),
-            pricing
-                .find(provider.as_deref(), m)
-                .map_or_else(|| "other".to_string(), |p| p.model.clone()),
+            found.map_or_else(|| "other".to_string(), |p| p.model.clone()),
         ),
         None => (None, "none".to_string()),
+    };
+    let deprecated = found.is_some_and(|p| p.is_deprecated());
+    let cost_status = match (&model, cost) {
+        _ if hit => Some("cache_hit"),
+        (None, _) => None,
+        (Some(_), Some(_)) => Some("priced"),
+        (Some(_), None) if usage.is_known() => Some("unpriced"),
+        (Some(_), None) => Some("no_usage"),
     };
     // an answer served from cache cost nothing
     let cost = if hit { Some(0.0) } else { cost };
@@ -484,6 +501,8 @@ pub fn build(
         cache_write_tokens: usage.cache_write_tokens,
         reasoning_tokens: usage.reasoning_tokens,
         cost_usd: cost,
+        cost_status,
+        deprecated,
         cache: ctx
             .cache
             .as_ref()

@@ -148,10 +148,14 @@ pub struct Offer {
     pub model_id: String,
     /// Azure deployment.
     pub deployment: Option<String>,
-    pub input: f64,
-    pub output: f64,
+    /// USD per million tokens; `None` for a model listed without a price.
+    pub input: Option<f64>,
+    pub output: Option<f64>,
     pub context: Option<u64>,
     pub priority: u32,
+    /// The provider's deprecation and retirement dates for it.
+    pub deprecated: Option<String>,
+    pub retired: Option<String>,
 }
 
 #[derive(Debug)]
@@ -185,24 +189,42 @@ pub struct Registry {
     models: BTreeMap<String, ModelEntry>,
     /// Provider model id (lower-case) -> (canonical model, provider).
     by_id: HashMap<String, Vec<(String, String)>>,
+    /// Model alias (lower-case) -> canonical model (lower-case).
+    aliases: HashMap<String, String>,
+    /// Provider alias (`google`) -> catalogue name (`gemini`).
+    provider_aliases: HashMap<String, String>,
     endpoints: BTreeMap<String, Arc<Endpoint>>,
 }
 
 /// Names in `pool` close to `word`, best first (at most 5).
 pub fn close_matches<'a>(word: &str, pool: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    close_matches_ranked(word, pool.map(|c| (c, false)))
+}
+
+/// As [`close_matches`], over `(name, retired)`: the closest name is always listed (even when
+/// it is not close), and a current name wins over a retired one only when they are as close.
+pub fn close_matches_ranked<'a>(
+    word: &str,
+    pool: impl Iterator<Item = (&'a str, bool)>,
+) -> Vec<&'a str> {
     let w = word.to_ascii_lowercase();
-    let mut scored: Vec<(f64, &str)> = pool
-        .map(|c| {
+    let mut scored: Vec<(f64, bool, &str)> = pool
+        .map(|(c, retired)| {
             let mut s = strsim::jaro_winkler(&w, &c.to_ascii_lowercase());
             if c.to_ascii_lowercase().contains(&w) {
                 s += 0.2;
             }
-            (s, c)
+            (s, retired, c)
         })
-        .filter(|(s, _)| *s >= 0.8)
         .collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
-    scored.into_iter().take(5).map(|(_, c)| c).collect()
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(b.2)));
+    scored
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (s, _, _))| *i == 0 || *s >= 0.8)
+        .take(5)
+        .map(|(_, (_, _, c))| c)
+        .collect()
 }
 
 fn did_you_mean(m: &[&str]) -> String {
@@ -224,9 +246,21 @@ impl Registry {
         issues: &mut Issues,
     ) -> Registry {
         let mut reg = Registry {
-            as_of: pricing.as_of.clone(),
+            as_of: pricing.as_of.clone().unwrap_or_default(),
             ..Registry::default()
         };
+        for p in catalogue.providers() {
+            for a in &p.aliases {
+                reg.provider_aliases
+                    .insert(a.to_ascii_lowercase(), p.name.clone());
+            }
+        }
+        for m in &pricing.models {
+            for a in &m.aliases {
+                reg.aliases
+                    .insert(a.to_ascii_lowercase(), m.model.to_ascii_lowercase());
+            }
+        }
         for (name, s) in settings {
             let at = format!("providers.{name}");
             match catalogue.by_name(name) {
@@ -349,6 +383,8 @@ impl Registry {
                 output: m.output,
                 context: m.context,
                 priority: m.priority.unwrap_or(ep.priority),
+                deprecated: m.deprecated.clone(),
+                retired: m.retired.clone(),
             });
         }
         // Azure serves the models its operator deployed, at the model's registry price
@@ -374,7 +410,7 @@ impl Registry {
                 let (input, output, context) = entry
                     .offers
                     .first()
-                    .map_or((0.0, 0.0, None), |o| (o.input, o.output, o.context));
+                    .map_or((None, None, None), |o| (o.input, o.output, o.context));
                 entry.offers.retain(|o| o.endpoint.name != ep.name);
                 entry.offers.push(Offer {
                     endpoint: ep.clone(),
@@ -384,6 +420,8 @@ impl Registry {
                     output,
                     context,
                     priority: ep.priority,
+                    deprecated: None,
+                    retired: None,
                 });
             }
         }
@@ -398,8 +436,18 @@ impl Registry {
         self.models.values()
     }
 
+    /// A model by its name or one of its aliases.
     pub fn model(&self, name: &str) -> Option<&ModelEntry> {
-        self.models.get(&name.to_ascii_lowercase())
+        let n = name.to_ascii_lowercase();
+        self.models
+            .get(&n)
+            .or_else(|| self.aliases.get(&n).and_then(|m| self.models.get(m)))
+    }
+
+    /// The catalogue name of a provider written by its name or an alias (`google` -> `gemini`).
+    pub fn provider_name(&self, name: &str) -> String {
+        let n = name.to_ascii_lowercase();
+        self.provider_aliases.get(&n).cloned().unwrap_or(n)
     }
 
     fn unknown_provider(&self, p: &str, at: &str) -> GatewayError {
@@ -427,7 +475,7 @@ impl Registry {
         let mut excluded = HashSet::new();
         for it in &items {
             if let Item::Exclude(p) = it {
-                let p = p.to_ascii_lowercase();
+                let p = self.provider_name(p);
                 if !self.endpoints.contains_key(&p) {
                     return Err(self.unknown_provider(&p, &format!("`model` exclude '!{p}'")));
                 }
@@ -495,8 +543,15 @@ impl Registry {
         let kind_matches = |e: &ModelEntry| e.kind == op.kind();
         // the whole item may be a model name or a provider id with '/' in it
         let whole = spec.raw.to_ascii_lowercase();
-        let as_model = self.models.get(&whole).filter(|e| kind_matches(e));
+        // a provider's own id names that provider's offer: it wins over an alias of the same
+        // spelling (`llama-3.3-70b-versatile` is Groq's id and an alias of llama-3.3-70b)
         let as_id = self.by_id.get(&whole);
+        let as_model = match self.models.get(&whole) {
+            Some(e) => Some(e),
+            None if as_id.is_none() => self.model(&whole),
+            None => None,
+        }
+        .filter(|e| kind_matches(e));
         if spec.provider.is_none() || as_model.is_some() || as_id.is_some() {
             if let Some(entry) = as_model {
                 let offers: Vec<&Offer> = entry
@@ -530,18 +585,17 @@ impl Registry {
                     return Ok(pairs.into_iter().map(|(e, o)| candidate(e, o)).collect());
                 }
             }
-            let names = self
-                .models
-                .values()
-                .filter(|e| kind_matches(e))
-                .map(|e| e.name.as_str());
+            let names = self.models.values().filter(|e| kind_matches(e)).map(|e| {
+                let retired = !e.offers.is_empty() && e.offers.iter().all(|o| o.retired.is_some());
+                (e.name.as_str(), retired)
+            });
             return Err(GatewayError::ModelNotFound(format!(
                 "The model '{}' is not in this gateway's {what} model registry.{} GET /v1/models lists the models; `model/provider` sends any model id to that provider.",
                 spec.raw,
-                did_you_mean(&close_matches(spec.model, names))
+                did_you_mean(&close_matches_ranked(spec.model, names))
             )));
         }
-        let provider = spec.provider.unwrap_or_default().to_ascii_lowercase();
+        let provider = self.provider_name(spec.provider.unwrap_or_default());
         let Some(ep) = self.endpoints.get(&provider) else {
             return Err(self.unknown_provider(&provider, &format!("`model` '{}'", spec.raw)));
         };
@@ -554,7 +608,7 @@ impl Registry {
         if !usable(ep, skipped) {
             return Ok(vec![]);
         }
-        let entry = self.models.get(&spec.model.to_ascii_lowercase());
+        let entry = self.model(spec.model);
         let offer = entry.and_then(|e| e.offers.iter().find(|o| o.endpoint.name == provider));
         let (model, model_id) = match (entry, offer) {
             (Some(e), Some(o)) => (e.name.clone(), o.model_id.clone()),
@@ -584,10 +638,14 @@ impl Registry {
     }
 }
 
-/// Cheapest (input + output) first, then priority.
+/// Cheapest (input + output) first, then priority; an unpriced offer after every priced one.
 fn cheaper(a: &Offer, b: &Offer) -> std::cmp::Ordering {
-    (a.input + a.output)
-        .total_cmp(&(b.input + b.output))
+    let total = |o: &Offer| match (o.input, o.output) {
+        (Some(i), Some(o)) => i + o,
+        _ => f64::INFINITY,
+    };
+    total(a)
+        .total_cmp(&total(b))
         .then(a.priority.cmp(&b.priority))
 }
 
@@ -622,6 +680,8 @@ pub fn models_json(reg: &Registry, id: Option<&str>) -> (u16, Vec<u8>) {
                 "output_per_mtok": o.output,
                 "context_length": o.context,
                 "available": o.endpoint.unusable().is_none(),
+                "deprecated": o.deprecated,
+                "retired": o.retired,
             })).collect::<Vec<_>>(),
         })
     };

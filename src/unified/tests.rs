@@ -115,9 +115,10 @@ fn provider_ids_and_unregistered_models_at_a_named_provider() {
     let c = reg
         .plan("openai/gpt-oss-120b", Op::Chat, &all_healthy)
         .unwrap();
+    // both at $0.15 / $0.60 (registry as of 2026-12-06): the providers' priority decides
     assert_eq!(
         labels(&c),
-        ["together:openai/gpt-oss-120b", "groq:openai/gpt-oss-120b"]
+        ["groq:openai/gpt-oss-120b", "together:openai/gpt-oss-120b"]
     );
     // a model the registry does not know yet still reaches a named provider
     let c = reg
