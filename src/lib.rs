@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod pricing;
 pub mod prompts;
 pub mod proxy;
+pub mod registry_import;
 pub mod routing;
 pub mod shared_redis;
 pub mod ssrf;
