@@ -16,6 +16,8 @@
 //!   Fireworks models are named without `accounts/fireworks/models/`. When `model` differs from
 //!   the id, the entry carries `id`. A name may only hold ASCII letters, digits and `._:@+-`.
 //! - One entry per (provider, model): the first key in the file wins, later ones are reported.
+//! - `cache_read_input_token_cost` -> `cached_input`, `cache_creation_input_token_cost` -> `cache_write`,
+//!   `max_input_tokens` -> `context`, `deprecation_date` -> `deprecated` (dropped unless YYYY-MM-DD).
 
 use std::collections::BTreeMap;
 use std::fmt;
