@@ -21,6 +21,7 @@ pub mod pricing;
 pub mod prompts;
 pub mod proxy;
 pub mod refresh;
+pub mod registry_import;
 pub mod routing;
 pub mod shared_redis;
 pub mod ssrf;
