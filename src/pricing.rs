@@ -273,7 +273,7 @@ pub fn merge(
                     && b.model.eq_ignore_ascii_case(&entry.model)
             }) {
                 Some(b) => {
-                    *b = entry;
+                    *b = entry.over(b);
                     replaced += 1;
                 }
                 None => {
@@ -371,6 +371,55 @@ pub enum ModelKind {
 }
 
 impl Price {
+    /// This overlay entry laid over `below` (same provider and model): the fields it sets win,
+    /// the others are kept, so an overlay that corrects a price keeps the upstream id, aliases
+    /// and dates. Prices go together: an entry that sets input and output replaces all four.
+    fn over(self, below: &Price) -> Price {
+        let priced = self.is_priced();
+        Price {
+            provider: below.provider.clone(),
+            model: self.model,
+            input: if priced { self.input } else { below.input },
+            output: if priced { self.output } else { below.output },
+            cached_input: if priced {
+                self.cached_input
+            } else {
+                below.cached_input
+            },
+            cache_write: if priced {
+                self.cache_write
+            } else {
+                below.cache_write
+            },
+            id: self.id.or_else(|| below.id.clone()),
+            context: self.context.or(below.context),
+            priority: self.priority.or(below.priority),
+            kind: if self.kind == ModelKind::Chat {
+                below.kind
+            } else {
+                self.kind
+            },
+            aliases: if self.aliases.is_empty() {
+                below.aliases.clone()
+            } else {
+                self.aliases
+            },
+            deprecated: self.deprecated.or_else(|| below.deprecated.clone()),
+            retired: self.retired.or_else(|| below.retired.clone()),
+            source: if priced {
+                self.source
+            } else {
+                below.source.clone()
+            },
+            source_kind: if priced {
+                self.source_kind
+            } else {
+                below.source_kind
+            },
+            note: self.note.or_else(|| below.note.clone()),
+        }
+    }
+
     /// The id the provider knows the model by.
     pub fn provider_id(&self) -> &str {
         self.id.as_deref().unwrap_or(&self.model)
@@ -668,5 +717,180 @@ mod tests {
             None,
             "unknown tokens: null"
         );
+    }
+
+    fn file(yaml: &str) -> PricingFile {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn aliases_and_helicone_names_find_their_model() {
+        let p = Pricing::embedded().unwrap();
+        for (name, model) in [
+            ("claude-4.5-haiku", "claude-haiku-4-5"),
+            ("claude-3.5-haiku", "claude-3-5-haiku"),
+            ("claude-3.5-sonnet", "claude-3-5-sonnet"),
+            ("claude-haiku-4-5-20251001", "claude-haiku-4-5"),
+        ] {
+            assert_eq!(
+                p.find(Some("anthropic"), name).map(|m| m.model.as_str()),
+                Some(model),
+                "{name}"
+            );
+        }
+        assert!(p.find(None, "gpt-4").is_some_and(|m| m.is_priced()));
+        assert!(p.find(None, "gpt-3.5-turbo").is_some_and(|m| m.is_priced()));
+        assert_eq!(p.alias("Claude-4.5-Haiku"), Some("claude-haiku-4-5"));
+    }
+
+    #[test]
+    fn the_bundled_registry_is_current_sourced_and_large() {
+        let f: PricingFile = serde_yaml::from_str(EMBEDDED).unwrap();
+        assert_eq!(f.problems(true), vec![], "the bundled registry validates");
+        assert!(f.models.len() >= 150, "{} entries", f.models.len());
+        assert!(f.as_of.as_deref() >= Some("2026-12-01"));
+        assert!(f
+            .models
+            .iter()
+            .filter(|m| m.is_priced())
+            .all(|m| m.source.is_some()));
+        // a model without a price is listed, not priced at 0
+        let unpriced = f.models.iter().find(|m| !m.is_priced()).unwrap();
+        let p = Pricing::from_file(f.clone());
+        let u = Usage {
+            prompt_tokens: Some(10),
+            completion_tokens: Some(5),
+            ..Usage::default()
+        };
+        assert_eq!(p.cost(Some(&unpriced.provider), &unpriced.model, &u), None);
+    }
+
+    #[test]
+    fn overlays_replace_fields_add_entries_and_take_over_alias_names() {
+        let base = file(
+            "as_of: 2026-12-06\nmodels:\n\
+             - { provider: anthropic, model: claude-3-5-haiku, id: claude-3-5-haiku-20241022, input: 0.8, output: 4, aliases: [claude-3.5-haiku, claude-haiku-3-5], source: {url: u, read: 2026-12-06} }\n\
+             - { provider: openai, model: gpt-4o, input: 2.5, output: 10, source: {url: u, read: 2026-12-06} }\n",
+        );
+        let over = file(
+            "models:\n\
+             - { provider: openai, model: gpt-4o, input: 2, output: 8 }\n\
+             - { provider: openai, model: my-private, id: acme/chat-v2, input: 0.1, output: 0.2 }\n\
+             - { provider: openai, model: claude-3.5-haiku, id: claude-proxy, input: 1, output: 1 }\n",
+        );
+        let (m, notes) = merge(base, vec![("team.yaml".into(), over)]);
+        assert_eq!(m.as_of.as_deref(), Some("2026-12-06"));
+        let gpt = m.models.iter().find(|e| e.model == "gpt-4o").unwrap();
+        assert_eq!((gpt.input, gpt.output), (Some(2.0), Some(8.0)));
+        assert_eq!(m.models.len(), 4);
+        let haiku = m
+            .models
+            .iter()
+            .find(|e| e.model == "claude-3-5-haiku")
+            .unwrap();
+        assert_eq!(
+            haiku.aliases,
+            ["claude-haiku-3-5"],
+            "the overlay took the name over"
+        );
+        assert_eq!(haiku.id.as_deref(), Some("claude-3-5-haiku-20241022"));
+        assert!(
+            notes.0[0].contains("team.yaml: 1 entries replace bundled ones, 2 added"),
+            "{notes:?}"
+        );
+        assert!(
+            notes.0[0].contains("claude-3.5-haiku (was an alias of claude-3-5-haiku)"),
+            "{notes:?}"
+        );
+        assert_eq!(m.problems(false), vec![]);
+        let p = Pricing::from_file(m);
+        assert_eq!(
+            p.find(Some("openai"), "claude-3.5-haiku")
+                .unwrap()
+                .provider_id(),
+            "claude-proxy"
+        );
+    }
+
+    #[test]
+    fn a_price_correction_keeps_the_upstream_id_aliases_and_dates() {
+        let base = file(
+            "as_of: 2026-12-06\nmodels:\n\
+             - { provider: anthropic, model: claude-haiku-4-5, id: claude-haiku-4-5-20251001, input: 1, output: 5, cached_input: 0.1, aliases: [claude-4.5-haiku], deprecated: 2026-11-01, source: {url: u, read: 2026-12-06} }\n",
+        );
+        let over = file("models:\n- { provider: anthropic, model: claude-haiku-4-5, input: 0.9, output: 4.5 }\n");
+        let (m, _) = merge(base, vec![("fix.yaml".into(), over)]);
+        let e = &m.models[0];
+        assert_eq!(
+            (e.input, e.output, e.cached_input),
+            (Some(0.9), Some(4.5), None)
+        );
+        assert_eq!(e.id.as_deref(), Some("claude-haiku-4-5-20251001"));
+        assert_eq!(e.aliases, ["claude-4.5-haiku"]);
+        assert_eq!(e.deprecated.as_deref(), Some("2026-11-01"));
+        assert!(
+            e.source.is_none(),
+            "the overlay's price has no source: it is the operator's"
+        );
+    }
+
+    #[test]
+    fn overlay_mistakes_name_the_entry_and_field() {
+        let f = file(
+            "models:\n\
+             - { provider: openai, model: a, input: -1, output: 1 }\n\
+             - { provider: openai, model: b, input: 1 }\n\
+             - { provider: openai, model: c, input: 1, output: 1, aliases: [a] }\n\
+             - { provider: openai, model: c, input: 1, output: 1 }\n\
+             - { provider: openai, model: d, input: 1, output: 1, aliases: [x], retired: soon }\n\
+             - { provider: groq, model: e, input: 1, output: 1, aliases: [x] }\n",
+        );
+        let p = f.problems(false);
+        let has = |field: &str, text: &str| {
+            assert!(
+                p.iter().any(|(f, m)| f == field && m.contains(text)),
+                "{field} / {text} in {p:?}"
+            )
+        };
+        has("models[0].input", ">= 0");
+        has("models[1].output", "both input and output");
+        has("models[2].aliases[0]", "already a model");
+        has("models[3]", "listed twice");
+        has("models[4].retired", "not a date");
+        has("models[5].aliases[0]", "alias of both");
+        assert!(f
+            .problems(true)
+            .iter()
+            .any(|(f, m)| f == "as_of" && m.contains("required")));
+        assert!(f
+            .problems(true)
+            .iter()
+            .any(|(f, _)| f == "models[0].source"));
+        let bad: Result<PricingFile, _> =
+            serde_yaml::from_str("models:\n- { provider: openai, model: a, price: 1 }\n");
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `price`"));
+    }
+
+    #[test]
+    fn pricing_takes_a_file_a_list_or_a_section() {
+        let c: PricingConf = serde_yaml::from_str("mine.yaml").unwrap();
+        assert_eq!(c.overlays, [std::path::PathBuf::from("mine.yaml")]);
+        let c: PricingConf = serde_yaml::from_str("[a.yaml, b.yaml]").unwrap();
+        assert_eq!(c.overlays.len(), 2);
+        let c: PricingConf = serde_yaml::from_str(
+            "{overlays: [a.yaml], refresh: {url: 'https://prices.example.com/r.yaml', interval_secs: 600}}",
+        )
+        .unwrap();
+        assert_eq!(c.refresh.unwrap().interval_secs, 600);
+        let e = serde_yaml::from_str::<PricingConf>("{overlay: [a.yaml]}").unwrap_err();
+        assert!(e.to_string().contains("unknown field `overlay`"), "{e}");
+        assert!(check_refresh_url("https://prices.example.com/x").is_ok());
+        assert!(check_refresh_url("http://127.0.0.1:9/x").is_ok());
+        assert!(check_refresh_url("http://prices.example.com/x")
+            .unwrap_err()
+            .contains("https"));
     }
 }

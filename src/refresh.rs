@@ -81,10 +81,21 @@ impl RefreshMetrics {
     }
 }
 
-/// Reads a fetched registry: this gateway's YAML format (`as_of`, `models`).
-pub fn parse(text: &str) -> Result<PricingFile, String> {
+/// Reads a fetched registry: this gateway's YAML format (`as_of`, `models`), or LiteLLM's JSON
+/// price map (converted as `switchyard models import --from litellm` does).
+pub fn parse(text: &str, url: &str) -> Result<PricingFile, String> {
+    let overlay;
+    let yaml = if text.trim_start().starts_with('{') {
+        let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        overlay = crate::registry_import::from_litellm(text, url, &today)
+            .map_err(|e| e.to_string())?
+            .overlay;
+        overlay.as_str()
+    } else {
+        text
+    };
     let file: PricingFile =
-        serde_yaml::from_str(text).map_err(|e| format!("not a registry file: {e}"))?;
+        serde_yaml::from_str(yaml).map_err(|e| format!("not a registry file: {e}"))?;
     let problems = file.problems(false);
     if let Some((field, message)) = problems.first() {
         return Err(format!(
@@ -160,7 +171,7 @@ impl Refresher {
                 answer.body.chars().take(200).collect::<String>()
             ));
         }
-        let fetched = parse(&answer.body)?;
+        let fetched = parse(&answer.body, &self.conf.url)?;
         let entries = fetched.models.len();
         let (pricing, routing) = build(&self.cfg, fetched)?;
         let as_of = pricing.as_of.clone();

@@ -509,10 +509,10 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         if let Err(e) = crate::pricing::check_refresh_url(&r.url) {
             issues.push("pricing.refresh.url".into(), e);
         }
-        if r.interval_secs < 60 {
+        if r.interval_secs == 0 {
             issues.push(
                 "pricing.refresh.interval_secs".into(),
-                "must be at least 60".into(),
+                "must be at least 1 (an hour, 3600, is plenty for price lists)".into(),
             );
         }
     }

@@ -280,3 +280,76 @@ fn the_models_list_has_every_routable_model_with_its_providers() {
     assert_eq!(status, 404);
     assert!(String::from_utf8_lossy(&body).contains("claude-sonnet-4"));
 }
+
+#[test]
+fn helicone_model_and_provider_names_resolve_to_the_registry() {
+    let (reg, _) = registry(
+        &["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"],
+        "{}",
+    );
+    for (model, want) in [
+        ("claude-4.5-haiku", "anthropic:claude-haiku-4-5-20251001"),
+        (
+            "claude-3.5-haiku/anthropic",
+            "anthropic:claude-3-5-haiku-20241022",
+        ),
+        ("claude-haiku-4-5", "anthropic:claude-haiku-4-5-20251001"),
+        ("gemini-2.5-flash/google", "gemini:gemini-2.5-flash"),
+        (
+            "gemini-2.5-flash/google-ai-studio",
+            "gemini:gemini-2.5-flash",
+        ),
+    ] {
+        let c = reg.plan(model, Op::Chat, &all_healthy).unwrap();
+        assert_eq!(labels(&c)[0], want, "{model}");
+    }
+    let c = reg
+        .plan(
+            "gpt-4o/openai,claude-sonnet-4/anthropic,gemini-2.5-flash/google",
+            Op::Chat,
+            &all_healthy,
+        )
+        .unwrap();
+    assert_eq!(
+        labels(&c),
+        [
+            "openai:gpt-4o",
+            "anthropic:claude-sonnet-4-20250514",
+            "gemini:gemini-2.5-flash"
+        ]
+    );
+    // `!google` excludes gemini
+    let c = reg.plan("!google,gemini-2.5-flash", Op::Chat, &all_healthy);
+    assert!(
+        c.is_err()
+            || labels(&c.unwrap())
+                .iter()
+                .all(|l| !l.starts_with("gemini:"))
+    );
+    assert_eq!(reg.provider_name("Google-AI-Studio"), "gemini");
+}
+
+#[test]
+fn the_closest_name_is_always_suggested_and_current_models_win_only_ties() {
+    let ranked = close_matches_ranked(
+        "claude-4.9-haiku",
+        [
+            ("claude-3-haiku", true),
+            ("claude-haiku-4-5", false),
+            ("gpt-4o", false),
+        ]
+        .into_iter(),
+    );
+    assert_eq!(
+        ranked.first(),
+        Some(&"claude-3-haiku"),
+        "closest first, retired or not"
+    );
+    let far = close_matches_ranked("zzzz", [("gpt-4o", false), ("o1", false)].into_iter());
+    assert_eq!(far.len(), 1, "a far name still gets the closest: {far:?}");
+    let tie = close_matches_ranked(
+        "model-x",
+        [("model-a", true), ("model-b", false)].into_iter(),
+    );
+    assert_eq!(tie[0], "model-b", "a current model wins a tie");
+}
