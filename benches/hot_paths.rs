@@ -279,6 +279,42 @@ fn bench_unified(c: &mut Criterion) {
     g.finish();
 }
 
+/// Registry lookups on the request path: a price by dated id (the record), by name, and the
+/// unified plan of a bare model (same code before and after the registry grew to 224 entries).
+fn bench_registry(c: &mut Criterion) {
+    let file: switchyard::pricing::PricingFile =
+        serde_yaml::from_str(switchyard::pricing::EMBEDDED).expect("models.yaml");
+    let cfg = config::embedded().expect("embedded config");
+    let mut issues = config::Issues::default();
+    let env = |name: &str| name.ends_with("_API_KEY").then(|| "sk-bench".to_string());
+    let reg = Registry::build(
+        &file,
+        &cfg.catalogue,
+        &Default::default(),
+        &env,
+        &mut issues,
+    );
+    let pricing = switchyard::pricing::Pricing::from_file(file);
+    let mut g = c.benchmark_group("registry lookup");
+    g.bench_function("price: dated id at a provider", |b| {
+        b.iter(|| {
+            pricing
+                .find(Some("openai"), black_box("gpt-4o-mini-2024-07-18"))
+                .is_some()
+        })
+    });
+    g.bench_function("price: model name, any provider", |b| {
+        b.iter(|| pricing.find(None, black_box("claude-sonnet-4")).is_some())
+    });
+    g.bench_function("plan: bare model", |b| {
+        b.iter(|| {
+            reg.plan(black_box("llama-3.3-70b"), Op::Chat, &|_| true)
+                .map(|p| p.len())
+        })
+    });
+    g.finish();
+}
+
 /// A 1.3 KB chat request with a system prompt, two turns and a tool.
 fn chat_json_request() -> String {
     r#"{"model":"MODEL","messages":[{"role":"system","content":"You are a concise assistant for an on-call team. Answer in three bullet points."},{"role":"user","content":"Summarise this incident: at 09:12 UTC the provider slowed down, p99 latency rose from 1.2 s to 9 s, retries doubled the load, the circuit breaker opened at 09:14 and traffic moved to the fallback provider; it recovered at 09:31."},{"role":"assistant","content":"- 09:12 slowdown\n- 09:14 breaker opened\n- 09:31 recovered"},{"role":"user","content":"What should we change?"}],"tools":[{"type":"function","function":{"name":"open_ticket","description":"Open a follow-up ticket","parameters":{"type":"object","properties":{"title":{"type":"string"},"priority":{"type":"string","enum":["p1","p2","p3"]}},"required":["title"]}}}],"temperature":0.2,"max_tokens":400,"stream":true,"user":"oncall-7"}"#.to_string()
@@ -386,6 +422,7 @@ criterion_group!(
     bench_logging,
     bench_translate,
     bench_unified,
+    bench_registry,
     bench_cache_key,
     bench_rate_limit,
     bench_prompt
