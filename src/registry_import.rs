@@ -488,7 +488,7 @@ mod tests {
     use super::*;
     use serde::Deserialize;
 
-    /// What the registry's entry will accept (src/pricing.rs grows these fields in parallel).
+    /// The overlay's fields exactly as written (the registry's own loader reads it too, in `import`).
     #[derive(Debug, Deserialize, PartialEq)]
     #[serde(deny_unknown_fields)]
     struct TestEntry {
@@ -557,6 +557,9 @@ mod tests {
         let imp = from_litellm(SAMPLE, "prices.json", "2026-12-06").unwrap();
         let file: TestFile =
             serde_yaml::from_str(&imp.overlay).unwrap_or_else(|e| panic!("{e}\n{}", imp.overlay));
+        // and the registry itself accepts it as an overlay
+        let registry: crate::pricing::PricingFile = serde_yaml::from_str(&imp.overlay).unwrap();
+        assert_eq!(registry.problems(false), vec![]);
         (file, imp.report, imp.overlay)
     }
 

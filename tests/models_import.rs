@@ -3,8 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde::Deserialize;
-
 /// The gateway binary (`SWITCHYARD_TEST_BIN` when the target directory is shared).
 fn bin() -> String {
     std::env::var("SWITCHYARD_TEST_BIN")
@@ -68,42 +66,8 @@ fn litellm_prices() -> PathBuf {
     })
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Overlay {
-    as_of: String,
-    models: Vec<Entry>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Entry {
-    provider: String,
-    model: String,
-    #[serde(default)]
-    id: Option<String>,
-    input: f64,
-    output: f64,
-    #[serde(default)]
-    cached_input: Option<f64>,
-    #[serde(default)]
-    cache_write: Option<f64>,
-    #[serde(default)]
-    context: Option<u64>,
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default)]
-    deprecated: Option<String>,
-    source: Source,
-    source_kind: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Source {
-    url: String,
-    read: String,
-}
+/// The overlay is read by the registry's own loader: what the gateway would accept.
+type Overlay = switchyard::pricing::PricingFile;
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * b.abs().max(1.0)
@@ -129,13 +93,18 @@ fn real_litellm_price_map_becomes_an_overlay_with_its_prices_per_million_tokens(
     assert!(o.status.success(), "exit {:?}: {report}", o.status);
     let text = std::fs::read_to_string(&out).expect("the overlay file is written");
     let overlay: Overlay = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        overlay.problems(false),
+        vec![],
+        "the gateway accepts the overlay"
+    );
     assert!(
         overlay.models.len() > 500,
         "only {} entries",
         overlay.models.len()
     );
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    assert_eq!(overlay.as_of, today);
+    assert_eq!(overlay.as_of.as_deref(), Some(today.as_str()));
 
     // (litellm key, Switchyard provider, model name)
     let samples = [
@@ -171,16 +140,9 @@ fn real_litellm_price_map_becomes_an_overlay_with_its_prices_per_million_tokens(
             .unwrap_or_else(|| panic!("{provider} {model} (from {key}) is not in the overlay"));
         let input = per_m("input_cost_per_token").unwrap();
         let output = per_m("output_cost_per_token").unwrap_or(0.0);
-        assert!(
-            close(got.input, input),
-            "{key} input {} != {input}",
-            got.input
-        );
-        assert!(
-            close(got.output, output),
-            "{key} output {} != {output}",
-            got.output
-        );
+        let (got_in, got_out) = (got.input.unwrap(), got.output.unwrap());
+        assert!(close(got_in, input), "{key} input {got_in} != {input}");
+        assert!(close(got_out, output), "{key} output {got_out} != {output}");
         match per_m("cache_read_input_token_cost") {
             Some(c) => assert!(
                 got.cached_input.is_some_and(|g| close(g, c)),
@@ -209,16 +171,17 @@ fn real_litellm_price_map_becomes_an_overlay_with_its_prices_per_million_tokens(
         );
         let embedding = want.get("mode").and_then(|v| v.as_str()) == Some("embedding");
         assert_eq!(
-            got.kind.as_deref(),
-            embedding.then_some("embedding"),
+            got.kind == switchyard::pricing::ModelKind::Embedding,
+            embedding,
             "{key}"
         );
+        let source = got.source.as_ref().unwrap();
+        assert_eq!(source.url, "litellm:model_prices_and_context_window.json");
+        assert_eq!(source.read, today);
         assert_eq!(
-            got.source.url,
-            "litellm:model_prices_and_context_window.json"
+            got.source_kind,
+            Some(switchyard::pricing::SourceKind::ThirdParty)
         );
-        assert_eq!(got.source.read, today);
-        assert_eq!(got.source_kind, "third-party");
     }
     let groq = overlay
         .models
