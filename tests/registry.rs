@@ -203,6 +203,10 @@ async fn an_unknown_model_is_a_404_listing_the_closest_names_first() {
         .unwrap_or_else(|| panic!("no suggestion: {msg}"));
     let listed: Vec<&str> = listed.split('?').next().unwrap().split(", ").collect();
     assert!(listed[0].contains("haiku"), "a haiku first: {msg}");
+    // closest first: every haiku listed comes before any other model
+    let first_other = listed.iter().position(|m| !m.contains("haiku"));
+    let last_haiku = listed.iter().rposition(|m| m.contains("haiku")).unwrap();
+    assert!(first_other.is_none_or(|o| o > last_haiku), "{msg}");
     assert!(listed.len() <= 5, "{msg}");
 
     // a name close to nothing still gets the one closest name, never an empty hint
