@@ -84,7 +84,7 @@ const HELICONE_STRINGS: &[(&str, &str, &str)] = &[
 ];
 
 #[tokio::test]
-async fn heliconess_model_strings_route_to_the_right_provider_and_id_and_are_priced() {
+async fn helicones_model_strings_route_to_the_right_provider_and_id_and_are_priced() {
     let openai = MockProvider::start();
     let anthropic = MockProvider::start();
     let gemini = MockProvider::start();
@@ -321,6 +321,38 @@ fn overlay_mistakes_name_the_file_the_entry_and_the_field() {
         );
         assert!(!out.contains("(merged)"), "{out}");
     }
+}
+
+#[test]
+fn a_name_two_overlays_give_to_two_models_is_reported_at_the_later_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
+    std::fs::write(
+        &a,
+        "models:\n  - {provider: openai, model: acme-chat, input: 1, output: 2, aliases: [acme]}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &b,
+        "models:\n  - {provider: openai, model: gpt-4o-mini, input: 1, output: 2}\n  - {provider: openai, model: acme-mini, input: 1, output: 2, aliases: [acme]}\n",
+    )
+    .unwrap();
+    // the list form: each file checks alone, only the two together clash
+    let (ok, out) = check(
+        dir.path(),
+        &format!(
+            "listeners: [{{address: '127.0.0.1:1'}}]\npricing: ['{}', '{}']\n",
+            a.display(),
+            b.display()
+        ),
+    );
+    assert!(!ok, "{out}");
+    let want = format!(
+        "pricing.overlays[1] ({}) models[1].aliases[0]: 'acme' is an alias of both acme-chat and acme-mini",
+        b.display()
+    );
+    assert!(out.contains(&want), "`{want}` not in:\n{out}");
+    assert_eq!(out.matches("'acme'").count(), 1, "{out}");
 }
 
 /// The embedded catalogue plus `inhouse`, an OpenAI-compatible server of the operator's own.
