@@ -133,7 +133,14 @@ fn bad_pricing_entries_are_reported_with_their_path() {
         models.display()
     ));
     assert!(!ok);
-    assert!(out.contains("pricing.models[1].input"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "pricing.overlays[0] ({}) models[1].input",
+            models.display()
+        )),
+        "{out}"
+    );
+    assert_eq!(out.matches("gpt-y: a price").count(), 1, "once: {out}");
     std::fs::write(&models, "as_of: 2026-01-01\nmodels:\n  - {provider: openai, model: gpt-x, input: cheap, output: 2}\n").unwrap();
     let (ok, out) = check(&format!(
         "listeners: [{{address: '127.0.0.1:1'}}]\npricing: '{}'\n",
@@ -159,11 +166,17 @@ fn bad_pricing_entries_are_reported_with_their_path() {
     ));
     assert!(!ok);
     assert!(
-        out.contains("pricing.models[0].model: 'meta-llama/Llama-3' cannot be a model name"),
+        out.contains(&format!(
+            "pricing.overlays[0] ({}) models[0].model: 'meta-llama/Llama-3' cannot be a model name",
+            models.display()
+        )),
         "{out}"
     );
     assert!(
-        out.contains("pricing.models[1]: together meta-llama/Llama-3 is listed twice"),
+        out.contains(&format!(
+            "pricing.overlays[0] ({}) models[1]: together meta-llama/Llama-3 is listed twice",
+            models.display()
+        )),
         "{out}"
     );
 }

@@ -444,6 +444,20 @@ fn data_file<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// (provider, model) of a registry entry, lower-case.
+fn entry_key(m: &crate::pricing::Price) -> (String, String) {
+    (
+        m.provider.to_ascii_lowercase(),
+        m.model.to_ascii_lowercase(),
+    )
+}
+
+/// `models[12].aliases[0]` -> (12, `.aliases[0]`).
+fn merged_entry(field: &str) -> Option<(usize, &str)> {
+    let (n, rest) = field.strip_prefix("models[")?.split_once(']')?;
+    Some((n.parse().ok()?, rest))
+}
+
 /// Loads and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -485,23 +499,49 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         );
     }
     let mut layers = Vec::new();
+    // each overlay's label and (provider, model) entries: a problem of the merged registry is
+    // reported at the overlay entry that brought it
+    let mut origins: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    let mut reported = std::collections::HashSet::new();
     for (k, path) in fc.pricing.overlays.iter().enumerate() {
         let path = resolve(path);
         let layer: PricingFile = data_file(Some(path.clone()), "", "")?;
+        let label = format!("pricing.overlays[{k}] ({})", path.display());
         for (field, message) in layer.problems(false) {
-            issues.push(
-                format!("pricing.overlays[{k}] ({}) {field}", path.display()),
-                message,
-            );
+            let at = format!("{label} {field}");
+            reported.insert((at.clone(), message.clone()));
+            issues.push(at, message);
         }
+        origins.push((label, layer.models.iter().map(entry_key).collect()));
         layers.push((path.display().to_string(), layer));
     }
     let (pricing_file, pricing_notes) = crate::pricing::merge(bundled, layers);
     if !fc.pricing.overlays.is_empty() {
-        // what no single file shows: an overlay's alias naming a bundled model, and the like
+        // what no single file shows (an overlay's alias naming a bundled model, one name given
+        // to two models by two files), at the overlay entry that brings it; a problem of one
+        // file was reported above, once
         for (field, message) in pricing_file.problems(false) {
-            if !message.contains("listed twice") {
-                issues.push(format!("pricing (merged) {field}"), message);
+            if message.contains("listed twice") {
+                continue;
+            }
+            let Some((j, rest)) = merged_entry(&field) else {
+                continue; // as_of: the file that set it was checked
+            };
+            let key = entry_key(&pricing_file.models[j]);
+            let at = origins
+                .iter()
+                .rev()
+                .find_map(|(label, keys)| {
+                    let i = keys.iter().rposition(|k| *k == key)?;
+                    Some(format!("{label} models[{i}]{rest}"))
+                })
+                .unwrap_or_else(|| format!("pricing (bundled conf/models.yaml) models[{j}]{rest}"));
+            if reported.contains(&(at.clone(), message.clone())) {
+                continue;
+            }
+            let message = message.replace("a model of this file", "a model of the registry");
+            if reported.insert((at.clone(), message.clone())) {
+                issues.push(at, message);
             }
         }
     }
