@@ -438,7 +438,8 @@ impl Price {
 #[derive(Debug, Default)]
 pub struct Pricing {
     pub as_of: String,
-    by_provider_model: HashMap<(String, String), Price>,
+    /// Provider -> model or provider id (lower-case) -> price: looked up by `&str`, no allocation.
+    by_provider: HashMap<String, HashMap<String, Price>>,
     by_model: HashMap<String, Price>,
     /// Alias (lower-case) -> canonical model (lower-case).
     aliases: HashMap<String, String>,
@@ -499,8 +500,10 @@ impl Pricing {
                 p.by_model
                     .entry(name.clone())
                     .or_insert_with(|| price.clone());
-                p.by_provider_model
-                    .entry((price.provider.clone(), name.clone()))
+                p.by_provider
+                    .entry(price.provider.clone())
+                    .or_default()
+                    .entry(name.clone())
                     .or_insert_with(|| price.clone());
             }
         }
@@ -532,21 +535,27 @@ impl Pricing {
     pub fn find(&self, provider: Option<&str>, model: &str) -> Option<&Price> {
         let exact = model.trim().to_ascii_lowercase();
         let base = base_model(model);
-        // a name as written, its base, and what either stands for as an alias
-        let mut names = vec![exact.clone(), base.clone()];
-        for n in [&exact, &base] {
-            if let Some(a) = self.aliases.get(n) {
-                names.push(a.clone());
+        // the name as written or its base; only then what either stands for as an alias (so a
+        // name that is no alias costs what it did before aliases existed)
+        let alias = || {
+            self.aliases
+                .get(&exact)
+                .or_else(|| self.aliases.get(&base))
+                .map(String::as_str)
+        };
+        if let Some(models) = provider.and_then(|prov| self.by_provider.get(prov)) {
+            let found = models
+                .get(&exact)
+                .or_else(|| models.get(&base))
+                .or_else(|| alias().and_then(|a| models.get(a)));
+            if found.is_some() {
+                return found;
             }
         }
-        if let Some(prov) = provider {
-            for m in &names {
-                if let Some(p) = self.by_provider_model.get(&(prov.to_string(), m.clone())) {
-                    return Some(p);
-                }
-            }
-        }
-        names.iter().find_map(|m| self.by_model.get(m))
+        self.by_model
+            .get(&exact)
+            .or_else(|| self.by_model.get(&base))
+            .or_else(|| alias().and_then(|a| self.by_model.get(a)))
     }
 
     /// An upper estimate of a request's cost in USD before it runs, for budgets that reserve at
