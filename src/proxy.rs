@@ -773,15 +773,8 @@ impl Gateway {
                 Step::Charge(origin) => {
                     match self.origin_limits.admit(&origin, &self.metrics).await {
                         Ok(()) => ctx.attempts.charged(),
-                        Err(e) => {
-                            if !ctx
-                                .attempts
-                                .on_quota_refused(&self.health, &*self.metrics, &e)
-                                .again()
-                            {
-                                return Err(e);
-                            }
-                        }
+                        Err(e) if self.quota_refused(ctx, &e).again() => {}
+                        Err(e) => return Err(e),
                     }
                 }
                 Step::Go => {
@@ -814,13 +807,7 @@ impl Gateway {
                 .await
             {
                 Err(e) => {
-                    let v = ctx.attempts.on_connect_error(
-                        &self.health,
-                        &*self.metrics,
-                        timed_out(&e),
-                        &e.to_string(),
-                    );
-                    if v.again() {
+                    if self.judge_connect(ctx, &e).again() {
                         continue;
                     }
                     let g = GatewayError::from_proxy_error(&e)
@@ -992,6 +979,19 @@ impl Gateway {
                 "upstream chosen before routing".into(),
             )),
         }
+    }
+
+    /// The attempt machine's verdict on a failed connection (or manual exchange).
+    fn judge_connect(&self, ctx: &mut RequestCtx, e: &Error) -> Verdict {
+        let (health, metrics) = (&self.health, &*self.metrics);
+        ctx.attempts
+            .on_connect_error(health, metrics, timed_out(e), &e.to_string())
+    }
+
+    /// The attempt machine's verdict on an origin quota that refused the next attempt.
+    fn quota_refused(&self, ctx: &mut RequestCtx, e: &GatewayError) -> Verdict {
+        ctx.attempts
+            .on_quota_refused(&self.health, &*self.metrics, e)
     }
 
     /// The attempt machine's verdict on an upstream answer.
@@ -1224,13 +1224,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let v = ctx.attempts.on_connect_error(
-            &self.health,
-            &*self.metrics,
-            timed_out(&e),
-            &e.to_string(),
-        );
-        e.set_retry(v.again() && ctx.body.replayable);
+        let again = self.judge_connect(ctx, &e).again();
+        e.set_retry(again && ctx.body.replayable);
         e
     }
 
