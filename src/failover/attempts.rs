@@ -727,6 +727,20 @@ mod tests {
     fn backoff_jitter_is_within_one_and_two() {
         let p = policy(5, 100, 10_000);
         assert_eq!(p.delay(2, None, 1.5), Duration::from_millis(600));
+        let p3 = RetryPolicy {
+            factor: 3.0,
+            ..p.clone()
+        };
+        assert_eq!(
+            p3.delay(2, None, 1.0),
+            Duration::from_millis(900),
+            "min * factor^k"
+        );
+        assert_eq!(
+            p.delay(0, Some(p.max), 1.0),
+            p.max,
+            "a Retry-After equal to the max is honoured"
+        );
         assert_eq!(
             p.delay(0, None, 0.5),
             Duration::from_millis(100),
