@@ -1,42 +1,20 @@
 //! Per-request state carried through the Pingora phases.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
-use serde::Serialize;
 
 use crate::body::{Replay, RequestBody};
 use crate::cache::Policy;
-use crate::config::OriginPolicy;
 use crate::error::GatewayError;
-use crate::failover::{CodeSet, Cursor, RetryPolicy};
+pub use crate::failover::attempts::{Attempt, Target};
+use crate::failover::Attempts;
 use crate::metrics::Rejection;
 use crate::routing::Route;
-use crate::unified::response::{Mapper, Report};
-use crate::unified::{Candidate, Op};
+use crate::unified::response::Mapper;
+use crate::unified::Op;
 use crate::usage::Tap;
-
-/// One upstream the request may go to: the primary, or a `Helicone-Fallbacks` entry.
-pub struct Target {
-    pub route: Route,
-    /// The SSRF-checked address the upstream connection goes to.
-    pub addr: SocketAddr,
-    pub policy: OriginPolicy,
-    pub approved: bool,
-    /// `scheme://host[:port]`, for quotas, health and logs.
-    pub origin: String,
-    /// Replaces the client's headers for this target (fallback entries).
-    pub headers: Option<Vec<(HeaderName, HeaderValue)>>,
-    /// This target's body when it differs from the client's (`bodyKeyOverride`).
-    pub body: Option<Bytes>,
-    /// Statuses that move on to the next target (fallback entries, unified attempts).
-    pub on_codes: Option<CodeSet>,
-    /// The provider and model of a unified-API attempt.
-    pub unified: Option<Candidate>,
-}
 
 /// A cached request's state (`Helicone-Cache-Enabled: true`).
 pub struct CacheState {
@@ -59,23 +37,6 @@ pub struct UnifiedState {
     pub mapper: Option<Mapper>,
 }
 
-/// One upstream attempt, for the request's log record.
-#[derive(Debug, Clone, Serialize)]
-pub struct Attempt {
-    pub target: String,
-    /// 0 when no response came (see `error`).
-    pub status: u16,
-    pub latency_ms: u64,
-    pub error: Option<String>,
-    /// Retries on this target before this attempt.
-    pub retry: u32,
-    /// Unified API: the provider and its model id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub provider: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-}
-
 pub struct RequestCtx {
     /// `Helicone-Id` of this request.
     pub id: String,
@@ -85,26 +46,12 @@ pub struct RequestCtx {
     pub health_probe: bool,
     /// Id of the gateway key that authenticated the request (never the key).
     pub key_id: Option<Arc<str>>,
-    /// Primary target first, then fallbacks.
-    pub targets: Vec<Target>,
-    pub cursor: Cursor,
-    pub retry: Option<RetryPolicy>,
-    /// `Helicone-Fallbacks` drove the plan (adds `Helicone-Fallback-Index`).
-    pub fallback_mode: bool,
-    pub attempts: Vec<Attempt>,
-    pub attempt_start: Option<Instant>,
-    /// The running attempt was already judged (and recorded) by a response hook.
-    pub judged: bool,
-    /// `upstream_response_filter` turned the answer into a retry (kept by `error_while_proxy`).
-    pub retry_pending: bool,
-    /// Wait before the next attempt (backoff), taken by `upstream_peer`.
-    pub next_delay: Option<Duration>,
+    /// Targets, retries, fallbacks and the attempt log.
+    pub attempts: Attempts,
     /// An error decided inside a hook that cannot answer itself (`upstream_peer`).
     pub pending_error: Option<GatewayError>,
     pub body: RequestBody,
     pub replay: Replay,
-    /// Upstream connections made so far (a stale pooled connection may cost one more).
-    pub attempt: u32,
     pub upstream_start: Option<Instant>,
     pub ttfb: Option<Duration>,
     pub rejection: Option<Rejection>,
@@ -119,8 +66,6 @@ pub struct RequestCtx {
     pub unified: Option<UnifiedState>,
     /// Set when the request asked for the cache.
     pub cache: Option<CacheState>,
-    /// The first attempt's origin quota is charged when it starts (a cache hit is not charged).
-    pub quota_deferred: bool,
     /// `Helicone-RateLimit-Policy`, parsed.
     pub rate_policy: Option<crate::limits::policy::Policy>,
     /// What the request holds in the rate-limit counters, and the headers it gets.
@@ -142,19 +87,10 @@ impl RequestCtx {
             started_at: std::time::SystemTime::now(),
             health_probe: false,
             key_id: None,
-            targets: Vec::new(),
-            cursor: Cursor::default(),
-            retry: None,
-            fallback_mode: false,
-            attempts: Vec::new(),
-            attempt_start: None,
-            judged: false,
-            retry_pending: false,
-            next_delay: None,
+            attempts: Attempts::default(),
             pending_error: None,
             body: RequestBody::default(),
             replay: Replay::default(),
-            attempt: 0,
             upstream_start: None,
             ttfb: None,
             rejection: None,
@@ -164,7 +100,6 @@ impl RequestCtx {
             response_total: 0,
             unified: None,
             cache: None,
-            quota_deferred: false,
             rate_policy: None,
             limits: Default::default(),
             limits_deferred: None,
@@ -179,7 +114,7 @@ impl RequestCtx {
     }
 
     pub fn target(&self) -> Option<&Target> {
-        self.targets.get(self.cursor.index)
+        self.attempts.target()
     }
 
     pub fn route(&self) -> Option<&Route> {
@@ -218,88 +153,10 @@ impl RequestCtx {
         self.response_capture
             .extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
-
-    /// Records the end of the running attempt.
-    pub fn record_attempt(&mut self, status: u16, error: Option<String>) {
-        let latency_ms = self
-            .attempt_start
-            .take()
-            .map_or(0, |s| s.elapsed().as_millis() as u64);
-        let target = self.target().map_or_else(String::new, |t| t.origin.clone());
-        let unified = self.target().and_then(|t| t.unified.as_ref());
-        let provider = unified.map(|c| c.endpoint.name.clone());
-        let model = unified.map(|c| c.model_id.clone());
-        self.attempts.push(Attempt {
-            target,
-            status,
-            latency_ms,
-            error,
-            retry: self.cursor.retries,
-            provider,
-            model,
-        });
-    }
-
-    /// The unified attempts so far, as the client's error lists them.
-    pub fn reports(&self) -> Vec<Report> {
-        self.attempts
-            .iter()
-            .map(|a| Report {
-                provider: a.provider.clone().unwrap_or_default(),
-                model: a.model.clone().unwrap_or_default(),
-                status: a.status,
-                message: a
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| format!("the provider answered {}", a.status)),
-            })
-            .collect()
-    }
 }
 
 impl Default for RequestCtx {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attempts_record_target_status_error_and_retry_number() {
-        let mut ctx = RequestCtx::new();
-        let (origin, _) = crate::routing::Origin::parse("https://a.example").unwrap();
-        ctx.targets.push(Target {
-            route: Route {
-                origin,
-                upstream_path: "/".into(),
-                provider: None,
-                approved: false,
-                kind: crate::routing::RouteKind::TargetHeader,
-            },
-            addr: "1.1.1.1:443".parse().unwrap(),
-            policy: OriginPolicy::default(),
-            approved: false,
-            origin: "https://a.example".into(),
-            headers: None,
-            body: None,
-            on_codes: None,
-            unified: None,
-        });
-        ctx.attempt_start = Some(Instant::now());
-        ctx.record_attempt(502, Some("refused".into()));
-        ctx.cursor.retries = 1;
-        ctx.attempt_start = Some(Instant::now());
-        ctx.record_attempt(200, None);
-        let json = serde_json::to_value(&ctx.attempts).unwrap();
-        assert_eq!(json[0]["target"], "https://a.example");
-        assert_eq!(json[0]["status"], 502);
-        assert_eq!(json[0]["error"], "refused");
-        assert_eq!(json[0]["retry"], 0);
-        assert_eq!(json[1]["status"], 200);
-        assert_eq!(json[1]["retry"], 1);
-        assert!(json[1]["error"].is_null());
     }
 }

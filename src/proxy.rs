@@ -18,7 +18,8 @@ use crate::config::{Config, UnapprovedPolicy};
 use crate::ctx::{CacheState, RequestCtx, Target, UnifiedState};
 use crate::error::GatewayError;
 use crate::export::{record, Exporter};
-use crate::failover::{self, health::Health, CodeSet, FallbackEntry, Next};
+use crate::failover::attempts::{ExchangeError, Recovery, Step};
+use crate::failover::{self, health::Health, CodeSet, FallbackEntry, Verdict};
 use crate::forward::Forwarder;
 use crate::headers;
 use crate::lifecycle;
@@ -162,11 +163,8 @@ async fn respond_error_closing(
             session.as_downstream_mut().set_keepalive(None);
             h.insert_header(http::header::CONNECTION, "close")?;
         }
-        if ctx.fallback_mode && !ctx.attempts.is_empty() {
-            h.insert_header(
-                headers::FALLBACK_INDEX.clone(),
-                ctx.cursor.index.to_string(),
-            )?;
+        if let Some(i) = ctx.attempts.fallback_index() {
+            h.insert_header(headers::FALLBACK_INDEX.clone(), i.to_string())?;
         }
         insert_limit_headers(&mut h, ctx)?;
         lifecycle::close_if_draining(session);
@@ -281,10 +279,11 @@ impl Gateway {
             Some(raw) => failover::parse_fallbacks(raw).map_err(bad)?,
             None => Vec::new(),
         };
-        ctx.retry = failover::parse_retry(headers::reader(&req.headers)).map_err(bad)?;
+        let retry = failover::parse_retry(headers::reader(&req.headers)).map_err(bad)?;
+        ctx.attempts.set_retry(retry);
         if self.cache.is_some() {
             let policy = cache::policy(headers::reader(&req.headers)).map_err(bad)?;
-            ctx.quota_deferred = policy.is_some();
+            ctx.attempts.defer_first_quota(policy.is_some());
             ctx.cache = policy.map(|policy| CacheState {
                 policy,
                 key: String::new(),
@@ -357,7 +356,7 @@ impl Gateway {
             })?;
             plan.push((route, None));
         } else {
-            ctx.fallback_mode = true;
+            ctx.attempts.use_fallbacks();
             for e in entries {
                 let provider = self.cfg.catalogue.for_origin(&e.origin);
                 let route = Route {
@@ -402,7 +401,7 @@ impl Gateway {
                 None => (None, None, None),
             };
             overrides.push(over);
-            ctx.targets.push(Target {
+            ctx.attempts.push(Target {
                 origin: route.origin.to_string(),
                 route,
                 addr,
@@ -416,20 +415,18 @@ impl Gateway {
         }
         // the first attempt's quota is charged now, before the body is read; later attempts
         // are charged in `next_attempt`
-        if let Some(first) = ctx.targets.first().filter(|_| !ctx.quota_deferred) {
-            if !first.approved {
-                self.origin_limits
-                    .admit(&first.origin, &self.metrics)
-                    .await
-                    .map_err(origin_refusal)?;
-            }
+        if let Some(first) = ctx.attempts.charged_at_admission() {
+            self.origin_limits
+                .admit(&first.origin, &self.metrics)
+                .await
+                .map_err(origin_refusal)?;
         }
 
         self.read_body(session, ctx).await?;
         self.inject_stream_usage(session, ctx).map_err(bad)?;
         for (i, over) in overrides.iter().enumerate() {
             if let Some(v) = over {
-                ctx.targets[i].body =
+                ctx.attempts.targets_mut()[i].body =
                     Some(failover::override_body(&ctx.body.bytes, v, i).map_err(bad)?);
             }
         }
@@ -453,7 +450,7 @@ impl Gateway {
             return;
         }
         let req = session.req_header();
-        let target = match (&ctx.unified, ctx.targets.first()) {
+        let target = match (&ctx.unified, ctx.attempts.targets().first()) {
             (Some(u), _) => format!("unified:{:?}", u.op),
             (None, Some(t)) => format!("{}{}", t.origin, t.route.upstream_path),
             (None, None) => return,
@@ -610,7 +607,8 @@ impl Gateway {
             let h = head();
             let pricing = self.registry.pricing();
             // any attempt may answer: the dearest one is reserved
-            ctx.targets
+            ctx.attempts
+                .targets()
                 .iter()
                 .filter_map(|t| {
                     let provider = t.route.provider.as_ref().map(|p| p.name.as_str());
@@ -711,7 +709,7 @@ impl Gateway {
                     continue;
                 }
             };
-            ctx.targets.push(Target {
+            ctx.attempts.push(Target {
                 origin: origin.to_string(),
                 route: Route {
                     origin,
@@ -730,7 +728,7 @@ impl Gateway {
                 unified: Some(c),
             });
         }
-        if ctx.targets.is_empty() {
+        if ctx.attempts.targets().is_empty() {
             let reason = if problems
                 .iter()
                 .any(|e| matches!(e, GatewayError::Forbidden(_)))
@@ -766,39 +764,24 @@ impl Gateway {
         Ok(Admitted::Proxy)
     }
 
-    /// Before each upstream attempt: backoff wait (async, no thread held), skipping of
-    /// open-circuited fallback entries, and the origin quota of every attempt after the first.
+    /// Before each upstream attempt: what the attempt machine asks for (backoff wait, async
+    /// with no thread held; the origin quota of every attempt after the first).
     async fn next_attempt(&self, ctx: &mut RequestCtx) -> std::result::Result<(), GatewayError> {
         loop {
-            if let Some(d) = ctx.next_delay.take() {
-                tokio::time::sleep(d).await;
-            }
-            let len = ctx.targets.len();
-            let Some(t) = ctx.target() else {
-                return Err(GatewayError::Internal("no upstream target".into()));
-            };
-            let (origin, approved) = (t.origin.clone(), t.approved);
-            if ctx.fallback_mode && ctx.cursor.index + 1 < len && !self.health.allow(&origin) {
-                self.metrics.attempt(ctx.provider_label(), 0, true);
-                ctx.attempt_start = Some(Instant::now());
-                ctx.record_attempt(0, Some("circuit open: skipped".into()));
-                ctx.cursor.skip(len);
-                continue;
-            }
-            if (ctx.attempt > 0 || ctx.quota_deferred) && !approved {
-                if let Err(e) = self.origin_limits.admit(&origin, &self.metrics).await {
-                    ctx.attempt_start = Some(Instant::now());
-                    if self.judge(ctx, 429, None, Some(e.to_string())) {
-                        continue;
+            match ctx.attempts.next_step(&self.health, &*self.metrics)? {
+                Step::Wait(d) => tokio::time::sleep(d).await,
+                Step::Charge(origin) => {
+                    match self.origin_limits.admit(&origin, &self.metrics).await {
+                        Ok(()) => ctx.attempts.charged(),
+                        Err(e) if self.quota_refused(ctx, &e).again() => {}
+                        Err(e) => return Err(e),
                     }
-                    return Err(e);
+                }
+                Step::Go => {
+                    ctx.upstream_start.get_or_insert_with(Instant::now);
+                    return Ok(());
                 }
             }
-            ctx.attempt += 1;
-            ctx.judged = false;
-            ctx.attempt_start = Some(Instant::now());
-            ctx.upstream_start.get_or_insert_with(Instant::now);
-            return Ok(());
         }
     }
 
@@ -824,8 +807,7 @@ impl Gateway {
                 .await
             {
                 Err(e) => {
-                    let status = error_status(&e);
-                    if self.judge(ctx, status, None, Some(e.to_string())) {
+                    if self.judge_connect(ctx, &e).again() {
                         continue;
                     }
                     let g = GatewayError::from_proxy_error(&e)
@@ -839,14 +821,10 @@ impl Gateway {
                             GatewayError::BadGateway("upstream sent no response header".into()),
                         ));
                     };
-                    let status = resp.status.as_u16();
-                    let retry_after = failover::parse_retry_after(
-                        resp.headers.get("retry-after").map(|v| v.as_bytes()),
-                    );
-                    let mut resp = Box::new(resp.clone());
-                    if self.judge(ctx, status, retry_after, None) {
+                    if self.judge_response(ctx, resp).again() {
                         continue;
                     }
+                    let mut resp = Box::new(resp.clone());
                     ctx.ttfb = Some(ctx.start.elapsed());
                     self.shape_response(&mut resp, ctx)
                         .map_err(|e| (None, GatewayError::Internal(e.to_string())))?;
@@ -914,13 +892,13 @@ impl Gateway {
         }
         state.reference = reference;
         if let Some(p) = provider {
-            let answered = ctx.targets.iter().position(|t| {
+            let answered = ctx.attempts.targets().iter().position(|t| {
                 t.unified
                     .as_ref()
                     .is_some_and(|u| u.endpoint.name == p && Some(&u.model_id) == model.as_ref())
             });
             if let Some(i) = answered {
-                ctx.cursor.index = i;
+                ctx.attempts.point_at(i);
             }
         }
         Ok(())
@@ -946,7 +924,7 @@ impl Gateway {
                 unified_response::Mapper::for_success(c.endpoint.format, sse, include_usage)
             } else {
                 // the last attempt failed too: the client gets the aggregated error
-                let reports = ctx.reports();
+                let reports = ctx.attempts.reports();
                 resp.set_status(unified_response::telling_status(&reports))?;
                 Some(unified_response::Mapper::Failed {
                     buf: Vec::new(),
@@ -981,12 +959,10 @@ impl Gateway {
             resp.insert_header(headers::PROMPT_ID.clone(), p.id.as_str())?;
             resp.insert_header(headers::PROMPT_VERSION.clone(), p.version.to_string())?;
         }
-        if ctx.fallback_mode {
-            resp.insert_header(
-                headers::FALLBACK_INDEX.clone(),
-                ctx.cursor.index.to_string(),
-            )?;
-            self.metrics.fallback_served(ctx.cursor.index);
+        if ctx.attempts.is_fallbacks() {
+            let i = ctx.attempts.index();
+            resp.insert_header(headers::FALLBACK_INDEX.clone(), i.to_string())?;
+            self.metrics.fallback_served(i);
         }
         Ok(())
     }
@@ -1005,62 +981,40 @@ impl Gateway {
         }
     }
 
-    /// Judges the running attempt's outcome and sets up what follows; `true` = try again.
-    fn judge(
-        &self,
-        ctx: &mut RequestCtx,
-        status: u16,
-        retry_after: Option<Duration>,
-        error: Option<String>,
-    ) -> bool {
-        let failed = status >= 500 || error.is_some();
-        if let Some(t) = ctx.target() {
-            self.health.record(&t.origin, failed);
-        }
-        self.metrics.attempt(
-            ctx.provider_label(),
-            if error.is_some() { 0 } else { status },
-            false,
-        );
-        ctx.record_attempt(status, error);
-        ctx.judged = true;
-        let len = ctx.targets.len();
-        let on_codes = ctx.target().and_then(|t| t.on_codes.clone());
-        match ctx.cursor.decide(
-            status,
-            retry_after,
-            ctx.retry.as_ref(),
-            on_codes.as_ref(),
-            len,
-            jitter(),
-        ) {
-            Next::Accept => false,
-            Next::Retry(d) => {
-                self.metrics.retry(ctx.provider_label());
-                ctx.next_delay = Some(d);
-                true
-            }
-            Next::Fallback => true,
-        }
+    /// The attempt machine's verdict on a failed connection (or manual exchange).
+    fn judge_connect(&self, ctx: &mut RequestCtx, e: &Error) -> Verdict {
+        let (health, metrics) = (&self.health, &*self.metrics);
+        ctx.attempts
+            .on_connect_error(health, metrics, timed_out(e), &e.to_string())
+    }
+
+    /// The attempt machine's verdict on an origin quota that refused the next attempt.
+    fn quota_refused(&self, ctx: &mut RequestCtx, e: &GatewayError) -> Verdict {
+        ctx.attempts
+            .on_quota_refused(&self.health, &*self.metrics, e)
+    }
+
+    /// The attempt machine's verdict on an upstream answer.
+    fn judge_response(&self, ctx: &mut RequestCtx, resp: &ResponseHeader) -> Verdict {
+        let retry_after = resp.headers.get("retry-after").map(|v| v.as_bytes());
+        let status = resp.status.as_u16();
+        ctx.attempts
+            .on_response(&self.health, &*self.metrics, status, retry_after)
     }
 }
 
-/// Uniform in [1, 2): the backoff jitter.
 /// A client that closed its connection after a stream's terminal event reached it (the openai
 /// SDK stops reading at `data: [DONE]`) leaves a complete request, not a failed one.
 fn finished_before_error(e: &Error, ctx: &RequestCtx) -> bool {
     *e.esource() == ErrorSource::Downstream && ctx.stream_complete()
 }
 
-fn jitter() -> f64 {
-    1.0 + (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0
-}
-
-fn error_status(e: &Error) -> u16 {
-    match e.etype() {
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
-        _ => 502,
-    }
+/// A timeout counts as 504, any other failure as 502.
+fn timed_out(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    )
 }
 
 #[async_trait]
@@ -1122,8 +1076,13 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let bytes = ctx.body_bytes().clone();
-        ctx.replay
-            .filter(ctx.attempt, ctx.body.present, &bytes, body, end_of_stream);
+        ctx.replay.filter(
+            ctx.attempts.connections(),
+            ctx.body.present,
+            &bytes,
+            body,
+            end_of_stream,
+        );
         Ok(())
     }
 
@@ -1134,21 +1093,15 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
-        let retry_after = failover::parse_retry_after(
-            upstream_response
-                .headers
-                .get("retry-after")
-                .map(|v| v.as_bytes()),
-        );
-        if self.judge(ctx, status, retry_after, None) {
-            // nothing has reached the client: drop this answer and try again
+        if self.judge_response(ctx, upstream_response).again() {
+            // nothing has reached the client: drop this answer and try again (`error_while_proxy`
+            // keeps the retry: the attempt machine knows the answer was dropped)
             let mut e = Error::explain(
                 ErrorType::HTTPStatus(status),
                 format!("upstream answered {status}; trying again"),
             )
             .into_up();
             e.set_retry(true);
-            ctx.retry_pending = true;
             return Err(e);
         }
         ctx.ttfb.get_or_insert_with(|| ctx.start.elapsed());
@@ -1161,7 +1114,7 @@ impl ProxyHttp for Gateway {
         {
             // the last attempt failed with an empty body: no body hook will run, so the
             // aggregated error is answered from `fail_to_proxy`
-            ctx.pending_error = Some(unified_response::aggregate(&ctx.reports(), None));
+            ctx.pending_error = Some(unified_response::aggregate(&ctx.attempts.reports(), None));
             return Err(Error::explain(
                 ErrorType::HTTPStatus(status),
                 "every unified attempt failed",
@@ -1271,7 +1224,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let again = self.judge(ctx, error_status(&e), None, Some(e.to_string()));
+        let again = self.judge_connect(ctx, &e).again();
         e.set_retry(again && ctx.body.replayable);
         e
     }
@@ -1285,26 +1238,25 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if std::mem::take(&mut ctx.retry_pending) {
-            e.set_retry(true);
-            return e;
-        }
-        let final_sent = session
-            .response_written()
-            .is_some_and(|r| !r.status.is_informational());
-        if *e.esource() != ErrorSource::Upstream || final_sent || !ctx.body.replayable || ctx.judged
+        let message = e.to_string();
+        let failure = ExchangeError {
+            upstream: *e.esource() == ErrorSource::Upstream,
+            answered: session
+                .response_written()
+                .is_some_and(|r| !r.status.is_informational()),
+            replayable: ctx.body.replayable,
+            reused: client_reused,
+            timed_out: timed_out(&e),
+            message: &message,
+        };
+        match ctx
+            .attempts
+            .on_exchange_error(&self.health, &*self.metrics, failure)
         {
-            // the client is gone, bytes already reached it, or the answer was accepted
-            e.set_retry(false);
-            return e;
-        }
-        if self.judge(ctx, error_status(&e), None, Some(e.to_string())) {
-            e.set_retry(true);
-        } else if client_reused {
+            Recovery::Again => e.set_retry(true),
             // a stale pooled connection: once more on a fresh one
-            e.retry.decide_reuse(true);
-        } else {
-            e.set_retry(false);
+            Recovery::Reconnect => e.retry.decide_reuse(true),
+            Recovery::GiveUp => e.set_retry(false),
         }
         e
     }
@@ -1320,9 +1272,9 @@ impl ProxyHttp for Gateway {
             .map(|r| r.status.as_u16())
             .filter(|s| *s >= 200);
         let decided = ctx.pending_error.take().or_else(|| {
-            if ctx.unified.is_some() && !ctx.attempts.is_empty() {
+            if ctx.unified.is_some() && !ctx.attempts.log().is_empty() {
                 // no provider answered in the end: list every attempt
-                Some(unified_response::aggregate(&ctx.reports(), None))
+                Some(unified_response::aggregate(&ctx.attempts.reports(), None))
             } else {
                 GatewayError::from_proxy_error(e)
             }
@@ -1378,7 +1330,11 @@ impl ProxyHttp for Gateway {
                 self.cfg.export.max_body_bytes,
             );
             // the counters learn what the request really cost
-            let answered = ctx.attempts.iter().any(|a| (200..300).contains(&a.status));
+            let answered = ctx
+                .attempts
+                .log()
+                .iter()
+                .any(|a| (200..300).contains(&a.status));
             self.rate_limits
                 .settle(&mut ctx.limits, built.cost, answered)
                 .await;
@@ -1393,11 +1349,11 @@ impl ProxyHttp for Gateway {
         if let Some(e) = e {
             log::debug!("request {} ended with error: {e}", ctx.id);
         }
-        if ctx.attempts.len() > 1 {
+        if ctx.attempts.log().len() > 1 {
             log::debug!(
                 "request {} attempts: {}",
                 ctx.id,
-                serde_json::to_string(&ctx.attempts).unwrap_or_default()
+                serde_json::to_string(ctx.attempts.log()).unwrap_or_default()
             );
         }
     }

@@ -1,7 +1,10 @@
 //! Fallbacks and retries: parsing `Helicone-Fallbacks` / `Helicone-Retry-*`, the per-request
-//! attempt plan, and what follows each attempt's outcome.
+//! attempt machine ([`attempts`]) and provider health ([`health`]).
 
+pub mod attempts;
 pub mod health;
+
+pub use attempts::{Attempts, Verdict};
 
 use std::time::Duration;
 
@@ -274,90 +277,6 @@ pub fn parse_retry(
     }))
 }
 
-impl RetryPolicy {
-    /// Delay before retry `k` (0-based): min(min * factor^k * jitter[1,2), max); an upstream
-    /// `Retry-After` within `max` wins.
-    pub fn delay(&self, k: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
-        if let Some(ra) = retry_after.filter(|ra| *ra <= self.max) {
-            return ra;
-        }
-        let ms = self.min.as_millis() as f64 * self.factor.powi(k as i32) * jitter.clamp(1.0, 2.0);
-        Duration::from_millis(ms.min(self.max.as_millis() as f64) as u64)
-    }
-}
-
-/// Statuses worth another try: 429 and 5xx (connection errors count as 502, timeouts as 504).
-pub fn retryable(status: u16) -> bool {
-    status == 429 || (500..=599).contains(&status)
-}
-
-/// What happens after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Next {
-    /// Hand this answer to the client.
-    Accept,
-    /// Try the same target again after the delay.
-    Retry(Duration),
-    /// Move on to the next fallback entry.
-    Fallback,
-}
-
-/// Retry/fallback position of one request.
-#[derive(Debug, Clone, Default)]
-pub struct Cursor {
-    /// Index of the current target.
-    pub index: usize,
-    /// Retries done on the current target.
-    pub retries: u32,
-    /// Retries done in total.
-    pub total_retries: u32,
-}
-
-impl Cursor {
-    /// Decides what follows an attempt that ended with `status` on target `index` of `len`.
-    pub fn decide(
-        &mut self,
-        status: u16,
-        retry_after: Option<Duration>,
-        retry: Option<&RetryPolicy>,
-        on_codes: Option<&CodeSet>,
-        len: usize,
-        jitter: f64,
-    ) -> Next {
-        if let Some(p) = retry {
-            if retryable(status) && self.retries < p.retries {
-                let d = p.delay(self.retries, retry_after, jitter);
-                self.retries += 1;
-                self.total_retries += 1;
-                return Next::Retry(d);
-            }
-        }
-        if self.index + 1 < len && on_codes.is_some_and(|c| c.matches(status)) {
-            self.index += 1;
-            self.retries = 0;
-            return Next::Fallback;
-        }
-        Next::Accept
-    }
-
-    /// Skips the current target (open circuit, exhausted quota) when another one follows.
-    pub fn skip(&mut self, len: usize) -> bool {
-        if self.index + 1 < len {
-            self.index += 1;
-            self.retries = 0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// `Retry-After: <seconds>` (HTTP dates are not honoured).
-pub fn parse_retry_after(v: Option<&[u8]>) -> Option<Duration> {
-    let s = std::str::from_utf8(v?).ok()?;
-    s.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,68 +364,5 @@ mod tests {
             let e = parse_retry(headers(pairs)).unwrap_err();
             assert_eq!(e.status(), 400, "{h}: {v}");
         }
-    }
-
-    #[test]
-    fn backoff_is_exponential_with_jitter_and_capped() {
-        let p = RetryPolicy {
-            retries: 5,
-            factor: 2.0,
-            min: Duration::from_millis(100),
-            max: Duration::from_millis(1000),
-        };
-        assert_eq!(p.delay(0, None, 1.0), Duration::from_millis(100));
-        assert_eq!(p.delay(1, None, 1.0), Duration::from_millis(200));
-        assert_eq!(p.delay(2, None, 1.5), Duration::from_millis(600));
-        assert_eq!(p.delay(4, None, 1.0), Duration::from_millis(1000));
-        assert_eq!(
-            p.delay(0, Some(Duration::from_millis(700)), 1.0),
-            Duration::from_millis(700)
-        );
-        assert_eq!(
-            p.delay(0, Some(Duration::from_secs(60)), 1.0),
-            Duration::from_millis(100)
-        );
-    }
-
-    #[test]
-    fn cursor_retries_inside_an_entry_then_falls_back_and_accepts_the_last() {
-        let p = RetryPolicy {
-            retries: 1,
-            factor: 2.0,
-            min: Duration::from_millis(10),
-            max: Duration::from_millis(100),
-        };
-        let codes = CodeSet(vec![(500, 599)]);
-        let mut c = Cursor::default();
-        assert!(matches!(
-            c.decide(500, None, Some(&p), Some(&codes), 2, 1.0),
-            Next::Retry(_)
-        ));
-        assert_eq!(
-            c.decide(500, None, Some(&p), Some(&codes), 2, 1.0),
-            Next::Fallback
-        );
-        assert_eq!(c.index, 1);
-        assert!(matches!(
-            c.decide(503, None, Some(&p), Some(&codes), 2, 1.0),
-            Next::Retry(_)
-        ));
-        assert_eq!(
-            c.decide(503, None, Some(&p), Some(&codes), 2, 1.0),
-            Next::Accept,
-            "the last entry's answer is returned"
-        );
-        assert_eq!(c.total_retries, 2);
-        let mut c = Cursor::default();
-        assert_eq!(
-            c.decide(404, None, Some(&p), Some(&codes), 2, 1.0),
-            Next::Accept,
-            "404 is not in onCodes"
-        );
-        assert_eq!(
-            c.decide(200, None, None, Some(&codes), 2, 1.0),
-            Next::Accept
-        );
     }
 }
