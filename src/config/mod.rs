@@ -16,8 +16,8 @@ use crate::auth::KeyStore;
 use crate::cache::CacheConf;
 use crate::export::ExportConf;
 use crate::failover::health::HealthConf;
+use crate::origin::Origin;
 use crate::pricing::{Pricing, PricingFile};
-use crate::routing::Origin;
 use crate::unified::{ProviderSettings, Registry};
 use catalogue::{Catalogue, CatalogueFile};
 
