@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
-use serde::Serialize;
 
 use crate::body::{Replay, RequestBody};
 use crate::cache::Policy;
 use crate::config::OriginPolicy;
 use crate::error::GatewayError;
+pub use crate::export::record::Attempt;
 use crate::failover::{CodeSet, Cursor, RetryPolicy};
 use crate::metrics::Rejection;
 use crate::routing::Route;
@@ -57,23 +57,6 @@ pub struct UnifiedState {
     pub include_usage: bool,
     /// Rewrites the answer on its way to the client (Anthropic translation, aggregated error).
     pub mapper: Option<Mapper>,
-}
-
-/// One upstream attempt, for the request's log record.
-#[derive(Debug, Clone, Serialize)]
-pub struct Attempt {
-    pub target: String,
-    /// 0 when no response came (see `error`).
-    pub status: u16,
-    pub latency_ms: u64,
-    pub error: Option<String>,
-    /// Retries on this target before this attempt.
-    pub retry: u32,
-    /// Unified API: the provider and its model id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub provider: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
 }
 
 pub struct RequestCtx {
