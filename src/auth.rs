@@ -1,12 +1,15 @@
 //! Gateway keys: configured from env vars or SHA-256 hashes, checked on every request.
 
+pub mod conf;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{Issues, KeyConf};
+use crate::config::issues::Issues;
 use crate::error::GatewayError;
+use conf::KeyConf;
 
 /// The configured gateway keys, held only as SHA-256 digests.
 #[derive(Debug, Default)]

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod memory;
 pub mod metadata;
 pub mod metrics;
+pub mod origin;
 pub mod pricing;
 pub mod prompts;
 pub mod proxy;

@@ -1,5 +1,7 @@
 //! `impl ProxyHttp for Gateway`: orchestrates the Pingora phases; each concern lives in its module.
 
+mod log_record;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +19,7 @@ use crate::cache;
 use crate::config::{Config, UnapprovedPolicy};
 use crate::ctx::{CacheState, RequestCtx, Target, UnifiedState};
 use crate::error::GatewayError;
-use crate::export::{record, Exporter};
+use crate::export::Exporter;
 use crate::failover::attempts::{ExchangeError, Recovery, Step};
 use crate::failover::{self, health::Health, CodeSet, FallbackEntry, Verdict};
 use crate::forward::Forwarder;
@@ -1321,7 +1323,7 @@ impl ProxyHttp for Gateway {
         }
         if !ctx.health_probe {
             let error = e.map(|e| e.to_string());
-            let built = record::build(
+            let built = log_record::build(
                 session,
                 ctx,
                 &self.registry.pricing(),

@@ -1,6 +1,7 @@
 //! Response cache (spec section 7): the `Helicone-Cache-*` request policy, the cache key, the
 //! pingora-cache storage (`store`) with its Redis tier, and the cache's metrics.
 
+pub mod entry;
 pub mod redis_tier;
 pub mod store;
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 
-use super::store::{decode, encode, Entry};
+use super::entry::{decode, encode, Entry};
 use super::CacheMetrics;
 use crate::shared_redis::Link;
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::Issues;
-use crate::routing::{host_without_port, Host, HostPattern, Origin};
+use super::issues::Issues;
+use crate::origin::{host_without_port, Host, HostPattern, Origin};
 
 pub const EMBEDDED: &str = include_str!("../../conf/providers.yaml");
 

@@ -1,9 +1,9 @@
 //! Typed configuration: the YAML schema, loading with field-path errors, and validation.
 
 pub mod catalogue;
+pub mod issues;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,14 +12,16 @@ use pingora_core::protocols::tls::CaType;
 use pingora_core::server::configuration::ServerConf;
 use serde::Deserialize;
 
+pub use crate::auth::conf::KeyConf;
 use crate::auth::KeyStore;
 use crate::cache::CacheConf;
 use crate::export::ExportConf;
 use crate::failover::health::HealthConf;
+use crate::origin::Origin;
 use crate::pricing::{Pricing, PricingFile};
-use crate::routing::Origin;
 use crate::unified::{ProviderSettings, Registry};
 use catalogue::{Catalogue, CatalogueFile};
+pub use issues::{Issue, Issues};
 
 pub const EMBEDDED: &str = include_str!("../../conf/switchyard.yaml");
 
@@ -146,20 +148,6 @@ pub struct MetricsConf {
 pub struct AuthConf {
     #[serde(default)]
     pub keys: Vec<KeyConf>,
-}
-
-/// A gateway key: its value from an environment variable, or only its SHA-256.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyConf {
-    pub id: String,
-    #[serde(default)]
-    pub env: Option<String>,
-    #[serde(default)]
-    pub sha256: Option<String>,
-    /// What this key may use: requests per window, spend per day and month, concurrency.
-    #[serde(default)]
-    pub limits: Option<crate::limits::rules::KeyLimits>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -312,7 +300,7 @@ pub struct Config {
     pub spend_alert_usd_per_hour: Option<f64>,
     pub keys: KeyStore,
     /// `auth.keys[].limits` by key id.
-    pub key_limits: HashMap<String, crate::limits::rules::KeyLimits>,
+    pub key_limits: HashMap<String, crate::limits::conf::KeyLimits>,
     pub catalogue: Catalogue,
     pub origins: HashMap<Origin, OriginPolicy>,
     pub unapproved: UnapprovedConf,
@@ -358,37 +346,6 @@ impl Config {
 
     pub fn origin_policy(&self, origin: &Origin) -> Option<&OriginPolicy> {
         self.origins.get(origin)
-    }
-}
-
-/// One problem found in the configuration, with the path of the field it concerns.
-#[derive(Debug, Clone)]
-pub struct Issue {
-    pub path: String,
-    pub message: String,
-}
-
-#[derive(Debug, Default)]
-pub struct Issues(pub Vec<Issue>);
-
-impl Issues {
-    pub fn push(&mut self, path: String, message: String) {
-        self.0.push(Issue { path, message });
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Display for Issues {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, issue) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{}: {}", issue.path, issue.message)?;
-        }
-        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::RequestHeader;
 
 use super::sink_error::SinkError;
-use crate::routing::{Host, Origin, Scheme};
+use crate::origin::{Host, Origin, Scheme};
 
 /// How long a resolved address is used before the name is looked up again.
 const DNS_TTL: Duration = Duration::from_secs(30);

@@ -12,7 +12,7 @@ use super::http::{Answer, Poster};
 use super::jsonl::JsonlSink;
 use super::record::{LoggedBody, Record};
 use super::sink_error::SinkError;
-use crate::routing::Origin;
+use crate::origin::Origin;
 
 /// Where a batch goes. `encode` runs once per batch, into a buffer the caller reuses (no fresh
 /// pages per batch); what it writes is what gets sent, retried and spooled.

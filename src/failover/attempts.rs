@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
-use serde::Serialize;
 
 use super::health::Health;
 use super::{CodeSet, RetryPolicy};
@@ -34,22 +33,8 @@ pub struct Target {
     pub unified: Option<Candidate>,
 }
 
-/// One upstream attempt, for the request's log record.
-#[derive(Debug, Clone, Serialize)]
-pub struct Attempt {
-    pub target: String,
-    /// 0 when no response came (see `error`).
-    pub status: u16,
-    pub latency_ms: u64,
-    pub error: Option<String>,
-    /// Retries on this target before this attempt.
-    pub retry: u32,
-    /// Unified API: the provider and its model id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub provider: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-}
+/// One upstream attempt, for the request's log record (the record's own type).
+pub use crate::export::record::Attempt;
 
 /// What follows an attempt's outcome.
 #[derive(Debug, Clone, Copy, PartialEq)]

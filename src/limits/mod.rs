@@ -1,6 +1,7 @@
 //! Request limits enforced in `request_filter`: rate-limit policies and gateway-key limits
 //! (`rules`), and the unapproved-origin quotas, counted in this process or in a shared Redis.
 
+pub mod conf;
 pub mod limiter;
 pub mod origin_quota;
 pub mod policy;

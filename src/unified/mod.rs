@@ -11,7 +11,7 @@ use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use crate::config::catalogue::{ApiFormat, AuthScheme, Catalogue, Provider};
-use crate::config::Issues;
+use crate::config::issues::Issues;
 use crate::error::GatewayError;
 use crate::pricing::{ModelKind, PricingFile};
 use crate::routing::Origin;

@@ -1,0 +1,170 @@
+//! The log record of a finished request, built from its context (`build`, called once from
+//! `logging`): here, above both `ctx` and `export::record`, so the record does not import the
+//! context.
+
+use bytes::Bytes;
+use pingora_proxy::Session;
+
+use crate::ctx::RequestCtx;
+use crate::export::record::{LoggedBody, Record};
+use crate::headers;
+use crate::pricing::Pricing;
+use crate::usage::Usage;
+
+/// A finished record with what metrics need.
+pub struct Built {
+    pub record: Record,
+    pub usage: Usage,
+    pub cost: Option<f64>,
+    /// Bounded model label: the registry's model name, or `other` / `none`.
+    pub model_label: String,
+}
+
+fn header(session: &Session, name: &str) -> Option<String> {
+    session
+        .req_header()
+        .headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+fn is_true(v: Option<String>) -> bool {
+    v.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// Builds the record of a finished request (called once, from `logging`).
+pub fn build(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    pricing: &Pricing,
+    status: u16,
+    error: Option<String>,
+    body_cap: usize,
+) -> Built {
+    let req = session.req_header();
+    let omit_request = is_true(header(session, headers::OMIT_REQUEST));
+    let omit_response = is_true(header(session, headers::OMIT_RESPONSE));
+    let meta = ctx.body_meta.take().unwrap_or_default();
+    // the body's `helicone` properties, then the headers (a header wins)
+    let mut properties = meta.properties;
+    for (name, value) in req.headers.iter() {
+        if let Some(p) = name.as_str().strip_prefix(headers::PROPERTY_PREFIX) {
+            properties.insert(
+                p.to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            );
+        }
+    }
+    // the request's own JSON: requested model and `user`
+    let (model_requested, body_user, request_json) = if ctx.body.bytes.first() == Some(&b'{') {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            model: Option<String>,
+            user: Option<String>,
+        }
+        serde_json::from_slice::<Head>(&ctx.body.bytes)
+            .map_or((None, None, false), |h| (h.model, h.user, true))
+    } else {
+        (None, None, false)
+    };
+    let (usage, first_token, stream, response_json) = match ctx.tap.as_mut() {
+        Some(t) => (t.finish(), t.first_token, t.is_sse(), t.parsed_json()),
+        None => (Usage::default(), None, false, false),
+    };
+    let provider = ctx
+        .route()
+        .and_then(|r| r.provider.as_ref())
+        .map(|p| p.name.clone());
+    // `Helicone-Model-Override` names the model for cost and logs
+    let model_override = header(session, headers::MODEL_OVERRIDE).filter(|m| !m.trim().is_empty());
+    let model = model_override
+        .clone()
+        .or_else(|| usage.model.clone())
+        .or_else(|| model_requested.clone());
+    let hit = ctx.cache.as_ref().is_some_and(|c| c.status == Some("hit"));
+    let found = model
+        .as_deref()
+        .and_then(|m| pricing.find(provider.as_deref(), m));
+    let (cost, model_label) = match &model {
+        Some(m) => (
+            pricing.cost(provider.as_deref(), m, &usage),
+            found.map_or_else(|| "other".to_string(), |p| p.model.clone()),
+        ),
+        None => (None, "none".to_string()),
+    };
+    let deprecated = found.is_some_and(|p| p.is_deprecated());
+    let cost_status = match (&model, cost) {
+        _ if hit => Some("cache_hit"),
+        (None, _) => None,
+        (Some(_), Some(_)) => Some("priced"),
+        (Some(_), None) if usage.is_known() => Some("unpriced"),
+        (Some(_), None) => Some("no_usage"),
+    };
+    // an answer served from cache cost nothing
+    let cost = if hit { Some(0.0) } else { cost };
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    let response_body = LoggedBody::keep(
+        Bytes::from(std::mem::take(&mut ctx.response_capture)),
+        ctx.response_total,
+        omit_response,
+        response_json,
+    );
+    let record = Record {
+        id: ctx.id.clone(),
+        record_id: uuid::Uuid::new_v4().to_string(),
+        start_time: chrono::DateTime::<chrono::Utc>::from(ctx.started_at)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        key_id: ctx.key_id.as_deref().map(str::to_string),
+        method: req.method.to_string(),
+        path: req.uri.path().to_string(),
+        target: ctx.target().map(|t| t.origin.clone()),
+        provider,
+        model_requested,
+        model_responded: usage.model.clone(),
+        status,
+        attempts: ctx.attempts.log().to_vec(),
+        fallback_index: ctx.attempts.fallback_index(),
+        retries: ctx.attempts.total_retries(),
+        latency_ms: ms(ctx.start.elapsed()),
+        ttfb_ms: ctx.ttfb.map(ms),
+        ttft_ms: first_token.map(|t| ms(t.saturating_duration_since(ctx.start))),
+        stream,
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        cached_tokens: usage.cached_tokens,
+        cache_write_tokens: usage.cache_write_tokens,
+        reasoning_tokens: usage.reasoning_tokens,
+        cost_usd: cost,
+        cost_status,
+        deprecated,
+        cache: ctx
+            .cache
+            .as_ref()
+            .and_then(|c| c.status.map(str::to_string)),
+        cache_reference_id: ctx.cache.as_ref().and_then(|c| c.reference.clone()),
+        rate_limit: ctx.limits.decided_by.clone(),
+        rejection: ctx.rejection.map(|r| r.label().to_string()),
+        prompt_id: ctx.prompt.as_ref().map(|p| p.id.clone()),
+        prompt_version: ctx.prompt.as_ref().map(|p| p.version),
+        user_id: header(session, headers::USER_ID)
+            .or(meta.user_id)
+            .or(body_user),
+        session_id: header(session, headers::SESSION_ID).or(meta.session_id),
+        session_path: header(session, headers::SESSION_PATH).or(meta.session_path),
+        session_name: header(session, headers::SESSION_NAME).or(meta.session_name),
+        model_override,
+        target_provider: header(session, headers::TARGET_PROVIDER),
+        properties,
+        request_body: LoggedBody::capture(&ctx.body.bytes, omit_request, body_cap, request_json),
+        response_body,
+        request_bytes: ctx.body.bytes.len() as u64,
+        response_bytes: session.body_bytes_sent() as u64,
+        error,
+    };
+    Built {
+        record,
+        usage,
+        cost,
+        model_label,
+    }
+}
