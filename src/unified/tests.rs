@@ -294,6 +294,8 @@ fn helicone_model_and_provider_names_resolve_to_the_registry() {
             "anthropic:claude-3-5-haiku-20241022",
         ),
         ("claude-haiku-4-5", "anthropic:claude-haiku-4-5-20251001"),
+        // Helicone's fallbacks page writes `claude-haiku-4`: the Haiku of the 4 family is 4.5
+        ("claude-haiku-4", "anthropic:claude-haiku-4-5-20251001"),
         ("gemini-2.5-flash/google", "gemini:gemini-2.5-flash"),
         (
             "gemini-2.5-flash/google-ai-studio",
