@@ -6,22 +6,7 @@ use std::process::Command;
 
 fn check(yaml: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("c.yaml");
-    std::fs::write(&p, yaml).unwrap();
-    let out = Command::new(common::bin())
-        .arg("-t")
-        .arg("-c")
-        .arg(&p)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    common::check_config_in(dir.path(), yaml)
 }
 
 #[test]

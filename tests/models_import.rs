@@ -17,6 +17,21 @@ fn run(args: &[&str]) -> Output {
         .expect("run switchyard")
 }
 
+/// `switchyard models import --from litellm SRC [-o OUT]`.
+fn import(src: &std::path::Path, out: Option<&std::path::Path>) -> Output {
+    let mut args = vec![
+        "models",
+        "import",
+        "--from",
+        "litellm",
+        src.to_str().unwrap(),
+    ];
+    if let Some(o) = out {
+        args.extend(["-o", o.to_str().unwrap()]);
+    }
+    run(&args)
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -80,15 +95,7 @@ fn real_litellm_price_map_becomes_an_overlay_with_its_prices_per_million_tokens(
         serde_json::from_str(&std::fs::read_to_string(&src).unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("litellm.yaml");
-    let o = run(&[
-        "models",
-        "import",
-        "--from",
-        "litellm",
-        src.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = import(&src, Some(&out));
     let report = stderr(&o);
     assert!(o.status.success(), "exit {:?}: {report}", o.status);
     let text = std::fs::read_to_string(&out).expect("the overlay file is written");
@@ -246,13 +253,7 @@ fn real_litellm_price_map_becomes_an_overlay_with_its_prices_per_million_tokens(
     assert_eq!(overlay.models.len() + skipped, keys, "{report}");
 
     // Without -o the same overlay goes to stdout.
-    let o = run(&[
-        "models",
-        "import",
-        "--from",
-        "litellm",
-        src.to_str().unwrap(),
-    ]);
+    let o = import(&src, None);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), text);
 }
@@ -264,28 +265,14 @@ fn input_that_is_not_a_price_map_fails_naming_the_file() {
         let p = dir.path().join(name);
         std::fs::write(&p, body).unwrap();
         let out = dir.path().join("out.yaml");
-        let o = run(&[
-            "models",
-            "import",
-            "--from",
-            "litellm",
-            p.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ]);
+        let o = import(&p, Some(&out));
         let err = stderr(&o);
         assert!(!o.status.success(), "{name}: {err}");
         assert!(err.contains(p.to_str().unwrap()), "{name}: {err}");
         assert!(!out.exists(), "{name}: an overlay was written");
     }
     let missing = dir.path().join("missing.json");
-    let o = run(&[
-        "models",
-        "import",
-        "--from",
-        "litellm",
-        missing.to_str().unwrap(),
-    ]);
+    let o = import(&missing, None);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("missing.json"), "{}", stderr(&o));
 }

@@ -14,19 +14,6 @@ use serde_json::{json, Value};
 
 const GW_KEY: &str = UNIFIED_GW_KEY;
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("SWITCHYARD_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run `bash .ci/run` (or python3 -m venv .venv && .venv/bin/pip install openai anthropic)",
-        p.display()
-    );
-    p
-}
-
 async fn chat(gw: &Gateway, model: &str) -> Answer {
     post_with(
         gw,
@@ -226,27 +213,6 @@ async fn an_unknown_model_is_a_404_listing_the_closest_names_first() {
 
 // ------------------------------------------------------------ overlays and `-t`
 
-/// `switchyard -t -c` on `yaml` (written to `dir`): (success, stdout + stderr).
-fn check(dir: &Path, yaml: &str) -> (bool, String) {
-    let p = dir.join("c.yaml");
-    std::fs::write(&p, yaml).unwrap();
-    let out = Command::new(bin())
-        .arg("-t")
-        .arg("-c")
-        .arg(&p)
-        .env_remove("OPENAI_API_KEY")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[test]
 fn overlay_mistakes_name_the_file_the_entry_and_the_field() {
     let dir = tempfile::tempdir().unwrap();
@@ -306,7 +272,7 @@ fn overlay_mistakes_name_the_file_the_entry_and_the_field() {
     ];
     for (entry, where_, what) in cases {
         std::fs::write(&overlay, format!("models:\n{ok_entry}{entry}")).unwrap();
-        let (ok, out) = check(dir.path(), &conf);
+        let (ok, out) = check_config_in(dir.path(), &conf);
         assert!(!ok, "accepted:\n{entry}");
         let line = out
             .lines()
@@ -338,7 +304,7 @@ fn a_name_two_overlays_give_to_two_models_is_reported_at_the_later_entry() {
     )
     .unwrap();
     // the list form: each file checks alone, only the two together clash
-    let (ok, out) = check(
+    let (ok, out) = check_config_in(
         dir.path(),
         &format!(
             "listeners: [{{address: '127.0.0.1:1'}}]\npricing: ['{}', '{}']\n",
@@ -390,7 +356,7 @@ async fn a_valid_overlay_reprices_a_bundled_model_and_adds_a_private_one() {
         cat.display(),
         overlay.display()
     );
-    let (ok, out) = check(
+    let (ok, out) = check_config_in(
         dir.path(),
         &format!("listeners: [{{address: '127.0.0.1:1'}}]\n{extra}"),
     );

@@ -2,23 +2,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
-
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("SWITCHYARD_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run `bash .ci/run` (or python3 -m venv .venv && .venv/bin/pip install openai anthropic)",
-        p.display()
-    );
-    p
-}
 
 #[test]
 fn official_sdks_work_by_changing_the_base_url() {

@@ -671,6 +671,42 @@ fn wait_ready(child: &mut Child, port: u16, log: &Path) -> Result<(), String> {
 
 /// The gateway binary: `SWITCHYARD_TEST_BIN` when set (a copy taken right after the build, when
 /// the target directory is shared with other checkouts), else the one cargo built.
+/// The Python of the venv `.ci/run` makes (`SWITCHYARD_PYTHON` wins), with the official SDKs.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("SWITCHYARD_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run `bash .ci/run` (or python3 -m venv .venv && .venv/bin/pip install openai anthropic)",
+        p.display()
+    );
+    p
+}
+
+/// `switchyard -t -c` on `yaml`, written to `dir` (relative paths in it resolve there), with no
+/// provider key in the environment: (success, stdout + stderr).
+pub fn check_config_in(dir: &Path, yaml: &str) -> (bool, String) {
+    let p = dir.join("c.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    let out = Command::new(bin())
+        .arg("-t")
+        .arg("-c")
+        .arg(&p)
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 pub fn bin() -> &'static str {
     static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
