@@ -28,7 +28,7 @@ use crate::lifecycle;
 use crate::limits::policy as rate_policy;
 use crate::limits::rules::{Ask, BodyHead, Plan, RateLimits};
 use crate::limits::OriginLimits;
-use crate::metrics::{Metrics, Observation, Rejection};
+use crate::metrics::{Metrics, Observation};
 use crate::routing::{self, RequestMeta, Route, RouteKind};
 use crate::ssrf;
 use crate::unified::{self, request as unified_request, response as unified_response, Op};
@@ -66,8 +66,6 @@ enum Admitted {
     /// A response was already written.
     Done,
 }
-
-type Refusal = (Option<Rejection>, GatewayError);
 
 fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
     req.headers.get(name).map(|v| v.as_bytes())
@@ -188,16 +186,6 @@ fn insert_limit_headers(h: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> 
     Ok(())
 }
 
-/// The 429 of a quota, or the 503 of a limit store that failed closed.
-fn origin_refusal(e: GatewayError) -> Refusal {
-    let reason = if e.status() == 503 {
-        Rejection::LimitStore
-    } else {
-        Rejection::Quota
-    };
-    (Some(reason), e)
-}
-
 impl Gateway {
     /// How much of a response body the log record keeps (nothing when no sink is configured).
     fn capture_cap(&self) -> usize {
@@ -214,8 +202,7 @@ impl Gateway {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-    ) -> std::result::Result<Admitted, Refusal> {
-        let bad = |e| (Some(Rejection::BadRequest), e);
+    ) -> std::result::Result<Admitted, GatewayError> {
         let req = session.req_header();
         ctx.id = uuid::Uuid::new_v4().to_string();
         if let Some(v) = header(req, headers::REQUEST_ID) {
@@ -223,10 +210,10 @@ impl Gateway {
             match uuid::Uuid::parse_str(given.trim()) {
                 Ok(id) => ctx.id = id.to_string(),
                 Err(_) => {
-                    return Err(bad(GatewayError::BadRequest(format!(
+                    return Err(GatewayError::BadRequest(format!(
                         "Helicone-Request-Id '{given}' is not a UUID: send one such as {} (it becomes the request's id), or leave the header out",
                         ctx.id
-                    ))))
+                    )))
                 }
             }
         }
@@ -265,26 +252,24 @@ impl Gateway {
                 carried = header(req, http::header::AUTHORIZATION.as_str());
             }
             let key = self.cfg.keys.authenticate(carried);
-            ctx.key_id = Some(key.map_err(|e| (Some(Rejection::Auth), e))?);
+            ctx.key_id = Some(key?);
         }
 
         if let Some(v) = header(req, headers::RATELIMIT_POLICY) {
             let v = std::str::from_utf8(v).map_err(|_| {
-                bad(GatewayError::BadRequest(
-                    "Helicone-RateLimit-Policy is not valid UTF-8".into(),
-                ))
+                GatewayError::BadRequest("Helicone-RateLimit-Policy is not valid UTF-8".into())
             })?;
-            ctx.rate_policy = Some(rate_policy::parse(v).map_err(bad)?);
+            ctx.rate_policy = Some(rate_policy::parse(v)?);
         }
         let path_and_query = req.uri.path_and_query().map_or("/", |p| p.as_str());
         let entries = match fallbacks {
-            Some(raw) => failover::parse_fallbacks(raw).map_err(bad)?,
+            Some(raw) => failover::parse_fallbacks(raw)?,
             None => Vec::new(),
         };
-        let retry = failover::parse_retry(headers::reader(&req.headers)).map_err(bad)?;
+        let retry = failover::parse_retry(headers::reader(&req.headers))?;
         ctx.attempts.set_retry(retry);
         if self.cache.is_some() {
-            let policy = cache::policy(headers::reader(&req.headers)).map_err(bad)?;
+            let policy = cache::policy(headers::reader(&req.headers))?;
             ctx.attempts.defer_first_quota(policy.is_some());
             ctx.cache = policy.map(|policy| CacheState {
                 policy,
@@ -297,17 +282,14 @@ impl Gateway {
         match unified {
             None => {}
             Some(UnifiedRoute::WrongMethod(allow)) => {
-                return Err((
-                    Some(Rejection::BadRequest),
-                    GatewayError::MethodNotAllowed {
-                        message: format!(
-                            "{} {} is not served: this endpoint of the unified API takes {allow}",
-                            req.method,
-                            req.uri.path()
-                        ),
-                        allow,
-                    },
-                ))
+                return Err(GatewayError::MethodNotAllowed {
+                    message: format!(
+                        "{} {} is not served: this endpoint of the unified API takes {allow}",
+                        req.method,
+                        req.uri.path()
+                    ),
+                    allow,
+                })
             }
             Some(UnifiedRoute::Models(id)) => {
                 let (status, body) = unified::models_json(&self.registry.routing(), id.as_deref());
@@ -318,11 +300,8 @@ impl Gateway {
             }
             Some(UnifiedRoute::Prompts) => {
                 let Some(store) = &self.prompts else {
-                    return Err((
-                        Some(Rejection::NoRoute),
-                        GatewayError::NotFound(
-                            "this gateway serves no prompts: set `prompts: {dir: <folder of <id>.yaml files>}` in its config".into(),
-                        ),
+                    return Err(GatewayError::NotFound(
+                        "this gateway serves no prompts: set `prompts: {dir: <folder of <id>.yaml files>}` in its config".into(),
                     ));
                 };
                 if let Err(e) = respond_json(session, 200, store.list_json(), &ctx.id).await {
@@ -346,15 +325,12 @@ impl Gateway {
                 host,
                 path_and_query,
             };
-            let route = routing::resolve(&meta, &self.cfg.catalogue, &self.origins).map_err(bad)?.ok_or_else(|| {
-                (
-                    Some(Rejection::NoRoute),
-                    GatewayError::NotFound(format!(
-                        "no route for {} {}: send 'Helicone-Target-Url: <provider origin>' or use a provider prefix such as /openai/v1/chat/completions",
-                        req.method,
-                        req.uri.path()
-                    )),
-                )
+            let route = routing::resolve(&meta, &self.cfg.catalogue, &self.origins)?.ok_or_else(|| {
+                GatewayError::NotFound(format!(
+                    "no route for {} {}: send 'Helicone-Target-Url: <provider origin>' or use a provider prefix such as /openai/v1/chat/completions",
+                    req.method,
+                    req.uri.path()
+                ))
             })?;
             plan.push((route, None));
         } else {
@@ -382,22 +358,15 @@ impl Gateway {
                 .unwrap_or_default();
             let approved = route.approved || policy.approved;
             if !approved && self.cfg.unapproved.policy == UnapprovedPolicy::Deny {
-                return Err((
-                    Some(Rejection::Denied),
-                    GatewayError::Forbidden(format!(
-                        "origin {} is not an approved provider and this gateway refuses unapproved origins; approve it under `origins:` in the gateway config",
-                        route.origin
-                    )),
-                ));
+                return Err(GatewayError::OriginDenied(format!(
+                    "origin {} is not an approved provider and this gateway refuses unapproved origins; approve it under `origins:` in the gateway config",
+                    route.origin
+                )));
             }
             let addr = self
                 .guard
                 .resolve(&route.origin, policy.allow_private)
-                .await
-                .map_err(|e| {
-                    let reason = matches!(e, GatewayError::Forbidden(_)).then_some(Rejection::Ssrf);
-                    (reason, e)
-                })?;
+                .await?;
             let (headers, on_codes, over) = match entry {
                 Some(e) => (Some(e.headers), Some(e.on_codes), e.body_override),
                 None => (None, None, None),
@@ -420,22 +389,21 @@ impl Gateway {
         if let Some(first) = ctx.attempts.charged_at_admission() {
             self.origin_limits
                 .admit(&first.origin, &self.metrics)
-                .await
-                .map_err(origin_refusal)?;
+                .await?;
         }
 
         self.read_body(session, ctx).await?;
-        self.inject_stream_usage(session, ctx).map_err(bad)?;
+        self.inject_stream_usage(session, ctx)?;
         for (i, over) in overrides.iter().enumerate() {
             if let Some(v) = over {
                 ctx.attempts.targets_mut()[i].body =
-                    Some(failover::override_body(&ctx.body.bytes, v, i).map_err(bad)?);
+                    Some(failover::override_body(&ctx.body.bytes, v, i)?);
             }
         }
         self.cache_key(session, ctx).await;
         self.count(session, ctx).await?;
         if ctx.body.present && !ctx.body.replayable {
-            return self.forward_manually(session, ctx).await;
+            return Ok(self.forward_manually(session, ctx).await);
         }
         Ok(Admitted::Proxy)
     }
@@ -554,21 +522,15 @@ impl Gateway {
         &self,
         session: &Session,
         ctx: &mut RequestCtx,
-    ) -> std::result::Result<(), Refusal> {
-        let Some(plan) = self
-            .limit_plan(session, ctx)
-            .map_err(|(reason, e)| (Some(reason), e))?
-        else {
+    ) -> std::result::Result<(), GatewayError> {
+        let Some(plan) = self.limit_plan(session, ctx)? else {
             return Ok(());
         };
         if ctx.looks_up_cache() {
             ctx.limits_deferred = Some(plan);
             return Ok(());
         }
-        self.rate_limits
-            .admit(plan, &mut ctx.limits)
-            .await
-            .map_err(|(reason, e)| (Some(reason), e))
+        self.rate_limits.admit(plan, &mut ctx.limits).await
     }
 
     /// The limits that apply to this request (`None`: none does, nothing is read).
@@ -576,7 +538,7 @@ impl Gateway {
         &self,
         session: &Session,
         ctx: &RequestCtx,
-    ) -> std::result::Result<Option<Plan>, (Rejection, GatewayError)> {
+    ) -> std::result::Result<Option<Plan>, GatewayError> {
         let key_id = ctx.key_id.as_deref();
         if !self.rate_limits.applies(key_id, ctx.rate_policy.as_ref()) {
             return Ok(None);
@@ -642,17 +604,8 @@ impl Gateway {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-    ) -> std::result::Result<(), Refusal> {
-        ctx.body = body::read(session, self.cfg.limits.max_body_bytes, &self.body_budget)
-            .await
-            .map_err(|e| {
-                let reason = match e {
-                    GatewayError::PayloadTooLarge { .. } => Rejection::Size,
-                    GatewayError::Overloaded { .. } => Rejection::Overload,
-                    _ => Rejection::BadRequest,
-                };
-                (Some(reason), e)
-            })?;
+    ) -> std::result::Result<(), GatewayError> {
+        ctx.body = body::read(session, self.cfg.limits.max_body_bytes, &self.body_budget).await?;
         Ok(())
     }
 
@@ -663,29 +616,16 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
         op: Op,
-    ) -> std::result::Result<Admitted, Refusal> {
+    ) -> std::result::Result<Admitted, GatewayError> {
         self.read_body(session, ctx).await?;
-        self.rewrite_unified_body(ctx, op)
-            .map_err(|e| (Some(Rejection::BadRequest), e))?;
-        let req = unified_request::parse(op, &ctx.body.bytes)
-            .map_err(|e| (Some(Rejection::BadRequest), e))?;
+        self.rewrite_unified_body(ctx, op)?;
+        let req = unified_request::parse(op, &ctx.body.bytes)?;
         let health = &self.health;
-        let candidates = self
-            .registry
-            .routing()
-            .plan(&req.model, op, &|ep| {
-                ep.origin
-                    .as_ref()
-                    .is_none_or(|o| health.allow(&o.to_string()))
-            })
-            .map_err(|e| {
-                let reason = if matches!(e, GatewayError::ModelNotFound(_)) {
-                    Rejection::NoRoute
-                } else {
-                    Rejection::BadRequest
-                };
-                (Some(reason), e)
-            })?;
+        let candidates = self.registry.routing().plan(&req.model, op, &|ep| {
+            ep.origin
+                .as_ref()
+                .is_none_or(|o| health.allow(&o.to_string()))
+        })?;
         let client = session.req_header();
         let accept = client.headers.get(http::header::ACCEPT).cloned();
         let user_agent = client.headers.get(http::header::USER_AGENT).cloned();
@@ -731,27 +671,7 @@ impl Gateway {
             });
         }
         if ctx.attempts.targets().is_empty() {
-            let reason = if problems
-                .iter()
-                .any(|e| matches!(e, GatewayError::Forbidden(_)))
-            {
-                Rejection::Ssrf
-            } else {
-                Rejection::BadRequest
-            };
-            let e = if problems.len() == 1 {
-                problems.remove(0)
-            } else {
-                GatewayError::BadRequest(format!(
-                    "no provider attempt could be made: {}",
-                    problems
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ))
-            };
-            return Err((Some(reason), e));
+            return Err(GatewayError::no_attempt(problems));
         }
         ctx.unified = Some(UnifiedState {
             op,
@@ -761,7 +681,7 @@ impl Gateway {
         self.cache_key(session, ctx).await;
         self.count(session, ctx).await?;
         if ctx.body.present && !ctx.body.replayable {
-            return self.forward_manually(session, ctx).await;
+            return Ok(self.forward_manually(session, ctx).await);
         }
         Ok(Admitted::Proxy)
     }
@@ -787,22 +707,29 @@ impl Gateway {
         }
     }
 
-    /// The manual exchange (chunked uploads over 64 KiB), with the same retries and fallbacks.
-    async fn forward_manually(
+    /// The manual exchange (chunked uploads over 64 KiB), with the same retries and fallbacks;
+    /// its failures are answered here: they are not rejections.
+    async fn forward_manually(&self, session: &mut Session, ctx: &mut RequestCtx) -> Admitted {
+        if let Err(e) = self.exchange_manually(session, ctx).await {
+            respond_error(session, ctx, &e).await;
+        }
+        Admitted::Done
+    }
+
+    async fn exchange_manually(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-    ) -> std::result::Result<Admitted, Refusal> {
+    ) -> std::result::Result<(), GatewayError> {
         loop {
-            self.next_attempt(ctx).await.map_err(|e| (None, e))?;
-            let peer = self.peer(ctx).map_err(|e| (None, e))?;
+            self.next_attempt(ctx).await?;
+            let peer = self.peer(ctx)?;
             let Some(t) = ctx.target() else {
-                return Err((None, GatewayError::Internal("no upstream target".into())));
+                return Err(GatewayError::Internal("no upstream target".into()));
             };
             let mut req = session.req_header().clone();
             let body = ctx.body_bytes().clone();
-            upstream::prepare_request(&mut req, &t.route, Some(body.len()), t.headers.as_deref())
-                .map_err(|e| (None, e))?;
+            upstream::prepare_request(&mut req, &t.route, Some(body.len()), t.headers.as_deref())?;
             match self
                 .forwarder
                 .send(req, body, &peer, &self.cfg.upstream)
@@ -814,13 +741,12 @@ impl Gateway {
                     }
                     let g = GatewayError::from_proxy_error(&e)
                         .unwrap_or_else(|| GatewayError::BadGateway(e.to_string()));
-                    return Err((None, g));
+                    return Err(g);
                 }
                 Ok(up) => {
                     let Some(resp) = up.response_header() else {
-                        return Err((
-                            None,
-                            GatewayError::BadGateway("upstream sent no response header".into()),
+                        return Err(GatewayError::BadGateway(
+                            "upstream sent no response header".into(),
                         ));
                     };
                     if self.judge_response(ctx, resp).again() {
@@ -829,7 +755,7 @@ impl Gateway {
                     let mut resp = Box::new(resp.clone());
                     ctx.ttfb = Some(ctx.start.elapsed());
                     self.shape_response(&mut resp, ctx)
-                        .map_err(|e| (None, GatewayError::Internal(e.to_string())))?;
+                        .map_err(|e| GatewayError::Internal(e.to_string()))?;
                     let cap = self.capture_cap();
                     self.forwarder
                         .relay(
@@ -841,7 +767,7 @@ impl Gateway {
                             &mut |body, end| filter_response_body(ctx, body, end, cap),
                         )
                         .await;
-                    return Ok(Admitted::Done);
+                    return Ok(());
                 }
             }
         }
@@ -1033,8 +959,8 @@ impl ProxyHttp for Gateway {
         match self.admit(session, ctx).await {
             Ok(Admitted::Proxy) => Ok(false),
             Ok(Admitted::Done) => Ok(true),
-            Err((reason, e)) => {
-                ctx.rejection = reason;
+            Err(e) => {
+                ctx.rejection = e.rejection();
                 respond_error(session, ctx, &e).await;
                 Ok(true)
             }
@@ -1149,8 +1075,8 @@ impl ProxyHttp for Gateway {
         let Some(plan) = ctx.limits_deferred.take() else {
             return Ok(true);
         };
-        if let Err((reason, e)) = self.rate_limits.admit(plan, &mut ctx.limits).await {
-            ctx.rejection = Some(reason);
+        if let Err(e) = self.rate_limits.admit(plan, &mut ctx.limits).await {
+            ctx.rejection = e.rejection();
             respond_error(session, ctx, &e).await;
             return Ok(false);
         }

@@ -14,7 +14,7 @@ use super::policy::{Policy, Unit};
 use super::window::Span;
 use crate::error::GatewayError;
 use crate::headers;
-use crate::metrics::{Metrics, Rejection};
+use crate::metrics::Metrics;
 
 /// Money counters count millionths of a US dollar: a cheap request costs a few of them, so
 /// nothing is rounded away.
@@ -330,8 +330,8 @@ impl RateLimits {
 
     /// The checks that apply to a request, with what it reserves of each (synchronous: the
     /// request's own details are read here, nothing is held across the store's round trips).
-    pub fn plan(&self, ask: &Ask) -> Result<Plan, (Rejection, GatewayError)> {
-        let checks = self.checks(ask).map_err(|e| (Rejection::BadRequest, e))?;
+    pub fn plan(&self, ask: &Ask) -> Result<Plan, GatewayError> {
+        let checks = self.checks(ask)?;
         // at least one micro-dollar, so that a spent budget refuses unpriced requests too
         let money = if checks.iter().any(|c| c.measure == Measure::Money) {
             (ask.estimate_usd)().map_or(1, micros).max(1)
@@ -347,11 +347,7 @@ impl RateLimits {
 
     /// Counts the request against every check of its plan; all must pass, or none counts (one
     /// round trip to Redis). A refusal leaves the refusing check's headers in `out`.
-    pub async fn admit(
-        &self,
-        plan: Plan,
-        out: &mut Counted,
-    ) -> Result<(), (Rejection, GatewayError)> {
+    pub async fn admit(&self, plan: Plan, out: &mut Counted) -> Result<(), GatewayError> {
         let units = |c: &Check| match c.measure {
             Measure::Requests | Measure::Slots => 1,
             Measure::Money => plan.money,
@@ -363,7 +359,7 @@ impl RateLimits {
                 if let Some(c) = plan.checks.first() {
                     self.metrics.limit_decision(c.rule.label(), "refused");
                 }
-                return Err((Rejection::LimitStore, e));
+                return Err(e);
             }
         };
         let mut held = all.held.map(Vec::into_iter);
@@ -377,7 +373,7 @@ impl RateLimits {
                 self.metrics.limit_decision(c.rule.label(), "refused");
                 out.shown = shown;
                 out.decided_by = Some(format!("{} {} refused", c.rule.label(), c.policy));
-                return Err((Rejection::RateLimit, refusal(c, &plan.key, &d, units(c))));
+                return Err(refusal(c, &plan.key, &d, units(c)));
             }
             let Some(h) = held.as_mut().and_then(Iterator::next) else {
                 continue;
@@ -495,7 +491,7 @@ fn refusal(c: &Check, key: &str, d: &super::window::Decision, units: u64) -> Gat
             c.quota
         ),
     };
-    GatewayError::TooManyRequests {
+    GatewayError::RateLimited {
         message,
         retry_after_secs: if c.rule == Rule::KeyConcurrency {
             1
@@ -511,6 +507,7 @@ mod tests {
     use crate::limits::limiter::{OnStoreError, Store};
     use crate::limits::policy::parse;
     use crate::limits::window::Windows;
+    use crate::metrics::Rejection;
 
     fn limits(keys: &[(&str, KeyLimits)]) -> RateLimits {
         static METRICS: std::sync::OnceLock<Arc<Metrics>> = std::sync::OnceLock::new();
@@ -551,7 +548,7 @@ mod tests {
         key_id: &str,
         policy: Option<&Policy>,
         usd: f64,
-    ) -> (Counted, Result<(), (Rejection, GatewayError)>) {
+    ) -> (Counted, Result<(), GatewayError>) {
         let none = |_: &str| None;
         let estimate = move || Some(usd);
         let ask = Ask {
@@ -592,8 +589,8 @@ mod tests {
         let (_held, r) = run(&rl, "k", None, 0.01).await;
         r.unwrap();
         let (refused, r) = run(&rl, "k", None, 0.01).await;
-        let (why, e) = r.unwrap_err();
-        assert_eq!(why, Rejection::RateLimit);
+        let e = r.unwrap_err();
+        assert_eq!(e.rejection(), Some(Rejection::RateLimit));
         assert_eq!(e.status(), 429);
         assert!(e.to_string().contains("$0.0250 of its $0.03 budget"), "{e}");
         assert_eq!(
@@ -610,7 +607,7 @@ mod tests {
         r.unwrap();
         // the second passes the budget check, then the slot check refuses: its 10 cents go back
         let (second, r) = run(&rl, "k", None, 0.10).await;
-        assert!(r.unwrap_err().1.to_string().contains("max_concurrent"));
+        assert!(r.unwrap_err().to_string().contains("max_concurrent"));
         assert!(second.held.is_empty());
         rl.settle(&mut first, Some(0.10), true).await;
         let (third, r) = run(&rl, "k", None, 0.10).await;
