@@ -1,4 +1,25 @@
-//! Per-request state carried through the Pingora phases.
+//! Per-request state carried through the Pingora phases, in parts, each written by one owner:
+//!
+//! - `facts` ([`Facts`]): what the request is (id, start, key, body and its parsed extras,
+//!   unified op, prompt, metadata). Written by admission in `proxy.rs` (`admit`,
+//!   `admit_unified`, `read_body`); read everywhere after.
+//! - `attempts` ([`Attempts`], `failover::attempts`): targets, cursor, retries, fallbacks, the
+//!   attempt log. Moved only by the attempt machine, through the orchestrator's verdicts.
+//! - `replay` ([`Replay`], `body.rs`): what of the request body each connection was sent.
+//! - `cache` ([`CacheState`]): the response-cache lookup (key, bucket, hit or miss,
+//!   reference). Written by `proxy.rs`'s cache steps (`cache_key`, `cache_outcome`), which
+//!   touch no other part: a hit's answering attempt is handed back to the orchestrator,
+//!   which points the attempts at it.
+//! - `limits` ([`LimitState`]): the rate-limit policy header, the deferred plan of a cache
+//!   lookup, what the request holds and the headers it is shown. Written by `limits::rules`
+//!   (`admit`, `peek`, `settle` take `&mut ctx.limits.counted`) and the orchestrator's `count`.
+//! - `response` ([`ResponseState`]): the answer on its way out (upstream start, ttfb, usage
+//!   tap, unified mapper, captured body). Written by the response phases in `proxy.rs`.
+//! - `outcome` ([`Outcome`]): how the request ends (rejection, an error decided in a hook
+//!   that cannot answer, the in-flight gauge). Written by the Pingora hooks in `proxy.rs`.
+//!
+//! Only the orchestrator (`proxy.rs`) moves data from one part to another; the log record
+//! (`proxy/log_record.rs`) reads them all at the end.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,16 +50,31 @@ pub struct CacheState {
     pub reference: Option<String>,
 }
 
+impl CacheState {
+    pub fn new(policy: Policy) -> Self {
+        CacheState {
+            policy,
+            key: String::new(),
+            bucket: 0,
+            status: None,
+            reference: None,
+        }
+    }
+
+    pub fn hit(&self) -> bool {
+        self.status == Some("hit")
+    }
+}
+
 /// A unified-API request's own state.
 pub struct UnifiedState {
     pub op: Op,
     /// What the client asked for: the translated Anthropic stream ends with a usage chunk.
     pub include_usage: bool,
-    /// Rewrites the answer on its way to the client (Anthropic translation, aggregated error).
-    pub mapper: Option<Mapper>,
 }
 
-pub struct RequestCtx {
+/// What the request is, decided at admission.
+pub struct Facts {
     /// `Helicone-Id` of this request.
     pub id: String,
     pub start: Instant,
@@ -47,71 +83,120 @@ pub struct RequestCtx {
     pub health_probe: bool,
     /// Id of the gateway key that authenticated the request (never the key).
     pub key_id: Option<Arc<str>>,
-    /// Targets, retries, fallbacks and the attempt log.
-    pub attempts: Attempts,
-    /// An error decided inside a hook that cannot answer itself (`upstream_peer`).
-    pub pending_error: Option<GatewayError>,
     pub body: RequestBody,
-    pub replay: Replay,
-    pub upstream_start: Option<Instant>,
-    pub ttfb: Option<Duration>,
-    pub rejection: Option<Rejection>,
-    /// `requests_in_flight` was incremented for this request.
-    pub in_flight: bool,
-    /// Watches the response for usage and the first token.
-    pub tap: Option<Tap>,
-    /// The start of the response body, kept for the log record (up to the export cap).
-    pub response_capture: Vec<u8>,
-    pub response_total: usize,
     /// Set for requests of the unified API.
     pub unified: Option<UnifiedState>,
-    /// Set when the request asked for the cache.
-    pub cache: Option<CacheState>,
-    /// `Helicone-RateLimit-Policy`, parsed.
-    pub rate_policy: Option<crate::limits::policy::Policy>,
-    /// What the request holds in the rate-limit counters, and the headers it gets.
-    pub limits: crate::limits::rules::Counted,
-    /// The limits of a request that looks up the cache: counted on a miss, only shown on a hit
-    /// (a cache hit does not count against rate limits).
-    pub limits_deferred: Option<crate::limits::rules::Plan>,
     /// The prompt template the request was rendered from.
     pub prompt: Option<crate::prompts::Used>,
     /// Helicone metadata from a unified body's `helicone` object.
     pub body_meta: Option<crate::metadata::BodyMeta>,
 }
 
-impl RequestCtx {
-    pub fn new() -> Self {
-        RequestCtx {
+impl Default for Facts {
+    fn default() -> Self {
+        Facts {
             id: String::new(),
             start: Instant::now(),
             started_at: std::time::SystemTime::now(),
             health_probe: false,
             key_id: None,
-            attempts: Attempts::default(),
-            pending_error: None,
             body: RequestBody::default(),
-            replay: Replay::default(),
-            upstream_start: None,
-            ttfb: None,
-            rejection: None,
-            in_flight: false,
-            tap: None,
-            response_capture: Vec::new(),
-            response_total: 0,
             unified: None,
-            cache: None,
-            rate_policy: None,
-            limits: Default::default(),
-            limits_deferred: None,
             prompt: None,
             body_meta: None,
         }
+    }
+}
+
+/// The request's rate limits.
+#[derive(Default)]
+pub struct LimitState {
+    /// `Helicone-RateLimit-Policy`, parsed.
+    pub policy: Option<crate::limits::policy::Policy>,
+    /// What the request holds in the rate-limit counters, and the headers it gets.
+    pub counted: crate::limits::rules::Counted,
+    /// The limits of a request that looks up the cache: counted on a miss, only shown on a hit
+    /// (a cache hit does not count against rate limits).
+    pub deferred: Option<crate::limits::rules::Plan>,
+}
+
+/// The answer on its way to the client.
+#[derive(Default)]
+pub struct ResponseState {
+    pub upstream_start: Option<Instant>,
+    pub ttfb: Option<Duration>,
+    /// Watches the response for usage and the first token.
+    pub tap: Option<Tap>,
+    /// Rewrites a unified answer on its way to the client (Anthropic translation, aggregated
+    /// error).
+    pub mapper: Option<Mapper>,
+    /// The start of the response body, kept for the log record (up to the export cap).
+    pub capture: Vec<u8>,
+    pub total: usize,
+}
+
+impl ResponseState {
+    /// The answer was a stream whose terminal event went to the client: an error on the client
+    /// side after that (the openai SDK closes the connection at `data: [DONE]`, before the
+    /// body's last chunk) does not make the request fail.
+    pub fn stream_complete(&self) -> bool {
+        self.tap.as_ref().is_some_and(|t| t.terminal)
+    }
+
+    /// A response body chunk on its way to the client: the usage tap reads the provider's
+    /// bytes, the unified mapper rewrites them, the record keeps what the client got (up to
+    /// `capture_cap`).
+    pub fn filter_body(&mut self, body: &mut Option<Bytes>, end: bool, capture_cap: usize) {
+        if let (Some(b), Some(t)) = (body.as_ref(), self.tap.as_mut()) {
+            t.on_chunk(b);
+        }
+        if let Some(m) = self.mapper.as_mut() {
+            m.map(body, end);
+        }
+        if let Some(b) = body.as_ref() {
+            self.total += b.len();
+            let room = capture_cap.saturating_sub(self.capture.len());
+            self.capture.extend_from_slice(&b[..b.len().min(room)]);
+        }
+    }
+}
+
+/// How the request ends.
+#[derive(Default)]
+pub struct Outcome {
+    pub rejection: Option<Rejection>,
+    /// An error decided inside a hook that cannot answer itself (`upstream_peer`).
+    pub pending_error: Option<GatewayError>,
+    /// `requests_in_flight` was incremented for this request.
+    pub in_flight: bool,
+}
+
+#[derive(Default)]
+pub struct RequestCtx {
+    pub facts: Facts,
+    /// Targets, retries, fallbacks and the attempt log.
+    pub attempts: Attempts,
+    pub replay: Replay,
+    /// Set when the request asked for the cache.
+    pub cache: Option<CacheState>,
+    pub limits: LimitState,
+    pub response: ResponseState,
+    pub outcome: Outcome,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Whether the request looks up the response cache (it asked, and its key was made).
     pub fn looks_up_cache(&self) -> bool {
         self.cache.as_ref().is_some_and(|c| !c.key.is_empty())
+    }
+
+    /// A cached answer was served.
+    pub fn cache_hit(&self) -> bool {
+        self.cache.as_ref().is_some_and(CacheState::hit)
     }
 
     pub fn target(&self) -> Option<&Target> {
@@ -122,42 +207,14 @@ impl RequestCtx {
         self.target().map(|t| &t.route)
     }
 
-    /// The body the current target gets.
+    /// The body the current target gets (its own, or the client's).
     pub fn body_bytes(&self) -> &Bytes {
         self.target()
             .and_then(|t| t.body.as_ref())
-            .unwrap_or(&self.body.bytes)
+            .unwrap_or(&self.facts.body.bytes)
     }
 
     pub fn provider_label(&self) -> &str {
         self.route().map_or("none", Route::provider_label)
-    }
-
-    /// The answer was a stream whose terminal event went to the client: an error on the client
-    /// side after that (the openai SDK closes the connection at `data: [DONE]`, before the
-    /// body's last chunk) does not make the request fail.
-    pub fn stream_complete(&self) -> bool {
-        self.tap.as_ref().is_some_and(|t| t.terminal)
-    }
-
-    /// The provider's answer, as it came (usage is read from it).
-    pub fn tap_body(&mut self, chunk: &[u8]) {
-        if let Some(t) = self.tap.as_mut() {
-            t.on_chunk(chunk);
-        }
-    }
-
-    /// The answer as the client gets it, kept for the record up to `capture_cap`.
-    pub fn capture_body(&mut self, chunk: &[u8], capture_cap: usize) {
-        self.response_total += chunk.len();
-        let room = capture_cap.saturating_sub(self.response_capture.len());
-        self.response_capture
-            .extend_from_slice(&chunk[..chunk.len().min(room)]);
-    }
-}
-
-impl Default for RequestCtx {
-    fn default() -> Self {
-        Self::new()
     }
 }

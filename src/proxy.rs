@@ -130,20 +130,6 @@ fn unified_route(req: &RequestHeader, cfg: &Config) -> Option<UnifiedRoute> {
     Some(route)
 }
 
-/// A response body chunk on its way to the client: the usage tap reads the provider's bytes, the
-/// unified mapper rewrites them, the record keeps what the client got.
-fn filter_response_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end: bool, cap: usize) {
-    if let Some(b) = body.as_ref() {
-        ctx.tap_body(b);
-    }
-    if let Some(m) = ctx.unified.as_mut().and_then(|u| u.mapper.as_mut()) {
-        m.map(body, end);
-    }
-    if let Some(b) = body.as_ref() {
-        ctx.capture_body(b, cap);
-    }
-}
-
 async fn respond_error(session: &mut Session, ctx: &RequestCtx, e: &GatewayError) {
     respond_error_closing(session, ctx, e, false).await
 }
@@ -157,7 +143,7 @@ async fn respond_error_closing(
     close: bool,
 ) {
     let res = async {
-        let (mut h, body) = e.response(&ctx.id)?;
+        let (mut h, body) = e.response(&ctx.facts.id)?;
         if close {
             // Pingora writes `Connection:` from the session's keep-alive state
             session.as_downstream_mut().set_keepalive(None);
@@ -178,7 +164,7 @@ async fn respond_error_closing(
 
 /// `Helicone-RateLimit-*` while a limit applies to the request.
 fn insert_limit_headers(h: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
-    if let Some(shown) = &ctx.limits.shown {
+    if let Some(shown) = &ctx.limits.counted.shown {
         for (name, value) in shown.headers() {
             h.insert_header(name, value)?;
         }
@@ -204,15 +190,15 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> std::result::Result<Admitted, GatewayError> {
         let req = session.req_header();
-        ctx.id = uuid::Uuid::new_v4().to_string();
+        ctx.facts.id = uuid::Uuid::new_v4().to_string();
         if let Some(v) = header(req, headers::REQUEST_ID) {
             let given = String::from_utf8_lossy(v);
             match uuid::Uuid::parse_str(given.trim()) {
-                Ok(id) => ctx.id = id.to_string(),
+                Ok(id) => ctx.facts.id = id.to_string(),
                 Err(_) => {
                     return Err(GatewayError::BadRequest(format!(
                         "Helicone-Request-Id '{given}' is not a UUID: send one such as {} (it becomes the request's id), or leave the header out",
-                        ctx.id
+                        ctx.facts.id
                     )))
                 }
             }
@@ -226,13 +212,13 @@ impl Gateway {
                 _ => None,
             };
             if let Some(ok) = ready {
-                ctx.health_probe = true;
+                ctx.facts.health_probe = true;
                 let (status, body) = if ok {
                     (200, r#"{"status":"ok"}"#)
                 } else {
                     (503, r#"{"status":"shutting down"}"#)
                 };
-                if let Err(e) = respond_json(session, status, body, &ctx.id).await {
+                if let Err(e) = respond_json(session, status, body, &ctx.facts.id).await {
                     log::debug!("health response failed: {e}");
                 }
                 return Ok(Admitted::Done);
@@ -252,14 +238,14 @@ impl Gateway {
                 carried = header(req, http::header::AUTHORIZATION.as_str());
             }
             let key = self.cfg.keys.authenticate(carried);
-            ctx.key_id = Some(key?);
+            ctx.facts.key_id = Some(key?);
         }
 
         if let Some(v) = header(req, headers::RATELIMIT_POLICY) {
             let v = std::str::from_utf8(v).map_err(|_| {
                 GatewayError::BadRequest("Helicone-RateLimit-Policy is not valid UTF-8".into())
             })?;
-            ctx.rate_policy = Some(rate_policy::parse(v)?);
+            ctx.limits.policy = Some(rate_policy::parse(v)?);
         }
         let path_and_query = req.uri.path_and_query().map_or("/", |p| p.as_str());
         let entries = match fallbacks {
@@ -271,13 +257,7 @@ impl Gateway {
         if self.cache.is_some() {
             let policy = cache::policy(headers::reader(&req.headers))?;
             ctx.attempts.defer_first_quota(policy.is_some());
-            ctx.cache = policy.map(|policy| CacheState {
-                policy,
-                key: String::new(),
-                bucket: 0,
-                status: None,
-                reference: None,
-            });
+            ctx.cache = policy.map(CacheState::new);
         }
         match unified {
             None => {}
@@ -293,7 +273,7 @@ impl Gateway {
             }
             Some(UnifiedRoute::Models(id)) => {
                 let (status, body) = unified::models_json(&self.registry.routing(), id.as_deref());
-                if let Err(e) = respond_json(session, status, body, &ctx.id).await {
+                if let Err(e) = respond_json(session, status, body, &ctx.facts.id).await {
                     log::debug!("models response failed: {e}");
                 }
                 return Ok(Admitted::Done);
@@ -304,7 +284,7 @@ impl Gateway {
                         "this gateway serves no prompts: set `prompts: {dir: <folder of <id>.yaml files>}` in its config".into(),
                     ));
                 };
-                if let Err(e) = respond_json(session, 200, store.list_json(), &ctx.id).await {
+                if let Err(e) = respond_json(session, 200, store.list_json(), &ctx.facts.id).await {
                     log::debug!("prompts response failed: {e}");
                 }
                 return Ok(Admitted::Done);
@@ -397,12 +377,12 @@ impl Gateway {
         for (i, over) in overrides.iter().enumerate() {
             if let Some(v) = over {
                 ctx.attempts.targets_mut()[i].body =
-                    Some(failover::override_body(&ctx.body.bytes, v, i)?);
+                    Some(failover::override_body(&ctx.facts.body.bytes, v, i)?);
             }
         }
         self.cache_key(session, ctx).await;
         self.count(session, ctx).await?;
-        if ctx.body.present && !ctx.body.replayable {
+        if ctx.facts.body.present && !ctx.facts.body.replayable {
             return Ok(self.forward_manually(session, ctx).await);
         }
         Ok(Admitted::Proxy)
@@ -415,19 +395,19 @@ impl Gateway {
         let (Some(rc), Some(state)) = (self.cache.as_ref(), ctx.cache.as_mut()) else {
             return;
         };
-        if ctx.body.present && !ctx.body.replayable {
+        if ctx.facts.body.present && !ctx.facts.body.replayable {
             ctx.cache = None;
             return;
         }
         let req = session.req_header();
-        let target = match (&ctx.unified, ctx.attempts.targets().first()) {
+        let target = match (&ctx.facts.unified, ctx.attempts.targets().first()) {
             (Some(u), _) => format!("unified:{:?}", u.op),
             (None, Some(t)) => format!("{}{}", t.origin, t.route.upstream_path),
             (None, None) => return,
         };
         // the client's own provider credentials (passthrough) keep tenants apart too
         let mut creds: Vec<&[u8]> = Vec::new();
-        if ctx.unified.is_none() {
+        if ctx.facts.unified.is_none() {
             for name in [
                 "authorization",
                 "x-api-key",
@@ -445,8 +425,8 @@ impl Gateway {
             &cache::KeyParts {
                 method: req.method.as_str(),
                 target: &target,
-                body: &ctx.body.bytes,
-                tenant: ctx.key_id.as_deref(),
+                body: &ctx.facts.body.bytes,
+                tenant: ctx.facts.key_id.as_deref(),
                 credentials: &creds,
             },
         );
@@ -462,12 +442,12 @@ impl Gateway {
         ctx: &mut RequestCtx,
         op: Op,
     ) -> std::result::Result<(), GatewayError> {
-        let has = |needle: &[u8]| memchr::memmem::find(&ctx.body.bytes, needle).is_some();
+        let has = |needle: &[u8]| memchr::memmem::find(&ctx.facts.body.bytes, needle).is_some();
         if !(has(b"\"helicone\"") || op == Op::Chat && has(b"\"prompt_id\"")) {
             return Ok(());
         }
         let (mut meta, mut prompt) = (None, None);
-        ctx.body.edit_json(|body| {
+        ctx.facts.body.edit_json(|body| {
             meta = crate::metadata::take(body)?;
             if op == Op::Chat && body.contains_key("prompt_id") {
                 let Some(store) = &self.prompts else {
@@ -479,8 +459,8 @@ impl Gateway {
             }
             Ok(meta.is_some() || prompt.is_some())
         })?;
-        ctx.body_meta = meta;
-        ctx.prompt = prompt;
+        ctx.facts.body_meta = meta;
+        ctx.facts.prompt = prompt;
         Ok(())
     }
 
@@ -503,7 +483,7 @@ impl Gateway {
                 ))
             }
         }
-        ctx.body.edit_json(|body| {
+        ctx.facts.body.edit_json(|body| {
             if body.get("stream") != Some(&serde_json::Value::Bool(true)) {
                 return Ok(false);
             }
@@ -527,10 +507,10 @@ impl Gateway {
             return Ok(());
         };
         if ctx.looks_up_cache() {
-            ctx.limits_deferred = Some(plan);
+            ctx.limits.deferred = Some(plan);
             return Ok(());
         }
-        self.rate_limits.admit(plan, &mut ctx.limits).await
+        self.rate_limits.admit(plan, &mut ctx.limits.counted).await
     }
 
     /// The limits that apply to this request (`None`: none does, nothing is read).
@@ -539,19 +519,24 @@ impl Gateway {
         session: &Session,
         ctx: &RequestCtx,
     ) -> std::result::Result<Option<Plan>, GatewayError> {
-        let key_id = ctx.key_id.as_deref();
-        if !self.rate_limits.applies(key_id, ctx.rate_policy.as_ref()) {
+        let key_id = ctx.facts.key_id.as_deref();
+        if !self.rate_limits.applies(key_id, ctx.limits.policy.as_ref()) {
             return Ok(None);
         }
         let req = session.req_header();
         let parsed = std::cell::OnceCell::new();
-        let head = || parsed.get_or_init(|| BodyHead::parse(&ctx.body.bytes));
+        let head = || parsed.get_or_init(|| BodyHead::parse(&ctx.facts.body.bytes));
         let header_user = header(req, headers::USER_ID)
             .and_then(|v| std::str::from_utf8(v).ok())
-            .or_else(|| ctx.body_meta.as_ref().and_then(|m| m.user_id.as_deref()));
+            .or_else(|| {
+                ctx.facts
+                    .body_meta
+                    .as_ref()
+                    .and_then(|m| m.user_id.as_deref())
+            });
         let user = match header_user {
             Some(u) => Some(u),
-            None if RateLimits::needs_user(ctx.rate_policy.as_ref()) => head().user.as_deref(),
+            None if RateLimits::needs_user(ctx.limits.policy.as_ref()) => head().user.as_deref(),
             None => None,
         };
         let property = |name: &str| {
@@ -560,13 +545,14 @@ impl Gateway {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
                 .or_else(|| {
-                    ctx.body_meta
+                    ctx.facts
+                        .body_meta
                         .as_ref()
                         .and_then(|m| m.properties.get(name).cloned())
                 })
         };
         let default_completion = self.cfg.limits.default_completion_tokens;
-        let body_len = ctx.body.bytes.len();
+        let body_len = ctx.facts.body.bytes.len();
         let estimate = || {
             let h = head();
             let pricing = self.registry.pricing();
@@ -592,7 +578,7 @@ impl Gateway {
         };
         let ask = Ask {
             key_id,
-            policy: ctx.rate_policy.as_ref(),
+            policy: ctx.limits.policy.as_ref(),
             user,
             property: &property,
             estimate_usd: &estimate,
@@ -605,7 +591,8 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> std::result::Result<(), GatewayError> {
-        ctx.body = body::read(session, self.cfg.limits.max_body_bytes, &self.body_budget).await?;
+        ctx.facts.body =
+            body::read(session, self.cfg.limits.max_body_bytes, &self.body_budget).await?;
         Ok(())
     }
 
@@ -619,7 +606,7 @@ impl Gateway {
     ) -> std::result::Result<Admitted, GatewayError> {
         self.read_body(session, ctx).await?;
         self.rewrite_unified_body(ctx, op)?;
-        let req = unified_request::parse(op, &ctx.body.bytes)?;
+        let req = unified_request::parse(op, &ctx.facts.body.bytes)?;
         let health = &self.health;
         let candidates = self.registry.routing().plan(&req.model, op, &|ep| {
             ep.origin
@@ -673,14 +660,13 @@ impl Gateway {
         if ctx.attempts.targets().is_empty() {
             return Err(GatewayError::no_attempt(problems));
         }
-        ctx.unified = Some(UnifiedState {
+        ctx.facts.unified = Some(UnifiedState {
             op,
             include_usage: req.include_usage,
-            mapper: None,
         });
         self.cache_key(session, ctx).await;
         self.count(session, ctx).await?;
-        if ctx.body.present && !ctx.body.replayable {
+        if ctx.facts.body.present && !ctx.facts.body.replayable {
             return Ok(self.forward_manually(session, ctx).await);
         }
         Ok(Admitted::Proxy)
@@ -700,7 +686,7 @@ impl Gateway {
                     }
                 }
                 Step::Go => {
-                    ctx.upstream_start.get_or_insert_with(Instant::now);
+                    ctx.response.upstream_start.get_or_insert_with(Instant::now);
                     return Ok(());
                 }
             }
@@ -753,7 +739,7 @@ impl Gateway {
                         continue;
                     }
                     let mut resp = Box::new(resp.clone());
-                    ctx.ttfb = Some(ctx.start.elapsed());
+                    ctx.response.ttfb = Some(ctx.facts.start.elapsed());
                     self.shape_response(&mut resp, ctx)
                         .map_err(|e| GatewayError::Internal(e.to_string()))?;
                     let cap = self.capture_cap();
@@ -764,7 +750,7 @@ impl Gateway {
                             resp,
                             &peer,
                             &self.cfg.upstream,
-                            &mut |body, end| filter_response_body(ctx, body, end, cap),
+                            &mut |body, end| ctx.response.filter_body(body, end, cap),
                         )
                         .await;
                     return Ok(());
@@ -775,18 +761,19 @@ impl Gateway {
 
     /// `Helicone-Cache` and, on a hit, what the cached answer recorded of its original request:
     /// the request id (logged as the reference), its latency and, for the unified API, the
-    /// provider that answered (so the right translation replays it).
+    /// provider and model that answered (returned: the orchestrator points the attempts at it,
+    /// so the right translation replays it).
     fn cache_outcome(
         &self,
         session: &Session,
         resp: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        let (Some(rc), Some(state)) = (self.cache.as_ref(), ctx.cache.as_mut()) else {
-            return Ok(());
+        state: &mut CacheState,
+    ) -> Result<Option<(String, Option<String>)>> {
+        let Some(rc) = self.cache.as_ref() else {
+            return Ok(None);
         };
         if state.key.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let hit = matches!(session.cache.phase(), CachePhase::Hit);
         if session.cache.lock_duration().is_some() {
@@ -812,24 +799,27 @@ impl Gateway {
         }
         resp.insert_header(headers::CACHE.clone(), if hit { "HIT" } else { "MISS" })?;
         if !hit {
-            return Ok(());
+            return Ok(None);
         }
         resp.insert_header(headers::CACHE_BUCKET_IDX.clone(), state.bucket.to_string())?;
         if let Some(l) = latency {
             resp.insert_header(headers::CACHE_LATENCY.clone(), l)?;
         }
         state.reference = reference;
-        if let Some(p) = provider {
-            let answered = ctx.attempts.targets().iter().position(|t| {
-                t.unified
-                    .as_ref()
-                    .is_some_and(|u| u.endpoint.name == p && Some(&u.model_id) == model.as_ref())
-            });
-            if let Some(i) = answered {
-                ctx.attempts.point_at(i);
-            }
+        Ok(provider.map(|p| (p, model)))
+    }
+
+    /// A cache hit answered by a unified attempt: the attempts point at it (its translation
+    /// replays the cached answer).
+    fn point_at_cached(ctx: &mut RequestCtx, provider: &str, model: Option<&String>) {
+        let answered = ctx.attempts.targets().iter().position(|t| {
+            t.unified
+                .as_ref()
+                .is_some_and(|u| u.endpoint.name == provider && Some(&u.model_id) == model)
+        });
+        if let Some(i) = answered {
+            ctx.attempts.point_at(i);
         }
-        Ok(())
     }
 
     /// The response header the client gets: usage tap set up, the unified mapping chosen,
@@ -840,12 +830,12 @@ impl Gateway {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
         // a cache hit consumed no tokens: its record points at the original's instead
-        let hit = ctx.cache.as_ref().is_some_and(|c| c.status == Some("hit"));
-        ctx.tap = (!hit).then(|| Tap::new(content_type));
+        let hit = ctx.cache_hit();
+        ctx.response.tap = (!hit).then(|| Tap::new(content_type));
         let sse = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
         if let Some(c) = ctx.target().and_then(|t| t.unified.clone()) {
             let status = resp.status.as_u16();
-            let include_usage = ctx.unified.as_ref().is_some_and(|u| u.include_usage);
+            let include_usage = ctx.facts.unified.as_ref().is_some_and(|u| u.include_usage);
             let mapper = if (200..300).contains(&status) {
                 resp.insert_header(headers::PROVIDER.clone(), c.endpoint.name.as_str())?;
                 resp.insert_header(headers::MODEL.clone(), c.model_id.as_str())?;
@@ -873,17 +863,15 @@ impl Gateway {
                     resp.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
                 }
             }
-            if let Some(u) = ctx.unified.as_mut() {
-                u.mapper = mapper;
-            }
+            ctx.response.mapper = mapper;
         }
         self.add_response_headers(resp, ctx)
     }
 
     fn add_response_headers(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
-        resp.insert_header(headers::HELICONE_ID.clone(), ctx.id.as_str())?;
+        resp.insert_header(headers::HELICONE_ID.clone(), ctx.facts.id.as_str())?;
         insert_limit_headers(resp, ctx)?;
-        if let Some(p) = &ctx.prompt {
+        if let Some(p) = &ctx.facts.prompt {
             resp.insert_header(headers::PROMPT_ID.clone(), p.id.as_str())?;
             resp.insert_header(headers::PROMPT_VERSION.clone(), p.version.to_string())?;
         }
@@ -934,7 +922,7 @@ impl Gateway {
 /// A client that closed its connection after a stream's terminal event reached it (the openai
 /// SDK stops reading at `data: [DONE]`) leaves a complete request, not a failed one.
 fn finished_before_error(e: &Error, ctx: &RequestCtx) -> bool {
-    *e.esource() == ErrorSource::Downstream && ctx.stream_complete()
+    *e.esource() == ErrorSource::Downstream && ctx.response.stream_complete()
 }
 
 /// A timeout counts as 504, any other failure as 502.
@@ -955,12 +943,12 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         self.metrics.in_flight.inc();
-        ctx.in_flight = true;
+        ctx.outcome.in_flight = true;
         match self.admit(session, ctx).await {
             Ok(Admitted::Proxy) => Ok(false),
             Ok(Admitted::Done) => Ok(true),
             Err(e) => {
-                ctx.rejection = e.rejection();
+                ctx.outcome.rejection = e.rejection();
                 respond_error(session, ctx, &e).await;
                 Ok(true)
             }
@@ -976,7 +964,7 @@ impl ProxyHttp for Gateway {
             |e: GatewayError| Error::explain(ErrorType::HTTPStatus(e.status()), e.to_string());
         if let Err(e) = self.next_attempt(ctx).await {
             let err = fail(GatewayError::Internal(String::new()));
-            ctx.pending_error = Some(e);
+            ctx.outcome.pending_error = Some(e);
             return Err(err);
         }
         self.peer(ctx).map(Box::new).map_err(fail)
@@ -991,7 +979,7 @@ impl ProxyHttp for Gateway {
         let Some(t) = ctx.target() else {
             return Error::e_explain(ErrorType::InternalError, "no route");
         };
-        let body_len = ctx.body.present.then(|| ctx.body_bytes().len());
+        let body_len = ctx.facts.body.present.then(|| ctx.body_bytes().len());
         upstream::prepare_request(upstream_request, &t.route, body_len, t.headers.as_deref())
             .map_err(|e| Error::explain(ErrorType::HTTPStatus(e.status()), e.to_string()))
     }
@@ -1006,7 +994,7 @@ impl ProxyHttp for Gateway {
         let bytes = ctx.body_bytes().clone();
         ctx.replay.filter(
             ctx.attempts.connections(),
-            ctx.body.present,
+            ctx.facts.body.present,
             &bytes,
             body,
             end_of_stream,
@@ -1032,8 +1020,10 @@ impl ProxyHttp for Gateway {
             e.set_retry(true);
             return Err(e);
         }
-        ctx.ttfb.get_or_insert_with(|| ctx.start.elapsed());
-        if ctx.unified.is_some()
+        ctx.response
+            .ttfb
+            .get_or_insert_with(|| ctx.facts.start.elapsed());
+        if ctx.facts.unified.is_some()
             && !(200..300).contains(&status)
             && upstream_response
                 .headers
@@ -1042,7 +1032,8 @@ impl ProxyHttp for Gateway {
         {
             // the last attempt failed with an empty body: no body hook will run, so the
             // aggregated error is answered from `fail_to_proxy`
-            ctx.pending_error = Some(unified_response::aggregate(&ctx.attempts.reports(), None));
+            ctx.outcome.pending_error =
+                Some(unified_response::aggregate(&ctx.attempts.reports(), None));
             return Err(Error::explain(
                 ErrorType::HTTPStatus(status),
                 "every unified attempt failed",
@@ -1057,11 +1048,17 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        self.cache_outcome(session, upstream_response, ctx)?;
+        if let Some(state) = ctx.cache.as_mut() {
+            if let Some((provider, model)) =
+                self.cache_outcome(session, upstream_response, state)?
+            {
+                Self::point_at_cached(ctx, &provider, model.as_ref());
+            }
+        }
         lifecycle::close_if_draining(session);
-        if let Some(plan) = ctx.limits_deferred.take() {
+        if let Some(plan) = ctx.limits.deferred.take() {
             // a cache hit: not counted, shown the limits' room as it is
-            self.rate_limits.peek(plan, &mut ctx.limits).await;
+            self.rate_limits.peek(plan, &mut ctx.limits.counted).await;
         }
         self.shape_response(upstream_response, ctx)
     }
@@ -1072,11 +1069,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
         // a cache miss: the limits count it now, before anything goes upstream
-        let Some(plan) = ctx.limits_deferred.take() else {
+        let Some(plan) = ctx.limits.deferred.take() else {
             return Ok(true);
         };
-        if let Err(e) = self.rate_limits.admit(plan, &mut ctx.limits).await {
-            ctx.rejection = e.rejection();
+        if let Err(e) = self.rate_limits.admit(plan, &mut ctx.limits.counted).await {
+            ctx.outcome.rejection = e.rejection();
             respond_error(session, ctx, &e).await;
             return Ok(false);
         }
@@ -1115,10 +1112,10 @@ impl ProxyHttp for Gateway {
         }
         // what a hit needs to know of this request, kept with the answer
         let mut h = resp.clone();
-        h.insert_header(cache::stored::REQUEST_ID, ctx.id.as_str())?;
+        h.insert_header(cache::stored::REQUEST_ID, ctx.facts.id.as_str())?;
         h.insert_header(
             cache::stored::LATENCY_MS,
-            ctx.start.elapsed().as_millis().to_string(),
+            ctx.facts.start.elapsed().as_millis().to_string(),
         )?;
         if let Some(u) = ctx.target().and_then(|t| t.unified.as_ref()) {
             h.insert_header(cache::stored::PROVIDER, u.endpoint.name.as_str())?;
@@ -1141,7 +1138,8 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        filter_response_body(ctx, body, end_of_stream, self.capture_cap());
+        ctx.response
+            .filter_body(body, end_of_stream, self.capture_cap());
         Ok(None)
     }
 
@@ -1153,7 +1151,7 @@ impl ProxyHttp for Gateway {
         mut e: Box<Error>,
     ) -> Box<Error> {
         let again = self.judge_connect(ctx, &e).again();
-        e.set_retry(again && ctx.body.replayable);
+        e.set_retry(again && ctx.facts.body.replayable);
         e
     }
 
@@ -1172,7 +1170,7 @@ impl ProxyHttp for Gateway {
             answered: session
                 .response_written()
                 .is_some_and(|r| !r.status.is_informational()),
-            replayable: ctx.body.replayable,
+            replayable: ctx.facts.body.replayable,
             reused: client_reused,
             timed_out: timed_out(&e),
             message: &message,
@@ -1199,8 +1197,8 @@ impl ProxyHttp for Gateway {
             .response_written()
             .map(|r| r.status.as_u16())
             .filter(|s| *s >= 200);
-        let decided = ctx.pending_error.take().or_else(|| {
-            if ctx.unified.is_some() && !ctx.attempts.log().is_empty() {
+        let decided = ctx.outcome.pending_error.take().or_else(|| {
+            if ctx.facts.unified.is_some() && !ctx.attempts.log().is_empty() {
                 // no provider answered in the end: list every attempt
                 Some(unified_response::aggregate(&ctx.attempts.reports(), None))
             } else {
@@ -1237,17 +1235,17 @@ impl ProxyHttp for Gateway {
         self.metrics.observe(&Observation {
             provider: ctx.provider_label(),
             status,
-            duration: now - ctx.start,
-            upstream: ctx.upstream_start.map(|s| now - s),
-            ttfb: ctx.ttfb,
-            bytes_in: ctx.body.bytes.len() as u64,
+            duration: now - ctx.facts.start,
+            upstream: ctx.response.upstream_start.map(|s| now - s),
+            ttfb: ctx.response.ttfb,
+            bytes_in: ctx.facts.body.bytes.len() as u64,
             bytes_out: session.body_bytes_sent() as u64,
-            rejection: ctx.rejection,
+            rejection: ctx.outcome.rejection,
         });
-        if ctx.in_flight {
+        if ctx.outcome.in_flight {
             self.metrics.in_flight.dec();
         }
-        if !ctx.health_probe {
+        if !ctx.facts.health_probe {
             let error = e.map(|e| e.to_string());
             let built = log_record::build(
                 session,
@@ -1264,7 +1262,7 @@ impl ProxyHttp for Gateway {
                 .iter()
                 .any(|a| (200..300).contains(&a.status));
             self.rate_limits
-                .settle(&mut ctx.limits, built.cost, answered)
+                .settle(&mut ctx.limits.counted, built.cost, answered)
                 .await;
             let provider = built.record.provider.as_deref().unwrap_or("none");
             let ttft = built.record.ttft_ms.map(Duration::from_millis);
@@ -1275,12 +1273,12 @@ impl ProxyHttp for Gateway {
             }
         }
         if let Some(e) = e {
-            log::debug!("request {} ended with error: {e}", ctx.id);
+            log::debug!("request {} ended with error: {e}", ctx.facts.id);
         }
         if ctx.attempts.log().len() > 1 {
             log::debug!(
                 "request {} attempts: {}",
-                ctx.id,
+                ctx.facts.id,
                 serde_json::to_string(ctx.attempts.log()).unwrap_or_default()
             );
         }

@@ -44,7 +44,7 @@ pub fn build(
     let req = session.req_header();
     let omit_request = is_true(header(session, headers::OMIT_REQUEST));
     let omit_response = is_true(header(session, headers::OMIT_RESPONSE));
-    let meta = ctx.body_meta.take().unwrap_or_default();
+    let meta = ctx.facts.body_meta.take().unwrap_or_default();
     // the body's `helicone` properties, then the headers (a header wins)
     let mut properties = meta.properties;
     for (name, value) in req.headers.iter() {
@@ -56,18 +56,19 @@ pub fn build(
         }
     }
     // the request's own JSON: requested model and `user`
-    let (model_requested, body_user, request_json) = if ctx.body.bytes.first() == Some(&b'{') {
+    let (model_requested, body_user, request_json) = if ctx.facts.body.bytes.first() == Some(&b'{')
+    {
         #[derive(serde::Deserialize)]
         struct Head {
             model: Option<String>,
             user: Option<String>,
         }
-        serde_json::from_slice::<Head>(&ctx.body.bytes)
+        serde_json::from_slice::<Head>(&ctx.facts.body.bytes)
             .map_or((None, None, false), |h| (h.model, h.user, true))
     } else {
         (None, None, false)
     };
-    let (usage, first_token, stream, response_json) = match ctx.tap.as_mut() {
+    let (usage, first_token, stream, response_json) = match ctx.response.tap.as_mut() {
         Some(t) => (t.finish(), t.first_token, t.is_sse(), t.parsed_json()),
         None => (Usage::default(), None, false, false),
     };
@@ -81,7 +82,7 @@ pub fn build(
         .clone()
         .or_else(|| usage.model.clone())
         .or_else(|| model_requested.clone());
-    let hit = ctx.cache.as_ref().is_some_and(|c| c.status == Some("hit"));
+    let hit = ctx.cache_hit();
     let found = model
         .as_deref()
         .and_then(|m| pricing.find(provider.as_deref(), m));
@@ -104,17 +105,17 @@ pub fn build(
     let cost = if hit { Some(0.0) } else { cost };
     let ms = |d: std::time::Duration| d.as_millis() as u64;
     let response_body = LoggedBody::keep(
-        Bytes::from(std::mem::take(&mut ctx.response_capture)),
-        ctx.response_total,
+        Bytes::from(std::mem::take(&mut ctx.response.capture)),
+        ctx.response.total,
         omit_response,
         response_json,
     );
     let record = Record {
-        id: ctx.id.clone(),
+        id: ctx.facts.id.clone(),
         record_id: uuid::Uuid::new_v4().to_string(),
-        start_time: chrono::DateTime::<chrono::Utc>::from(ctx.started_at)
+        start_time: chrono::DateTime::<chrono::Utc>::from(ctx.facts.started_at)
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        key_id: ctx.key_id.as_deref().map(str::to_string),
+        key_id: ctx.facts.key_id.as_deref().map(str::to_string),
         method: req.method.to_string(),
         path: req.uri.path().to_string(),
         target: ctx.target().map(|t| t.origin.clone()),
@@ -125,9 +126,9 @@ pub fn build(
         attempts: ctx.attempts.log().to_vec(),
         fallback_index: ctx.attempts.fallback_index(),
         retries: ctx.attempts.total_retries(),
-        latency_ms: ms(ctx.start.elapsed()),
-        ttfb_ms: ctx.ttfb.map(ms),
-        ttft_ms: first_token.map(|t| ms(t.saturating_duration_since(ctx.start))),
+        latency_ms: ms(ctx.facts.start.elapsed()),
+        ttfb_ms: ctx.response.ttfb.map(ms),
+        ttft_ms: first_token.map(|t| ms(t.saturating_duration_since(ctx.facts.start))),
         stream,
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,
@@ -142,10 +143,10 @@ pub fn build(
             .as_ref()
             .and_then(|c| c.status.map(str::to_string)),
         cache_reference_id: ctx.cache.as_ref().and_then(|c| c.reference.clone()),
-        rate_limit: ctx.limits.decided_by.clone(),
-        rejection: ctx.rejection.map(|r| r.label().to_string()),
-        prompt_id: ctx.prompt.as_ref().map(|p| p.id.clone()),
-        prompt_version: ctx.prompt.as_ref().map(|p| p.version),
+        rate_limit: ctx.limits.counted.decided_by.clone(),
+        rejection: ctx.outcome.rejection.map(|r| r.label().to_string()),
+        prompt_id: ctx.facts.prompt.as_ref().map(|p| p.id.clone()),
+        prompt_version: ctx.facts.prompt.as_ref().map(|p| p.version),
         user_id: header(session, headers::USER_ID)
             .or(meta.user_id)
             .or(body_user),
@@ -155,9 +156,14 @@ pub fn build(
         model_override,
         target_provider: header(session, headers::TARGET_PROVIDER),
         properties,
-        request_body: LoggedBody::capture(&ctx.body.bytes, omit_request, body_cap, request_json),
+        request_body: LoggedBody::capture(
+            &ctx.facts.body.bytes,
+            omit_request,
+            body_cap,
+            request_json,
+        ),
         response_body,
-        request_bytes: ctx.body.bytes.len() as u64,
+        request_bytes: ctx.facts.body.bytes.len() as u64,
         response_bytes: session.body_bytes_sent() as u64,
         error,
     };
