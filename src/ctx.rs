@@ -1,8 +1,8 @@
 //! Per-request state carried through the Pingora phases, in parts, each written by one owner:
 //!
 //! - `facts` ([`Facts`]): what the request is (id, start, key, body and its parsed extras,
-//!   unified op, prompt, metadata). Written by admission in `proxy.rs` (`admit`,
-//!   `admit_unified`, `read_body`); read everywhere after.
+//!   unified op, prompt, metadata). Written by the admission steps in `proxy.rs` (`admit`,
+//!   `admit_unified`, `read_body`, the body rewrites); read everywhere after.
 //! - `attempts` ([`Attempts`], `failover::attempts`): targets, cursor, retries, fallbacks, the
 //!   attempt log. Moved only by the attempt machine, through the orchestrator's verdicts.
 //! - `replay` ([`Replay`], `body.rs`): what of the request body each connection was sent.
