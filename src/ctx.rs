@@ -218,3 +218,30 @@ impl RequestCtx {
         self.route().map_or("none", Route::provider_label)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_response_part_keeps_what_the_client_got_up_to_the_cap() {
+        let mut r = ResponseState::default();
+        let mut chunk = Some(Bytes::from_static(b"hello"));
+        r.filter_body(&mut chunk, false, 4);
+        let mut rest = Some(Bytes::from_static(b" world"));
+        r.filter_body(&mut rest, true, 4);
+        assert_eq!(chunk.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(r.capture, b"hell");
+        assert_eq!(r.total, 11);
+        assert!(!r.stream_complete());
+    }
+
+    #[test]
+    fn a_new_ctx_looks_up_no_cache_and_sends_the_clients_body() {
+        let mut ctx = RequestCtx::new();
+        assert!(!ctx.looks_up_cache() && !ctx.cache_hit());
+        ctx.facts.body.bytes = Bytes::from_static(b"{}");
+        assert_eq!(ctx.body_bytes().as_ref(), b"{}");
+        assert_eq!(ctx.provider_label(), "none");
+    }
+}
