@@ -13,7 +13,7 @@ use switchyard::routing::{self, RequestMeta};
 use switchyard::ssrf;
 use switchyard::translate::anthropic_stream::StreamTranslator as AnthropicStream;
 use switchyard::unified::response::Mapper;
-use switchyard::unified::{request as unified_request, Op, Registry};
+use switchyard::unified::{request as unified_request, Op};
 use switchyard::upstream;
 use switchyard::usage::Tap;
 
@@ -240,17 +240,11 @@ fn bench_translate(c: &mut Criterion) {
 /// attempts from the model string, and build each attempt's body (translated for Anthropic).
 fn bench_unified(c: &mut Criterion) {
     let cfg = config::embedded().expect("embedded config");
-    let pricing: switchyard::pricing::PricingFile =
+    let file: switchyard::pricing::PricingFile =
         serde_yaml::from_str(switchyard::pricing::EMBEDDED).expect("models.yaml");
-    let mut issues = config::Issues::default();
     let env = |name: &str| name.ends_with("_API_KEY").then(|| "sk-bench".to_string());
-    let reg = Registry::build(
-        &pricing,
-        &cfg.catalogue,
-        &Default::default(),
-        &env,
-        &mut issues,
-    );
+    let (_, reg) = switchyard::refresh::assemble(file, &cfg.catalogue, &Default::default(), &env)
+        .expect("the bundled registry");
     let body = chat_json_request();
     let mut g = c.benchmark_group("unified request");
     for model in [
@@ -285,16 +279,10 @@ fn bench_registry(c: &mut Criterion) {
     let file: switchyard::pricing::PricingFile =
         serde_yaml::from_str(switchyard::pricing::EMBEDDED).expect("models.yaml");
     let cfg = config::embedded().expect("embedded config");
-    let mut issues = config::Issues::default();
     let env = |name: &str| name.ends_with("_API_KEY").then(|| "sk-bench".to_string());
-    let reg = Registry::build(
-        &file,
-        &cfg.catalogue,
-        &Default::default(),
-        &env,
-        &mut issues,
-    );
-    let pricing = switchyard::pricing::Pricing::from_file(file);
+    let (pricing, reg) =
+        switchyard::refresh::assemble(file, &cfg.catalogue, &Default::default(), &env)
+            .expect("the bundled registry");
     let mut g = c.benchmark_group("registry lookup");
     g.bench_function("price: dated id at a provider", |b| {
         b.iter(|| {

@@ -5,7 +5,7 @@
 //! Performance).
 
 use switchyard::config;
-use switchyard::unified::{Op, Registry};
+use switchyard::unified::Op;
 
 fn main() {
     let n: usize = std::env::args()
@@ -15,16 +15,10 @@ fn main() {
     let file: switchyard::pricing::PricingFile =
         serde_yaml::from_str(switchyard::pricing::EMBEDDED).expect("models.yaml");
     let cfg = config::embedded().expect("embedded config");
-    let mut issues = config::Issues::default();
     let env = |name: &str| name.ends_with("_API_KEY").then(|| "sk-bench".to_string());
-    let reg = Registry::build(
-        &file,
-        &cfg.catalogue,
-        &Default::default(),
-        &env,
-        &mut issues,
-    );
-    let pricing = switchyard::pricing::Pricing::from_file(file);
+    let (pricing, reg) =
+        switchyard::refresh::assemble(file, &cfg.catalogue, &Default::default(), &env)
+            .expect("the bundled registry");
     let mut found = 0usize;
     for _ in 0..n {
         found += pricing

@@ -120,6 +120,19 @@ pub fn build(cfg: &Config, fetched: PricingFile) -> Result<(Pricing, Registry), 
         layers.push((path.display().to_string(), layer));
     }
     let (merged, _) = pricing::merge(bundled, layers);
+    assemble(merged, &cfg.catalogue, &cfg.provider_settings, &|name| {
+        std::env::var(name).ok()
+    })
+}
+
+/// Prices and routes from a merged registry file (checked again as a whole), with the keys
+/// `env` gives: what the gateway serves by. The benches use it too.
+pub fn assemble(
+    merged: PricingFile,
+    catalogue: &crate::config::catalogue::Catalogue,
+    settings: &std::collections::BTreeMap<String, crate::unified::ProviderSettings>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Pricing, Registry), String> {
     let problems: Vec<_> = merged
         .problems(false)
         .into_iter()
@@ -129,13 +142,7 @@ pub fn build(cfg: &Config, fetched: PricingFile) -> Result<(Pricing, Registry), 
         return Err(format!("merged registry: {field}: {message}"));
     }
     let mut issues = Issues::default();
-    let routing = Registry::build(
-        &merged,
-        &cfg.catalogue,
-        &cfg.provider_settings,
-        &|name| std::env::var(name).ok(),
-        &mut issues,
-    );
+    let routing = Registry::build(&merged, catalogue, settings, env, &mut issues);
     if !issues.is_empty() {
         return Err(format!("merged registry: {issues}"));
     }
