@@ -48,6 +48,7 @@ const HELICONE_STRINGS: &[(&str, &str, &str)] = &[
         "claude-3-5-haiku-20241022",
     ),
     ("claude-haiku-4-5", "anthropic", "claude-haiku-4-5-20251001"),
+    ("claude-haiku-4", "anthropic", "claude-haiku-4-5-20251001"),
     (
         "gpt-4o/openai,claude-sonnet-4/anthropic,gemini-2.5-flash/google",
         "openai",
@@ -153,7 +154,13 @@ async fn helicones_model_strings_route_to_the_right_provider_and_id_and_are_pric
 
     // the alias prices as its model: claude-haiku-4-5 at $1 in, $0.10 cached, $5 out (the mock
     // reports 5 fresh + 2 cached input tokens and 3 output tokens)
-    let haiku = logged_record(&gw, lines[0][1]).await;
+    let at = |model: &str| {
+        HELICONE_STRINGS
+            .iter()
+            .position(|(s, _, _)| *s == model)
+            .unwrap()
+    };
+    let haiku = logged_record(&gw, lines[at("claude-4.5-haiku")][1]).await;
     let want = (5.0 * 1.00 + 2.0 * 0.10 + 3.0 * 5.00) / 1e6;
     assert!(
         (haiku["cost_usd"].as_f64().unwrap() - want).abs() < 1e-12,
@@ -162,14 +169,14 @@ async fn helicones_model_strings_route_to_the_right_provider_and_id_and_are_pric
     assert_eq!(haiku["deprecated"], false, "claude-haiku-4-5 is current");
     // gpt-4 was shut down on 2026-10-23: it still routes and prices (5 in, 3 out at $30/$60),
     // and the record says the caller uses a retired model
-    let gpt4 = logged_record(&gw, lines[8][1]).await;
+    let gpt4 = logged_record(&gw, lines[at("gpt-4")][1]).await;
     assert_eq!(gpt4["deprecated"], true, "{gpt4}");
     let want = (5.0 * 30.0 + 3.0 * 60.0) / 1e6;
     assert!(
         (gpt4["cost_usd"].as_f64().unwrap() - want).abs() < 1e-12,
         "{gpt4}"
     );
-    let sonnet4 = logged_record(&gw, lines[1][1]).await;
+    let sonnet4 = logged_record(&gw, lines[at("claude-sonnet-4")][1]).await;
     assert_eq!(sonnet4["deprecated"], true, "retired 2026-06-15: {sonnet4}");
 }
 
