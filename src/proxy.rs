@@ -26,7 +26,7 @@ use crate::forward::Forwarder;
 use crate::headers;
 use crate::lifecycle;
 use crate::limits::policy as rate_policy;
-use crate::limits::rules::{Ask, BodyHead, Plan, RateLimits};
+use crate::limits::rules::{Ask, Plan, RateLimits};
 use crate::limits::OriginLimits;
 use crate::metrics::{Metrics, Observation};
 use crate::routing::{self, RequestMeta, Route, RouteKind};
@@ -524,8 +524,7 @@ impl Gateway {
             return Ok(None);
         }
         let req = session.req_header();
-        let parsed = std::cell::OnceCell::new();
-        let head = || parsed.get_or_init(|| BodyHead::parse(&ctx.facts.body.bytes));
+        let head = || &ctx.facts.body.facts().head;
         let header_user = header(req, headers::USER_ID)
             .and_then(|v| std::str::from_utf8(v).ok())
             .or_else(|| {

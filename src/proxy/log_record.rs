@@ -58,19 +58,12 @@ pub fn when_exported(enabled: bool, build: impl FnOnce() -> Record) -> Option<Re
 
 /// What a finished request used and cost (called once, from `logging`).
 pub fn summarize(session: &Session, ctx: &mut RequestCtx, pricing: &Pricing) -> Summary {
-    // the request's own JSON: requested model and `user`
-    let (model_requested, body_user, request_json) = if ctx.facts.body.bytes.first() == Some(&b'{')
-    {
-        #[derive(serde::Deserialize)]
-        struct Head {
-            model: Option<String>,
-            user: Option<String>,
-        }
-        serde_json::from_slice::<Head>(&ctx.facts.body.bytes)
-            .map_or((None, None, false), |h| (h.model, h.user, true))
-    } else {
-        (None, None, false)
-    };
+    // the request's own JSON: requested model and `user` (the body's facts, parsed once)
+    let (model_requested, body_user, request_json) = ctx.facts.body.facts().named();
+    let (model_requested, body_user) = (
+        model_requested.map(str::to_string),
+        body_user.map(str::to_string),
+    );
     let (usage, first_token, stream, response_json) = match ctx.response.tap.as_mut() {
         Some(t) => (t.finish(), t.first_token, t.is_sse(), t.parsed_json()),
         None => (Usage::default(), None, false, false),
