@@ -7,13 +7,14 @@
 //! way and is forwarded by `forward.rs` instead. See shared/design/pingora-notes.md section 2.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use pingora_proxy::Session;
 
 use crate::error::GatewayError;
+use crate::limits::rules::BodyHead;
 
 /// Pingora's retry-buffer capacity (`BODY_BUF_LIMIT`).
 const RETRY_BUFFER_LIMIT: usize = 64 * 1024;
@@ -121,9 +122,66 @@ pub struct RequestBody {
     pub present: bool,
     /// Pingora will call `request_body_filter` for it on every attempt.
     pub replayable: bool,
+    /// What limits and the log record read of it, parsed once (on first use; an edit forgets it).
+    facts: OnceLock<BodyFacts>,
+}
+
+/// What several modules read of a JSON request body, parsed once: the rate limits' `head`
+/// (user, model, completion cap) and the log record's requested model and `user`.
+#[derive(Debug, Default)]
+pub struct BodyFacts {
+    /// What limits read (empty unless model, user and the completion caps are all well typed).
+    pub head: BodyHead,
+    /// Set when `head` parsed: the body is a JSON object with well-typed `model` and `user`.
+    strict: bool,
+    /// `model` and `user` alone, when `head` did not parse but they are well typed.
+    loose: Option<Named>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct Named {
+    model: Option<String>,
+    user: Option<String>,
+}
+
+impl BodyFacts {
+    /// The facts of `body` (all empty when it is not a JSON object).
+    pub fn parse(body: &[u8]) -> BodyFacts {
+        if body.first() != Some(&b'{') {
+            return BodyFacts::default();
+        }
+        match serde_json::from_slice::<BodyHead>(body) {
+            Ok(head) => BodyFacts {
+                head,
+                strict: true,
+                loose: None,
+            },
+            // rare (a mistyped completion cap): the log record still reads model and user
+            Err(_) => BodyFacts {
+                head: BodyHead::default(),
+                strict: false,
+                loose: serde_json::from_slice::<Named>(body).ok(),
+            },
+        }
+    }
+
+    /// The requested `model` and `user` as the log record reads them, and whether the body is a
+    /// JSON object where both are well typed (else none of them).
+    pub fn named(&self) -> (Option<&str>, Option<&str>, bool) {
+        match (&self.loose, self.strict) {
+            (_, true) => (self.head.model.as_deref(), self.head.user.as_deref(), true),
+            (Some(n), false) => (n.model.as_deref(), n.user.as_deref(), true),
+            (None, false) => (None, None, false),
+        }
+    }
 }
 
 impl RequestBody {
+    /// What limits and the log record read of the body, parsed on first use.
+    pub fn facts(&self) -> &BodyFacts {
+        self.facts.get_or_init(|| BodyFacts::parse(&self.bytes))
+    }
+
     /// Edits the body as a JSON object: `edit` says whether it changed anything, and a changed
     /// object replaces the bytes. A body that is not a JSON object is left alone (`Ok(false)`,
     /// `edit` not called): whoever parses it next explains.
@@ -142,6 +200,7 @@ impl RequestBody {
         let bytes = serde_json::to_vec(&obj)
             .map_err(|e| GatewayError::Internal(format!("rewriting the request body: {e}")))?;
         self.bytes = Bytes::from(bytes);
+        self.facts = OnceLock::new();
         Ok(true)
     }
 }
@@ -180,6 +239,7 @@ pub async fn read(
             bytes: Bytes::new(),
             present: false,
             replayable: true,
+            facts: OnceLock::new(),
         });
     }
     let mut lease = None;
@@ -264,6 +324,7 @@ pub async fn read(
         bytes: buf,
         present: true,
         replayable,
+        facts: OnceLock::new(),
     })
 }
 
@@ -320,6 +381,40 @@ impl Replay {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn body_facts_read_as_the_limits_and_the_log_record_did() {
+        let f = BodyFacts::parse(br#"{"model":"m","user":"u","max_tokens":7,"messages":[]}"#);
+        assert_eq!(f.named(), (Some("m"), Some("u"), true));
+        assert_eq!(f.head.user.as_deref(), Some("u"));
+        assert_eq!(f.head.completion_cap(), Some(7));
+        // a mistyped cap empties the limits' head; the log record still reads model and user
+        let f = BodyFacts::parse(br#"{"model":"m","user":"u","max_tokens":"x"}"#);
+        assert_eq!(f.named(), (Some("m"), Some("u"), true));
+        assert!(f.head.user.is_none() && f.head.completion_cap().is_none());
+        // a mistyped user: neither reads anything
+        let f = BodyFacts::parse(br#"{"model":"m","user":3}"#);
+        assert_eq!(f.named(), (None, None, false));
+        assert!(f.head.model.is_none());
+        for body in [&b""[..], b"[1]", b"{not json"] {
+            assert_eq!(BodyFacts::parse(body).named(), (None, None, false));
+        }
+    }
+
+    #[test]
+    fn an_edited_body_is_parsed_again() {
+        let mut body = RequestBody {
+            bytes: Bytes::from_static(br#"{"model":"a"}"#),
+            ..RequestBody::default()
+        };
+        assert_eq!(body.facts().named().0, Some("a"));
+        body.edit_json(|o| {
+            o.insert("model".into(), "b".into());
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(body.facts().named().0, Some("b"));
+    }
 
     #[test]
     fn the_budget_refuses_past_its_bound_and_gets_bytes_back_on_drop() {

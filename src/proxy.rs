@@ -26,7 +26,7 @@ use crate::forward::Forwarder;
 use crate::headers;
 use crate::lifecycle;
 use crate::limits::policy as rate_policy;
-use crate::limits::rules::{Ask, BodyHead, Plan, RateLimits};
+use crate::limits::rules::{Ask, Plan, RateLimits};
 use crate::limits::OriginLimits;
 use crate::metrics::{Metrics, Observation};
 use crate::routing::{self, RequestMeta, Route, RouteKind};
@@ -524,8 +524,7 @@ impl Gateway {
             return Ok(None);
         }
         let req = session.req_header();
-        let parsed = std::cell::OnceCell::new();
-        let head = || parsed.get_or_init(|| BodyHead::parse(&ctx.facts.body.bytes));
+        let head = || &ctx.facts.body.facts().head;
         let header_user = header(req, headers::USER_ID)
             .and_then(|v| std::str::from_utf8(v).ok())
             .or_else(|| {
@@ -1246,15 +1245,7 @@ impl ProxyHttp for Gateway {
             self.metrics.in_flight.dec();
         }
         if !ctx.facts.health_probe {
-            let error = e.map(|e| e.to_string());
-            let built = log_record::build(
-                session,
-                ctx,
-                &self.registry.pricing(),
-                status,
-                error,
-                self.cfg.export.max_body_bytes,
-            );
+            let summary = log_record::summarize(session, ctx, &self.registry.pricing());
             // the counters learn what the request really cost
             let answered = ctx
                 .attempts
@@ -1262,14 +1253,23 @@ impl ProxyHttp for Gateway {
                 .iter()
                 .any(|a| (200..300).contains(&a.status));
             self.rate_limits
-                .settle(&mut ctx.limits.counted, built.cost, answered)
+                .settle(&mut ctx.limits.counted, summary.cost, answered)
                 .await;
-            let provider = built.record.provider.as_deref().unwrap_or("none");
-            let ttft = built.record.ttft_ms.map(Duration::from_millis);
-            self.metrics
-                .usage(provider, &built.model_label, &built.usage, built.cost, ttft);
-            if self.exporter.enabled() {
-                self.exporter.submit(built.record);
+            let ttft = summary.ttft_ms.map(Duration::from_millis);
+            self.metrics.usage(
+                summary.provider.as_deref().unwrap_or("none"),
+                &summary.model_label,
+                &summary.usage,
+                summary.cost,
+                ttft,
+            );
+            // the record (bodies, attempts, headers) only when a sink takes it
+            let max_body = self.cfg.export.max_body_bytes;
+            if let Some(record) = log_record::when_exported(self.exporter.enabled(), || {
+                let error = e.map(|e| e.to_string());
+                log_record::record(session, ctx, summary, status, error, max_body)
+            }) {
+                self.exporter.submit(record);
             }
         }
         if let Some(e) = e {

@@ -107,7 +107,8 @@ pub struct Counted {
 }
 
 /// What limits read of a JSON request body: the `user` segment, and the model and completion
-/// cap a money limit's estimate needs.
+/// cap a money limit's estimate needs (parsed once, in the body's `crate::body::BodyFacts`;
+/// empty when the body is not a JSON object of the expected field types).
 #[derive(Debug, Default, Deserialize)]
 pub struct BodyHead {
     pub model: Option<String>,
@@ -118,14 +119,6 @@ pub struct BodyHead {
 }
 
 impl BodyHead {
-    /// The head of `body` (empty when it is not a JSON object of the expected field types).
-    pub fn parse(body: &[u8]) -> BodyHead {
-        if body.first() != Some(&b'{') {
-            return BodyHead::default();
-        }
-        serde_json::from_slice(body).unwrap_or_default()
-    }
-
     /// The completion cap the request sets, whichever name it uses.
     pub fn completion_cap(&self) -> Option<u64> {
         self.max_completion_tokens

@@ -1,6 +1,7 @@
-//! The log record of a finished request, built from its context (`build`, called once from
-//! `logging`): here, above both `ctx` and `export::record`, so the record does not import the
-//! context.
+//! What a finished request used and cost (`summarize`, called once from `logging`, for
+//! metrics, limit settlement and the record) and its log record (`record`, built from the
+//! summary only when a sink is configured): here, above both `ctx` and `export::record`, so the
+//! record does not import the context.
 
 use bytes::Bytes;
 use pingora_proxy::Session;
@@ -11,13 +12,26 @@ use crate::headers;
 use crate::pricing::Pricing;
 use crate::usage::Usage;
 
-/// A finished record with what metrics need.
-pub struct Built {
-    pub record: Record,
+/// What a finished request used and cost: computed once, for metrics, limit settlement and
+/// (when a sink is configured) the record.
+pub struct Summary {
     pub usage: Usage,
     pub cost: Option<f64>,
+    pub cost_status: Option<&'static str>,
     /// Bounded model label: the registry's model name, or `other` / `none`.
     pub model_label: String,
+    /// The provider that answered, if any.
+    pub provider: Option<String>,
+    /// Time to first token since the request started, in whole milliseconds.
+    pub ttft_ms: Option<u64>,
+    // what only the record needs, found on the way
+    model_requested: Option<String>,
+    body_user: Option<String>,
+    request_json: bool,
+    stream: bool,
+    response_json: bool,
+    model_override: Option<String>,
+    deprecated: bool,
 }
 
 fn header(session: &Session, name: &str) -> Option<String> {
@@ -32,42 +46,24 @@ fn is_true(v: Option<String>) -> bool {
     v.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
-/// Builds the record of a finished request (called once, from `logging`).
-pub fn build(
-    session: &Session,
-    ctx: &mut RequestCtx,
-    pricing: &Pricing,
-    status: u16,
-    error: Option<String>,
-    body_cap: usize,
-) -> Built {
-    let req = session.req_header();
-    let omit_request = is_true(header(session, headers::OMIT_REQUEST));
-    let omit_response = is_true(header(session, headers::OMIT_RESPONSE));
-    let meta = ctx.facts.body_meta.take().unwrap_or_default();
-    // the body's `helicone` properties, then the headers (a header wins)
-    let mut properties = meta.properties;
-    for (name, value) in req.headers.iter() {
-        if let Some(p) = name.as_str().strip_prefix(headers::PROPERTY_PREFIX) {
-            properties.insert(
-                p.to_string(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            );
-        }
-    }
-    // the request's own JSON: requested model and `user`
-    let (model_requested, body_user, request_json) = if ctx.facts.body.bytes.first() == Some(&b'{')
-    {
-        #[derive(serde::Deserialize)]
-        struct Head {
-            model: Option<String>,
-            user: Option<String>,
-        }
-        serde_json::from_slice::<Head>(&ctx.facts.body.bytes)
-            .map_or((None, None, false), |h| (h.model, h.user, true))
+/// The record `build` makes, only when a sink is configured (`enabled`): with none, nothing
+/// is built.
+pub fn when_exported(enabled: bool, build: impl FnOnce() -> Record) -> Option<Record> {
+    if enabled {
+        Some(build())
     } else {
-        (None, None, false)
-    };
+        None
+    }
+}
+
+/// What a finished request used and cost (called once, from `logging`).
+pub fn summarize(session: &Session, ctx: &mut RequestCtx, pricing: &Pricing) -> Summary {
+    // the request's own JSON: requested model and `user` (the body's facts, parsed once)
+    let (model_requested, body_user, request_json) = ctx.facts.body.facts().named();
+    let (model_requested, body_user) = (
+        model_requested.map(str::to_string),
+        body_user.map(str::to_string),
+    );
     let (usage, first_token, stream, response_json) = match ctx.response.tap.as_mut() {
         Some(t) => (t.finish(), t.first_token, t.is_sse(), t.parsed_json()),
         None => (Usage::default(), None, false, false),
@@ -103,6 +99,64 @@ pub fn build(
     };
     // an answer served from cache cost nothing
     let cost = if hit { Some(0.0) } else { cost };
+    let ttft_ms =
+        first_token.map(|t| t.saturating_duration_since(ctx.facts.start).as_millis() as u64);
+    Summary {
+        usage,
+        cost,
+        cost_status,
+        model_label,
+        provider,
+        ttft_ms,
+        model_requested,
+        body_user,
+        request_json,
+        stream,
+        response_json,
+        model_override,
+        deprecated,
+    }
+}
+
+/// The record of a finished request, from its summary (called once, from `logging`, and only
+/// when a sink is configured).
+pub fn record(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    summary: Summary,
+    status: u16,
+    error: Option<String>,
+    body_cap: usize,
+) -> Record {
+    let Summary {
+        usage,
+        cost,
+        cost_status,
+        provider,
+        ttft_ms,
+        model_requested,
+        body_user,
+        request_json,
+        stream,
+        response_json,
+        model_override,
+        deprecated,
+        ..
+    } = summary;
+    let req = session.req_header();
+    let omit_request = is_true(header(session, headers::OMIT_REQUEST));
+    let omit_response = is_true(header(session, headers::OMIT_RESPONSE));
+    let meta = ctx.facts.body_meta.take().unwrap_or_default();
+    // the body's `helicone` properties, then the headers (a header wins)
+    let mut properties = meta.properties;
+    for (name, value) in req.headers.iter() {
+        if let Some(p) = name.as_str().strip_prefix(headers::PROPERTY_PREFIX) {
+            properties.insert(
+                p.to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            );
+        }
+    }
     let ms = |d: std::time::Duration| d.as_millis() as u64;
     let response_body = LoggedBody::keep(
         Bytes::from(std::mem::take(&mut ctx.response.capture)),
@@ -110,7 +164,7 @@ pub fn build(
         omit_response,
         response_json,
     );
-    let record = Record {
+    Record {
         id: ctx.facts.id.clone(),
         record_id: uuid::Uuid::new_v4().to_string(),
         start_time: chrono::DateTime::<chrono::Utc>::from(ctx.facts.started_at)
@@ -128,7 +182,7 @@ pub fn build(
         retries: ctx.attempts.total_retries(),
         latency_ms: ms(ctx.facts.start.elapsed()),
         ttfb_ms: ctx.response.ttfb.map(ms),
-        ttft_ms: first_token.map(|t| ms(t.saturating_duration_since(ctx.facts.start))),
+        ttft_ms,
         stream,
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,
@@ -166,11 +220,27 @@ pub fn build(
         request_bytes: ctx.facts.body.bytes.len() as u64,
         response_bytes: session.body_bytes_sent() as u64,
         error,
-    };
-    Built {
-        record,
-        usage,
-        cost,
-        model_label,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_record_is_built_without_a_sink() {
+        let mut built = 0;
+        assert!(when_exported(false, || {
+            built += 1;
+            crate::export::record::sample(0)
+        })
+        .is_none());
+        assert_eq!(built, 0, "a record was built with no sink");
+        assert!(when_exported(true, || {
+            built += 1;
+            crate::export::record::sample(0)
+        })
+        .is_some());
+        assert_eq!(built, 1);
     }
 }
