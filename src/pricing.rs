@@ -425,6 +425,25 @@ impl Price {
         self.id.as_deref().unwrap_or(&self.model)
     }
 
+    /// USD for `usage` at this price; `None` when the model has no price or the tokens are
+    /// unknown.
+    pub fn cost(&self, usage: &Usage) -> Option<f64> {
+        if !usage.is_known() {
+            return None;
+        }
+        let (input, output) = (self.input?, self.output?);
+        let prompt = usage.prompt_tokens.unwrap_or(0) as f64;
+        let cached = usage.cached_tokens.unwrap_or(0) as f64;
+        let written = usage.cache_write_tokens.unwrap_or(0) as f64;
+        let fresh = (prompt - cached - written).max(0.0);
+        let out = usage.completion_tokens.unwrap_or(0) as f64;
+        let usd = fresh * input
+            + cached * self.cached_input.unwrap_or(input)
+            + written * self.cache_write.unwrap_or(input)
+            + out * output;
+        Some(usd / 1_000_000.0)
+    }
+
     pub fn is_priced(&self) -> bool {
         self.input.is_some() && self.output.is_some()
     }
@@ -579,21 +598,7 @@ impl Pricing {
 
     /// USD for `usage`; `None` when the model has no price or the tokens are unknown.
     pub fn cost(&self, provider: Option<&str>, model: &str, usage: &Usage) -> Option<f64> {
-        if !usage.is_known() {
-            return None;
-        }
-        let p = self.find(provider, model)?;
-        let (input, output) = (p.input?, p.output?);
-        let prompt = usage.prompt_tokens.unwrap_or(0) as f64;
-        let cached = usage.cached_tokens.unwrap_or(0) as f64;
-        let written = usage.cache_write_tokens.unwrap_or(0) as f64;
-        let fresh = (prompt - cached - written).max(0.0);
-        let out = usage.completion_tokens.unwrap_or(0) as f64;
-        let usd = fresh * input
-            + cached * p.cached_input.unwrap_or(input)
-            + written * p.cache_write.unwrap_or(input)
-            + out * output;
-        Some(usd / 1_000_000.0)
+        self.find(provider, model)?.cost(usage)
     }
 }
 

@@ -82,9 +82,10 @@ pub fn summarize(session: &Session, ctx: &mut RequestCtx, pricing: &Pricing) -> 
     let found = model
         .as_deref()
         .and_then(|m| pricing.find(provider.as_deref(), m));
+    // the one lookup gives the price, the model label and the deprecation flag
     let (cost, model_label) = match &model {
-        Some(m) => (
-            pricing.cost(provider.as_deref(), m, &usage),
+        Some(_) => (
+            found.and_then(|p| p.cost(&usage)),
             found.map_or_else(|| "other".to_string(), |p| p.model.clone()),
         ),
         None => (None, "none".to_string()),
