@@ -4,18 +4,43 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora_http::RequestHeader;
+use switchyard::answer::ResponseState;
 use switchyard::config;
-use switchyard::config::catalogue::ApiFormat;
+use switchyard::dialects::{self, anthropic::Anthropic, openai::OpenAi};
 use switchyard::error::GatewayError;
 use switchyard::export::record;
 use switchyard::export::sinks::{ClickHouse, ClickHouseConf, Sink, Webhook, WebhookConf};
 use switchyard::routing::{self, RequestMeta};
 use switchyard::ssrf;
-use switchyard::translate::anthropic_stream::StreamTranslator as AnthropicStream;
 use switchyard::unified::response::Mapper;
 use switchyard::unified::{request as unified_request, Op};
 use switchyard::upstream;
-use switchyard::usage::Tap;
+
+/// Sends `body` through an answer pipeline in 512-byte chunks (as the body filter does); the
+/// bytes the client gets.
+fn pipe(mut r: ResponseState, body: &[u8]) -> usize {
+    let chunks: Vec<&[u8]> = body.chunks(512).collect();
+    let last = chunks.len() - 1;
+    let mut n = 0;
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let mut b = Some(bytes::Bytes::copy_from_slice(chunk));
+        r.filter_body(&mut b, i == last, 0);
+        n += b.map_or(0, |b| b.len());
+    }
+    n + r
+        .finish_tap()
+        .map_or(0, |t| t.usage.prompt_tokens.unwrap_or(0) as usize)
+}
+
+fn piped(
+    sse: bool,
+    reader: &'static dyn dialects::Reader,
+    mapper: Option<Mapper>,
+) -> ResponseState {
+    let mut r = ResponseState::default();
+    r.start(sse, Some(reader), mapper);
+    r
+}
 
 /// A 1 KB OpenAI chat completion, and the same answer as 40 SSE chunks with usage at the end.
 fn chat_json() -> String {
@@ -141,21 +166,11 @@ fn bench(c: &mut Criterion) {
 fn bench_logging(c: &mut Criterion) {
     let json = chat_json();
     c.bench_function("usage tap: 1 KB chat completion JSON", |b| {
-        b.iter(|| {
-            let mut t = Tap::new(Some("application/json"));
-            t.on_chunk(black_box(json.as_bytes()));
-            t.finish()
-        })
+        b.iter(|| pipe(piped(false, &OpenAi, None), black_box(json.as_bytes())))
     });
     let sse = chat_sse();
     c.bench_function("usage tap: SSE stream of 41 chunks", |b| {
-        b.iter(|| {
-            let mut t = Tap::new(Some("text/event-stream"));
-            for chunk in black_box(sse.as_bytes()).chunks(512) {
-                t.on_chunk(chunk);
-            }
-            t.finish()
-        })
+        b.iter(|| pipe(piped(true, &OpenAi, None), black_box(sse.as_bytes())))
     });
     let records: Vec<record::Record> = (0..1000).map(record::sample).collect();
     let one = &records[..1];
@@ -203,34 +218,23 @@ fn bench_translate(c: &mut Criterion) {
     let tools = include_str!("../tests/fixtures/anthropic/stream_tools.sse");
     let mut g = c.benchmark_group("anthropic stream to OpenAI chunks");
     g.throughput(criterion::Throughput::Bytes(tools.len() as u64));
-    g.bench_function("tools fixture, 512-byte chunks", |b| {
-        let mut out = Vec::with_capacity(8192);
-        b.iter(|| {
-            out.clear();
-            let mut t = AnthropicStream::new(true, 1_764_590_400);
-            for chunk in black_box(tools.as_bytes()).chunks(512) {
-                t.push(chunk, &mut out);
-            }
-            t.finish(&mut out);
-            out.len()
-        })
-    });
+    g.bench_function(
+        "tools fixture, 512-byte chunks, decoded once for tap and translator",
+        |b| {
+            b.iter(|| {
+                let m = Mapper::for_success(&Anthropic, true, true);
+                pipe(piped(true, &Anthropic, m), black_box(tools.as_bytes()))
+            })
+        },
+    );
     g.finish();
     let sse = chat_sse();
     let mut g = c.benchmark_group("openai stream, usage chunk taken out");
     g.throughput(criterion::Throughput::Bytes(sse.len() as u64));
     g.bench_function("41-chunk stream, 512-byte chunks", |b| {
         b.iter(|| {
-            let mut m = Mapper::for_success(ApiFormat::Openai, true, false).expect("mapper");
-            let mut n = 0;
-            let chunks: Vec<&[u8]> = black_box(sse.as_bytes()).chunks(512).collect();
-            let last = chunks.len() - 1;
-            for (i, chunk) in chunks.into_iter().enumerate() {
-                let mut body = Some(bytes::Bytes::copy_from_slice(chunk));
-                m.map(&mut body, i == last);
-                n += body.map_or(0, |b| b.len());
-            }
-            n
+            let m = Mapper::for_success(&OpenAi, true, false);
+            pipe(piped(true, &OpenAi, m), black_box(sse.as_bytes()))
         })
     });
     g.finish();

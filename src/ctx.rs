@@ -13,8 +13,9 @@
 //! - `limits` ([`LimitState`]): the rate-limit policy header, the deferred plan of a cache
 //!   lookup, what the request holds and the headers it is shown. Written by `limits::rules`
 //!   (`admit`, `peek`, `settle` take `&mut ctx.limits.counted`) and the orchestrator's `count`.
-//! - `response` ([`ResponseState`]): the answer on its way out (upstream start, ttfb, usage
-//!   tap, unified mapper, captured body). Written by the response phases in `proxy.rs`.
+//! - `response` ([`ResponseState`], `answer.rs`): the answer on its way out (upstream start,
+//!   ttfb, the stream decoded once for the usage tap and the dialect mapper, captured body).
+//!   Set up by the response phases in `proxy.rs`, fed by the body filter.
 //! - `outcome` ([`Outcome`]): how the request ends (rejection, an error decided in a hook
 //!   that cannot answer, the in-flight gauge). Written by the Pingora hooks in `proxy.rs`.
 //!
@@ -22,10 +23,11 @@
 //! (`proxy/log_record.rs`) reads them all at the end.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
+pub use crate::answer::ResponseState;
 use crate::body::{Replay, RequestBody};
 use crate::cache::Policy;
 use crate::error::GatewayError;
@@ -34,9 +36,7 @@ pub use crate::failover::attempts::Target;
 use crate::failover::Attempts;
 use crate::metrics::Rejection;
 use crate::routing::Route;
-use crate::unified::response::Mapper;
 use crate::unified::Op;
-use crate::usage::Tap;
 
 /// A cached request's state (`Helicone-Cache-Enabled: true`).
 pub struct CacheState {
@@ -118,47 +118,6 @@ pub struct LimitState {
     /// The limits of a request that looks up the cache: counted on a miss, only shown on a hit
     /// (a cache hit does not count against rate limits).
     pub deferred: Option<crate::limits::rules::Plan>,
-}
-
-/// The answer on its way to the client.
-#[derive(Default)]
-pub struct ResponseState {
-    pub upstream_start: Option<Instant>,
-    pub ttfb: Option<Duration>,
-    /// Watches the response for usage and the first token.
-    pub tap: Option<Tap>,
-    /// Rewrites a unified answer on its way to the client (Anthropic translation, aggregated
-    /// error).
-    pub mapper: Option<Mapper>,
-    /// The start of the response body, kept for the log record (up to the export cap).
-    pub capture: Vec<u8>,
-    pub total: usize,
-}
-
-impl ResponseState {
-    /// The answer was a stream whose terminal event went to the client: an error on the client
-    /// side after that (the openai SDK closes the connection at `data: [DONE]`, before the
-    /// body's last chunk) does not make the request fail.
-    pub fn stream_complete(&self) -> bool {
-        self.tap.as_ref().is_some_and(|t| t.terminal)
-    }
-
-    /// A response body chunk on its way to the client: the usage tap reads the provider's
-    /// bytes, the unified mapper rewrites them, the record keeps what the client got (up to
-    /// `capture_cap`).
-    pub fn filter_body(&mut self, body: &mut Option<Bytes>, end: bool, capture_cap: usize) {
-        if let (Some(b), Some(t)) = (body.as_ref(), self.tap.as_mut()) {
-            t.on_chunk(b);
-        }
-        if let Some(m) = self.mapper.as_mut() {
-            m.map(body, end);
-        }
-        if let Some(b) = body.as_ref() {
-            self.total += b.len();
-            let room = capture_cap.saturating_sub(self.capture.len());
-            self.capture.extend_from_slice(&b[..b.len().min(room)]);
-        }
-    }
 }
 
 /// How the request ends.

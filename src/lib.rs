@@ -1,5 +1,6 @@
 //! Switchyard: a self-hosted, Helicone-compatible LLM gateway on Cloudflare Pingora.
 
+pub mod answer;
 pub mod app;
 pub mod auth;
 pub mod body;
@@ -7,6 +8,7 @@ pub mod cache;
 pub mod config;
 pub mod conn;
 pub mod ctx;
+pub mod dialects;
 pub mod error;
 pub mod export;
 pub mod failover;
@@ -26,7 +28,6 @@ pub mod registry_import;
 pub mod routing;
 pub mod shared_redis;
 pub mod ssrf;
-pub mod translate;
 pub mod unified;
 pub mod upstream;
 pub mod usage;

@@ -18,6 +18,7 @@ use crate::body;
 use crate::cache;
 use crate::config::{Config, UnapprovedPolicy};
 use crate::ctx::{CacheState, RequestCtx, Target, UnifiedState};
+use crate::dialects;
 use crate::error::GatewayError;
 use crate::export::Exporter;
 use crate::failover::attempts::{ExchangeError, Recovery, Step};
@@ -33,7 +34,6 @@ use crate::routing::{self, RequestMeta, Route, RouteKind};
 use crate::ssrf;
 use crate::unified::{self, request as unified_request, response as unified_response, Op};
 use crate::upstream;
-use crate::usage::Tap;
 
 pub struct Gateway {
     pub cfg: Arc<Config>,
@@ -824,28 +824,38 @@ impl Gateway {
     /// The response header the client gets: usage tap set up, the unified mapping chosen,
     /// gateway headers added.
     fn shape_response(&self, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
-        let content_type = resp
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        // a cache hit consumed no tokens: its record points at the original's instead
-        let hit = ctx.cache_hit();
-        ctx.response.tap = (!hit).then(|| Tap::new(content_type));
-        let sse = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
-        if let Some(c) = ctx.target().and_then(|t| t.unified.clone()) {
+        let sse = crate::answer::is_sse(
+            resp.headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let unified = ctx.target().and_then(|t| t.unified.clone());
+        // the dialect that answered reads the usage; on passthrough, the path and the catalogue
+        // tell it, and an unknown origin is read by shape
+        let reader = match (&unified, ctx.route()) {
+            (Some(c), _) => c.endpoint.dialect().reader(),
+            (None, Some(r)) => dialects::passthrough_reader(
+                &r.upstream_path,
+                r.provider.as_ref().and_then(|p| p.api.as_ref()),
+            ),
+            (None, None) => &dialects::ANY,
+        };
+        let mut mapper = None;
+        if let Some(c) = unified {
             let status = resp.status.as_u16();
             let include_usage = ctx.facts.unified.as_ref().is_some_and(|u| u.include_usage);
-            let mapper = if (200..300).contains(&status) {
+            let dialect = c.endpoint.dialect();
+            mapper = if (200..300).contains(&status) {
                 resp.insert_header(headers::PROVIDER.clone(), c.endpoint.name.as_str())?;
                 resp.insert_header(headers::MODEL.clone(), c.model_id.as_str())?;
-                unified_response::Mapper::for_success(c.endpoint.format, sse, include_usage)
+                unified_response::Mapper::for_success(dialect, sse, include_usage)
             } else {
                 // the last attempt failed too: the client gets the aggregated error
                 let reports = ctx.attempts.reports();
                 resp.set_status(unified_response::telling_status(&reports))?;
                 Some(unified_response::Mapper::Failed {
                     buf: Vec::new(),
-                    format: c.endpoint.format,
+                    dialect,
                     reports,
                 })
             };
@@ -857,13 +867,15 @@ impl Gateway {
                 resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
                 if let Some(ct) = m.content_type() {
                     resp.insert_header(http::header::CONTENT_TYPE, ct)?;
-                }
-                if matches!(m, unified_response::Mapper::AnthropicSse(_)) {
-                    resp.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
+                    if crate::answer::is_sse(Some(ct)) {
+                        resp.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
+                    }
                 }
             }
-            ctx.response.mapper = mapper;
         }
+        // a cache hit consumed no tokens: its record points at the original's instead
+        let reader = (!ctx.cache_hit()).then_some(reader);
+        ctx.response.start(sse, reader, mapper);
         self.add_response_headers(resp, ctx)
     }
 

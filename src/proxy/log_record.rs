@@ -64,8 +64,8 @@ pub fn summarize(session: &Session, ctx: &mut RequestCtx, pricing: &Pricing) -> 
         model_requested.map(str::to_string),
         body_user.map(str::to_string),
     );
-    let (usage, first_token, stream, response_json) = match ctx.response.tap.as_mut() {
-        Some(t) => (t.finish(), t.first_token, t.is_sse(), t.parsed_json()),
+    let (usage, first_token, stream, response_json) = match ctx.response.finish_tap() {
+        Some(t) => (t.usage.clone(), t.first_token, t.is_sse(), t.parsed_json()),
         None => (Usage::default(), None, false, false),
     };
     let provider = ctx

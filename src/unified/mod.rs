@@ -51,28 +51,12 @@ fn yes() -> bool {
 /// Default Azure OpenAI `api-version`.
 pub const AZURE_API_VERSION: &str = "2024-10-21";
 
-/// Which unified operation a request is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Chat,
-    Embeddings,
-    /// Legacy text completions (`prompt`), on providers that still serve them.
-    Completions,
-}
+pub use crate::dialects::Op;
 
-impl Op {
-    fn kind(self) -> ModelKind {
-        match self {
-            Op::Chat | Op::Completions => ModelKind::Chat,
-            Op::Embeddings => ModelKind::Embedding,
-        }
-    }
-    fn suffix(self) -> &'static str {
-        match self {
-            Op::Chat => "chat/completions",
-            Op::Embeddings => "embeddings",
-            Op::Completions => "completions",
-        }
+fn op_kind(op: Op) -> ModelKind {
+    match op {
+        Op::Chat | Op::Completions => ModelKind::Chat,
+        Op::Embeddings => ModelKind::Embedding,
     }
 }
 
@@ -116,27 +100,30 @@ impl Endpoint {
         None
     }
 
+    /// The provider's dialect: its paths, bodies, answers and errors.
+    pub fn dialect(&self) -> &'static dyn crate::dialects::Egress {
+        crate::dialects::egress(self.format)
+    }
+
     fn serves(&self, op: Op) -> bool {
-        match op {
+        let offered = match op {
             Op::Chat => self.chat,
-            Op::Embeddings => self.embeddings && self.format != ApiFormat::Anthropic,
-            Op::Completions => self.completions && self.format != ApiFormat::Anthropic,
-        }
+            Op::Embeddings => self.embeddings,
+            Op::Completions => self.completions,
+        };
+        offered && self.dialect().serves(op)
     }
 
     /// Path and query of `op` on this provider.
     pub fn path(&self, op: Op, deployment: Option<&str>) -> String {
-        match (self.format, op) {
-            (ApiFormat::Azure, _) => format!(
-                "{}/openai/deployments/{}/{}?api-version={}",
-                self.base_path,
-                deployment.unwrap_or_default(),
-                op.suffix(),
-                self.api_version
-            ),
-            (ApiFormat::Anthropic, _) => format!("{}/messages", self.base_path),
-            (ApiFormat::Openai, _) => format!("{}/{}", self.base_path, op.suffix()),
-        }
+        self.dialect().path(
+            &crate::dialects::Site {
+                base_path: &self.base_path,
+                deployment,
+                api_version: &self.api_version,
+            },
+            op,
+        )
     }
 }
 
@@ -540,7 +527,7 @@ impl Registry {
             offers.sort_by(|a, b| cheaper(a, b));
             offers.into_iter().map(|o| candidate(entry, o)).collect()
         };
-        let kind_matches = |e: &ModelEntry| e.kind == op.kind();
+        let kind_matches = |e: &ModelEntry| e.kind == op_kind(op);
         // the whole item may be a model name or a provider id with '/' in it
         let whole = spec.raw.to_ascii_lowercase();
         // a provider's own id names that provider's offer: it wins over an alias of the same

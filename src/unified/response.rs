@@ -1,16 +1,11 @@
-//! What the client of the unified API gets back: Anthropic answers turned into OpenAI ones (JSON and
-//! SSE), and the aggregated error when every attempt failed.
+//! What the client of the unified API gets back: the answering dialect's mapping of a successful answer, and the aggregated error when every attempt failed.
 
-use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::config::catalogue::ApiFormat;
+use crate::dialects::sse::SseEvent;
+use crate::dialects::{AnswerMap, Egress};
 use crate::error::GatewayError;
-use crate::translate::sse::{SseDecoder, SseEvent};
-use crate::translate::{anthropic, anthropic_stream::StreamTranslator};
 
-/// An Anthropic JSON answer larger than this is not translated (the client gets an error).
-const MAX_JSON: usize = 32 * 1024 * 1024;
 /// How much of a failed attempt's body is read for its message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -26,181 +21,70 @@ pub struct Report {
 
 /// Rewrites a response body on its way to the client.
 pub enum Mapper {
-    /// An Anthropic JSON answer, collected and translated once it is complete (known by its
-    /// parsing, since an answer replayed while it is cached ends without an end-of-stream call).
-    AnthropicJson {
-        buf: Vec<u8>,
-        done: bool,
-    },
-    AnthropicSse(Box<StreamTranslator>),
-    /// An OpenAI-format stream for which the gateway asked for usage (to log it) and the client
-    /// did not: the usage-only chunk (`"choices": []`) is taken out, everything else passes.
-    DropUsage {
-        sse: SseDecoder,
-        events: Vec<SseEvent>,
-    },
+    /// A successful answer in the provider's dialect, made canonical by that dialect (`sse`: it
+    /// is a stream and is mapped event by event).
+    Answer { map: Box<dyn AnswerMap>, sse: bool },
     /// The last attempt failed: its body is read for its message, then replaced by the
     /// aggregated error.
     Failed {
         buf: Vec<u8>,
-        format: ApiFormat,
+        dialect: &'static dyn Egress,
         reports: Vec<Report>,
     },
 }
 
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 impl Mapper {
-    /// The mapper for a successful answer from a provider speaking `format`, if it needs one.
-    pub fn for_success(format: ApiFormat, sse: bool, include_usage: bool) -> Option<Mapper> {
-        match (format, sse) {
-            (ApiFormat::Anthropic, true) => Some(Mapper::AnthropicSse(Box::new(
-                StreamTranslator::new(include_usage, unix_now()),
-            ))),
-            (ApiFormat::Anthropic, false) => Some(Mapper::AnthropicJson {
-                buf: Vec::new(),
-                done: false,
-            }),
-            (_, true) if !include_usage => Some(Mapper::DropUsage {
-                sse: SseDecoder::new(MAX_SSE_LINE),
-                events: Vec::new(),
-            }),
-            _ => None,
-        }
+    /// The mapper for a successful answer from a provider speaking `dialect`, if it needs one.
+    pub fn for_success(dialect: &dyn Egress, sse: bool, include_usage: bool) -> Option<Mapper> {
+        dialect
+            .answer(sse, include_usage)
+            .map(|map| Mapper::Answer { map, sse })
+    }
+
+    /// Whether it reads the stream's decoded events rather than the raw bytes.
+    pub fn takes_events(&self) -> bool {
+        matches!(self, Mapper::Answer { sse: true, .. })
     }
 
     /// Content type of the mapped body (`None`: the provider's).
     pub fn content_type(&self) -> Option<&'static str> {
         match self {
-            Mapper::AnthropicSse(_) => Some("text/event-stream; charset=utf-8"),
-            Mapper::DropUsage { .. } => None,
-            _ => Some("application/json"),
+            Mapper::Answer { map, .. } => map.content_type(),
+            Mapper::Failed { .. } => Some("application/json"),
         }
     }
 
-    /// Replaces `body` (one chunk of the provider's answer) with what the client gets.
-    pub fn map(&mut self, body: &mut Option<Bytes>, end: bool) {
-        let chunk = body.take().unwrap_or_default();
-        let mut out = Vec::new();
+    /// Writes to `out` what the client gets for one chunk of the provider's answer (`events`:
+    /// what that chunk completed of a stream, decoded once upstream of the mapper).
+    pub fn map(&mut self, chunk: &[u8], events: &[SseEvent], end: bool, out: &mut Vec<u8>) {
         match self {
-            Mapper::AnthropicSse(t) => {
-                t.push(&chunk, &mut out);
-                if end {
-                    t.finish(&mut out);
-                }
-            }
-            Mapper::DropUsage { sse, events } => {
-                sse.push(&chunk, events);
-                if end {
-                    sse.finish(events);
-                }
-                for ev in events.drain(..) {
-                    if !is_usage_only(&ev.data) {
-                        write_event(&ev, &mut out);
-                    }
-                }
-            }
-            Mapper::AnthropicJson { buf, done } => {
-                if *done {
-                    return;
-                }
-                if buf.len() + chunk.len() <= MAX_JSON {
-                    buf.extend_from_slice(&chunk);
-                } else {
-                    buf.clear();
-                    buf.push(b'!'); // not JSON: reported at the end
-                }
-                let complete = buf.trim_ascii_end().ends_with(b"}")
-                    && serde_json::from_slice::<serde::de::IgnoredAny>(buf).is_ok();
-                if end || complete {
-                    out = translate_json(buf);
-                    *done = true;
-                }
-            }
+            Mapper::Answer { map, sse: true } => map.events(events, end, out),
+            Mapper::Answer { map, sse: false } => map.chunk(chunk, end, out),
             Mapper::Failed {
                 buf,
-                format,
+                dialect,
                 reports,
             } => {
                 let room = MAX_ERROR_BODY.saturating_sub(buf.len());
                 buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
                 if end {
                     if let Some(last) = reports.last_mut() {
-                        if let Some(m) = error_message(*format, last.status, buf) {
+                        if let Some(m) = error_message(*dialect, last.status, buf) {
                             last.message = m;
                         }
                     }
-                    let e = aggregate(reports, Some((*format, buf.as_slice())));
-                    out = e.to_json().to_vec();
+                    let e = aggregate(reports, Some((*dialect, buf.as_slice())));
+                    *out = e.to_json().to_vec();
                 }
             }
         }
-        if !out.is_empty() {
-            *body = Some(Bytes::from(out));
-        }
     }
 }
 
-/// Longest SSE line passed on (a chunk of a long tool-call argument fits many times over).
-const MAX_SSE_LINE: usize = 16 * 1024 * 1024;
-
-/// `"choices": []` with a `usage` object: the chunk that `include_usage` adds.
-fn is_usage_only(data: &str) -> bool {
-    let b = data.as_bytes();
-    let Some(i) = memchr::memmem::find(b, b"\"choices\"") else {
-        return false;
-    };
-    let rest = b[i + 9..]
-        .iter()
-        .copied()
-        .filter(|c| !c.is_ascii_whitespace())
-        .take(3)
-        .collect::<Vec<u8>>();
-    if rest != b":[]" {
-        return false;
-    }
-    serde_json::from_str::<Value>(data).is_ok_and(|v| v.get("usage").is_some_and(Value::is_object))
-}
-
-fn write_event(ev: &SseEvent, out: &mut Vec<u8>) {
-    if let Some(name) = &ev.event {
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(name.as_bytes());
-        out.push(b'\n');
-    }
-    for line in ev.data.split('\n') {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(line.as_bytes());
-        out.push(b'\n');
-    }
-    out.push(b'\n');
-}
-
-fn translate_json(buf: &[u8]) -> Vec<u8> {
-    let translated = serde_json::from_slice::<Value>(buf)
-        .map_err(|e| format!("the provider's answer is not JSON ({e})"))
-        .and_then(|v| anthropic::response(&v, unix_now()).map_err(|e| e.to_string()));
-    match translated {
-        Ok(v) => v.to_string().into_bytes(),
-        Err(why) => GatewayError::BadGateway(format!(
-            "the gateway could not translate the provider's answer: {why}"
-        ))
-        .to_json()
-        .to_vec(),
-    }
-}
-
-/// The message of a provider's error body (OpenAI or Anthropic shape), if it has one.
-fn error_message(format: ApiFormat, status: u16, body: &[u8]) -> Option<String> {
+/// The message of a provider's error body (in its dialect's shape), if it has one.
+fn error_message(dialect: &dyn Egress, status: u16, body: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(body).ok()?;
-    let m = match format {
-        ApiFormat::Anthropic => anthropic::error(status, &v).1,
-        _ => v,
-    };
+    let (_, m) = dialect.error(status, &v);
     m.pointer("/error/message")
         .or_else(|| m.get("message"))
         .and_then(Value::as_str)
@@ -226,7 +110,7 @@ pub fn telling_status(reports: &[Report]) -> u16 {
 
 /// The client's error when every attempt failed. `last` is the final attempt's format and body,
 /// when it answered: with one attempt, its error type and code are passed on.
-pub fn aggregate(reports: &[Report], last: Option<(ApiFormat, &[u8])>) -> GatewayError {
+pub fn aggregate(reports: &[Report], last: Option<(&dyn Egress, &[u8])>) -> GatewayError {
     let status = telling_status(reports);
     let attempts = Value::Array(
         reports
@@ -258,12 +142,9 @@ pub fn aggregate(reports: &[Report], last: Option<(ApiFormat, &[u8])>) -> Gatewa
         _ => ("upstream_error", "all_attempts_failed"),
     };
     let mut upstream: Option<(String, String)> = None;
-    if let (1, Some((format, body))) = (reports.len(), last) {
+    if let (1, Some((dialect, body))) = (reports.len(), last) {
         if let Ok(v) = serde_json::from_slice::<Value>(body) {
-            let v = match format {
-                ApiFormat::Anthropic => anthropic::error(status, &v).1,
-                _ => v,
-            };
+            let (_, v) = dialect.error(status, &v);
             let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
             if let (Some(t), c) = (s("/error/type"), s("/error/code")) {
                 upstream = Some((t.clone(), c.unwrap_or(t)));
@@ -291,6 +172,23 @@ pub fn aggregate(reports: &[Report], last: Option<(ApiFormat, &[u8])>) -> Gatewa
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dialects::sse::SseDecoder;
+    use crate::dialects::{anthropic::Anthropic, openai::OpenAi};
+
+    /// Feeds `chunk` to `m` as the answer pipeline does (a stream decoded first); `None`: the
+    /// chunk was held back.
+    fn run(m: &mut Mapper, d: &mut SseDecoder, chunk: &[u8], end: bool) -> Option<Vec<u8>> {
+        let mut events = Vec::new();
+        if m.takes_events() {
+            d.push(chunk, &mut events);
+            if end {
+                d.finish(&mut events);
+            }
+        }
+        let mut out = Vec::new();
+        m.map(chunk, &events, end, &mut out);
+        (!out.is_empty()).then_some(out)
+    }
 
     fn r(provider: &str, status: u16) -> Report {
         Report {
@@ -333,7 +231,7 @@ mod tests {
     fn a_failed_anthropic_answer_becomes_an_openai_error_with_its_message() {
         let mut m = Mapper::Failed {
             buf: Vec::new(),
-            format: ApiFormat::Anthropic,
+            dialect: &Anthropic,
             reports: vec![Report {
                 provider: "anthropic".into(),
                 model: "claude-sonnet-4".into(),
@@ -342,11 +240,12 @@ mod tests {
             }],
         };
         let body = br#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: too large"}}"#;
-        let mut chunk = Some(Bytes::from_static(&body[..20]));
-        m.map(&mut chunk, false);
-        assert!(chunk.is_none(), "nothing is sent before the end");
-        let mut chunk = Some(Bytes::from_static(&body[20..]));
-        m.map(&mut chunk, true);
+        let d = &mut SseDecoder::new(1024);
+        assert!(
+            run(&mut m, d, &body[..20], false).is_none(),
+            "nothing is sent before the end"
+        );
+        let chunk = run(&mut m, d, &body[20..], true);
         let v: Value = serde_json::from_slice(&chunk.unwrap()).unwrap();
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert!(v["error"]["message"]
@@ -358,19 +257,17 @@ mod tests {
 
     #[test]
     fn an_anthropic_json_answer_is_translated_at_its_end() {
-        let mut m = Mapper::for_success(ApiFormat::Anthropic, false, false).unwrap();
+        let mut m = Mapper::for_success(&Anthropic, false, false).unwrap();
+        let d = &mut SseDecoder::new(1024);
         let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-20250514","content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","usage":{"input_tokens":5,"output_tokens":2}}"#;
-        let mut a = Some(Bytes::from_static(&body[..30]));
-        m.map(&mut a, false);
-        assert!(a.is_none());
-        let mut b = Some(Bytes::from_static(&body[30..]));
-        m.map(&mut b, true);
+        assert!(run(&mut m, d, &body[..30], false).is_none());
+        let b = run(&mut m, d, &body[30..], true);
         let v: Value = serde_json::from_slice(&b.unwrap()).unwrap();
         assert_eq!(v["object"], "chat.completion");
         assert_eq!(v["choices"][0]["message"]["content"], "Hi");
         assert_eq!(v["usage"]["total_tokens"], 7);
-        assert!(Mapper::for_success(ApiFormat::Openai, false, false).is_none());
-        assert!(Mapper::for_success(ApiFormat::Openai, true, true).is_none());
+        assert!(Mapper::for_success(&OpenAi, false, false).is_none());
+        assert!(Mapper::for_success(&OpenAi, true, true).is_none());
     }
 
     #[test]
@@ -389,12 +286,11 @@ mod tests {
         );
         let b = stream.as_bytes();
         for cut in 0..b.len() {
-            let mut m = Mapper::for_success(ApiFormat::Openai, true, false).unwrap();
+            let mut m = Mapper::for_success(&OpenAi, true, false).unwrap();
+            let d = &mut SseDecoder::new(1024);
             let mut out = Vec::new();
             for (part, end) in [(&b[..cut], false), (&b[cut..], true)] {
-                let mut body = Some(Bytes::copy_from_slice(part));
-                m.map(&mut body, end);
-                out.extend_from_slice(&body.unwrap_or_default());
+                out.extend(run(&mut m, d, part, end).unwrap_or_default());
             }
             assert_eq!(String::from_utf8(out).unwrap(), want, "cut at {cut}");
         }

@@ -3,18 +3,15 @@
 
 use serde_json::{json, Map, Value};
 
+pub use super::anthropic_map::{finish_reason, openai_usage, prompt_tokens, usage};
+use super::sse::SseEvent;
+use super::{bad, n, AnswerMap, Canonical, Egress, Op, Reader, Site, TranslateError};
+use crate::error::GatewayError;
+use crate::usage::Usage;
+
 /// Used when the request sets neither `max_completion_tokens` nor `max_tokens` (Anthropic
 /// requires one).
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
-
-/// Why a request cannot be translated: the client gets a 400 with this message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct TranslateError(pub String);
-
-fn bad(msg: impl Into<String>) -> TranslateError {
-    TranslateError(msg.into())
-}
 
 /// What the translation of a request decided.
 #[derive(Debug, Clone, PartialEq)]
@@ -193,6 +190,14 @@ pub fn request(openai: &Value, model: &str) -> Result<MessagesRequest, Translate
     let obj = openai
         .as_object()
         .ok_or_else(|| bad("the request body must be a JSON object"))?;
+    request_map(obj, model)
+}
+
+/// [`request`] from the parsed map (the unified API's canonical body, read without a copy).
+pub fn request_map(
+    obj: &Map<String, Value>,
+    model: &str,
+) -> Result<MessagesRequest, TranslateError> {
     if obj.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
         return Err(bad(
             "n > 1 is not supported by Anthropic models: send n requests",
@@ -377,8 +382,9 @@ pub fn request(openai: &Value, model: &str) -> Result<MessagesRequest, Translate
         out.insert("stream".into(), json!(true));
     }
     let include_usage = stream
-        && openai
-            .pointer("/stream_options/include_usage")
+        && obj
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
     Ok(MessagesRequest {
@@ -386,44 +392,6 @@ pub fn request(openai: &Value, model: &str) -> Result<MessagesRequest, Translate
         stream,
         include_usage,
     })
-}
-
-/// Anthropic `stop_reason` -> OpenAI `finish_reason`.
-pub fn finish_reason(stop_reason: &str) -> &'static str {
-    match stop_reason {
-        "max_tokens" => "length",
-        "tool_use" => "tool_calls",
-        "refusal" => "content_filter",
-        // end_turn, stop_sequence, pause_turn and anything new
-        _ => "stop",
-    }
-}
-
-/// The prompt tokens of an Anthropic answer: its `input_tokens` exclude cache reads and writes.
-pub fn prompt_tokens(input: u64, cache_read: u64, cache_write: u64) -> u64 {
-    input + cache_read + cache_write
-}
-
-/// OpenAI `usage` from Anthropic's counts.
-pub fn openai_usage(input: u64, output: u64, cache_read: u64, cache_write: u64) -> Value {
-    let prompt = prompt_tokens(input, cache_read, cache_write);
-    json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": output,
-        "total_tokens": prompt + output,
-        "prompt_tokens_details": {"cached_tokens": cache_read},
-    })
-}
-
-/// OpenAI `usage` from an Anthropic `usage` object.
-pub fn usage(u: &Value) -> Value {
-    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-    openai_usage(
-        n("input_tokens"),
-        n("output_tokens"),
-        n("cache_read_input_tokens"),
-        n("cache_creation_input_tokens"),
-    )
 }
 
 /// Translates an Anthropic Messages response into an OpenAI chat completion.
@@ -494,6 +462,151 @@ pub fn error(status: u16, anthropic: &Value) -> (u16, Value) {
         status,
         json!({"error": {"message": message, "type": kind, "code": kind}}),
     )
+}
+
+/// Anthropic's Messages API as a provider.
+pub struct Anthropic;
+
+/// A `usage` object in Anthropic's shape (a message, `message_start` or `message_delta`).
+pub fn is_anthropic_usage(v: &Value, u: &Value) -> bool {
+    u.get("cache_read_input_tokens").is_some()
+        || u.get("cache_creation_input_tokens").is_some()
+        || v.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t == "message" || t == "message_delta")
+}
+
+/// Anthropic `usage`: its `input_tokens` exclude cache reads and writes.
+pub fn absorb_usage(usage: &mut Usage, u: &Value) {
+    let read = n(u, &["cache_read_input_tokens"]);
+    let write = n(u, &["cache_creation_input_tokens"]);
+    if let Some(i) = n(u, &["input_tokens"]) {
+        usage.prompt_tokens = Some(prompt_tokens(i, read.unwrap_or(0), write.unwrap_or(0)));
+        usage.cached_tokens = read.or(Some(0));
+        usage.cache_write_tokens = write.or(Some(0));
+    }
+    if let Some(o) = n(u, &["output_tokens"]) {
+        usage.completion_tokens = Some(o);
+    }
+}
+
+impl Reader for Anthropic {
+    fn absorb(&self, usage: &mut Usage, v: &Value) {
+        if let Some(m) = v.get("model").and_then(Value::as_str) {
+            usage.model = Some(m.to_string());
+        }
+        // message_start carries the message (model, input usage)
+        if let Some(msg) = v.get("message").filter(|m| m.get("usage").is_some()) {
+            self.absorb(usage, msg);
+        }
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            absorb_usage(usage, u);
+        }
+    }
+
+    fn has_content(&self, v: &Value) -> bool {
+        v.get("type").and_then(Value::as_str) == Some("content_block_delta")
+    }
+
+    fn is_terminal(&self, event: Option<&str>, _data: &[u8]) -> bool {
+        event == Some("message_stop")
+    }
+}
+
+impl Egress for Anthropic {
+    fn name(&self) -> &'static str {
+        "anthropic"
+    }
+
+    fn serves(&self, op: Op) -> bool {
+        // Anthropic has no embeddings and no legacy completions
+        op == Op::Chat
+    }
+
+    fn path(&self, site: &Site<'_>, _op: Op) -> String {
+        format!("{}/messages", site.base_path)
+    }
+
+    fn body(&self, req: &Canonical, model_id: &str) -> Result<Vec<u8>, TranslateError> {
+        let t = request_map(&req.body, model_id)?;
+        serde_json::to_vec(&t.body)
+            .map_err(|e| bad(format!("cannot encode the upstream body: {e}")))
+    }
+
+    fn answer(&self, sse: bool, include_usage: bool) -> Option<Box<dyn AnswerMap>> {
+        Some(if sse {
+            Box::new(super::anthropic_stream::StreamTranslator::new(
+                include_usage,
+                super::unix_now(),
+            ))
+        } else {
+            Box::new(JsonAnswer::default())
+        })
+    }
+
+    fn error(&self, status: u16, body: &Value) -> (u16, Value) {
+        error(status, body)
+    }
+
+    fn reader(&self) -> &'static dyn Reader {
+        &Anthropic
+    }
+}
+
+/// An Anthropic JSON answer larger than this is not translated (the client gets an error).
+const MAX_JSON: usize = 32 * 1024 * 1024;
+
+/// An Anthropic JSON answer, collected and translated once it is complete (known by its
+/// parsing, since an answer replayed while it is cached ends without an end-of-stream call).
+#[derive(Default)]
+pub struct JsonAnswer {
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl AnswerMap for JsonAnswer {
+    fn content_type(&self) -> Option<&'static str> {
+        Some("application/json")
+    }
+
+    fn chunk(&mut self, chunk: &[u8], end: bool, out: &mut Vec<u8>) {
+        if self.done {
+            return;
+        }
+        if self.buf.len() + chunk.len() <= MAX_JSON {
+            self.buf.extend_from_slice(chunk);
+        } else {
+            self.buf.clear();
+            self.buf.push(b'!'); // not JSON: reported at the end
+        }
+        let complete = self.buf.trim_ascii_end().ends_with(b"}")
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&self.buf).is_ok();
+        if end || complete {
+            *out = translate_json(&self.buf);
+            self.done = true;
+        }
+    }
+
+    fn events(&mut self, events: &[SseEvent], _end: bool, out: &mut Vec<u8>) {
+        // a JSON answer is never decoded as a stream; should one be, it passes as it came
+        for ev in events {
+            super::write_event(ev, out);
+        }
+    }
+}
+
+fn translate_json(buf: &[u8]) -> Vec<u8> {
+    let translated = serde_json::from_slice::<Value>(buf)
+        .map_err(|e| format!("the provider's answer is not JSON ({e})"))
+        .and_then(|v| response(&v, super::unix_now()).map_err(|e| e.to_string()));
+    match translated {
+        Ok(v) => v.to_string().into_bytes(),
+        Err(why) => GatewayError::BadGateway(format!(
+            "the gateway could not translate the provider's answer: {why}"
+        ))
+        .to_json()
+        .to_vec(),
+    }
 }
 
 /// Golden files in tests/fixtures/anthropic: a request with every translated feature, and an

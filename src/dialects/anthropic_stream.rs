@@ -1,14 +1,11 @@
-//! Anthropic Messages stream -> OpenAI chat-completion chunks: a stateful translator fed with
-//! raw upstream bytes (split anywhere), writing `data: {...}\n\n` frames and `data: [DONE]`.
+//! Anthropic Messages stream -> OpenAI chat-completion chunks: a stateful translator fed with the stream's decoded events, writing `data: {...}` frames and `data: [DONE]`.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::anthropic::{finish_reason, openai_usage};
-use super::sse::{SseDecoder, SseEvent};
-
-/// Longest SSE line accepted from the upstream.
-const MAX_LINE: usize = 4 * 1024 * 1024;
+use super::anthropic_map::{finish_reason, openai_usage};
+use super::sse::SseEvent;
+use super::AnswerMap;
 
 #[derive(Deserialize)]
 struct Usage {
@@ -98,8 +95,6 @@ struct ErrorBody {
 
 /// Translates one response stream. Create one per request.
 pub struct StreamTranslator {
-    sse: SseDecoder,
-    events: Vec<SseEvent>,
     /// From the request: send a last chunk with usage (`stream_options.include_usage`).
     include_usage: bool,
     created: i64,
@@ -121,8 +116,6 @@ impl StreamTranslator {
     /// `created`: the Unix time for the chunks' `created` field.
     pub fn new(include_usage: bool, created: i64) -> StreamTranslator {
         StreamTranslator {
-            sse: SseDecoder::new(MAX_LINE),
-            events: Vec::new(),
             include_usage,
             created,
             id: String::new(),
@@ -139,25 +132,16 @@ impl StreamTranslator {
         }
     }
 
-    /// Translates what `chunk` completes; appends OpenAI SSE frames to `out`.
-    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        let mut events = std::mem::take(&mut self.events);
-        self.sse.push(chunk, &mut events);
-        for ev in events.drain(..) {
-            self.on_event(&ev, out);
+    /// Translates the stream's next events; appends OpenAI SSE frames to `out`.
+    pub fn push_events(&mut self, events: &[SseEvent], out: &mut Vec<u8>) {
+        for ev in events {
+            self.on_event(ev, out);
         }
-        self.events = events;
     }
 
     /// The upstream stream ended. A stream cut short (no `message_stop`) ends with an error
     /// frame, never as if it were complete.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
-        let mut events = std::mem::take(&mut self.events);
-        self.sse.finish(&mut events);
-        for ev in events.drain(..) {
-            self.on_event(&ev, out);
-        }
-        self.events = events;
         if !self.done {
             self.error(
                 out,
@@ -194,7 +178,7 @@ impl StreamTranslator {
                     self.absorb(&u);
                 }
                 self.started = true;
-                self.chunk(out, json!({"role": "assistant", "content": ""}), None);
+                self.delta(out, json!({"role": "assistant", "content": ""}), None);
             }
             Event::ContentBlockStart {
                 index,
@@ -203,7 +187,7 @@ impl StreamTranslator {
                 let i = self.tools;
                 self.tools += 1;
                 self.tool_index.push((index, i));
-                self.chunk(
+                self.delta(
                     out,
                     json!({"tool_calls": [{"index": i, "id": id, "type": "function",
                         "function": {"name": name, "arguments": ""}}]}),
@@ -212,11 +196,11 @@ impl StreamTranslator {
             }
             Event::ContentBlockStart { .. } | Event::ContentBlockStop {} | Event::Ping {} => {}
             Event::ContentBlockDelta { index, delta } => match delta {
-                Delta::Text { text } => self.chunk(out, json!({ "content": text }), None),
+                Delta::Text { text } => self.delta(out, json!({ "content": text }), None),
                 Delta::InputJson { partial_json } if partial_json.is_empty() => {}
                 Delta::InputJson { partial_json } => {
                     if let Some(&(_, i)) = self.tool_index.iter().find(|(b, _)| *b == index) {
-                        self.chunk(
+                        self.delta(
                             out,
                             json!({"tool_calls": [{"index": i, "function": {"arguments": partial_json}}]}),
                             None,
@@ -234,7 +218,7 @@ impl StreamTranslator {
                 }
             }
             Event::MessageStop {} => {
-                self.chunk(out, json!({}), Some(self.finish.unwrap_or("stop")));
+                self.delta(out, json!({}), Some(self.finish.unwrap_or("stop")));
                 if self.include_usage {
                     let usage = self.usage();
                     self.frame(out, &self.base(json!([]), Some(usage)));
@@ -288,7 +272,7 @@ impl StreamTranslator {
         v
     }
 
-    fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
+    fn delta(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
         let choice =
             json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
         self.frame(out, &self.base(choice, None));
@@ -310,8 +294,29 @@ impl StreamTranslator {
     }
 }
 
+impl AnswerMap for StreamTranslator {
+    fn content_type(&self) -> Option<&'static str> {
+        Some("text/event-stream; charset=utf-8")
+    }
+
+    fn chunk(&mut self, _chunk: &[u8], end: bool, out: &mut Vec<u8>) {
+        // a stream's bytes arrive as events; a body that is not a stream is cut short
+        if end {
+            self.finish(out);
+        }
+    }
+
+    fn events(&mut self, events: &[SseEvent], end: bool, out: &mut Vec<u8>) {
+        self.push_events(events, out);
+        if end {
+            self.finish(out);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::sse::SseDecoder;
     use super::*;
 
     const TEXT: &str = include_str!("../../tests/fixtures/anthropic/stream_text.sse");
@@ -321,10 +326,15 @@ mod tests {
 
     fn translate(chunks: &[&[u8]], include_usage: bool) -> String {
         let mut t = StreamTranslator::new(include_usage, 1_764_590_400);
-        let mut out = vec![];
+        let mut d = SseDecoder::new(1 << 20);
+        let (mut out, mut events) = (vec![], vec![]);
         for c in chunks {
-            t.push(c, &mut out);
+            d.push(c, &mut events);
+            t.push_events(&events, &mut out);
+            events.clear();
         }
+        d.finish(&mut events);
+        t.push_events(&events, &mut out);
         t.finish(&mut out);
         String::from_utf8(out).unwrap()
     }
