@@ -18,7 +18,9 @@ struct Cli {
     /// Configuration file (default: the embedded conf/switchyard.yaml).
     #[arg(short = 'c', long = "conf")]
     conf: Option<PathBuf>,
-    /// Validate the configuration and exit (non-zero with every problem, by field path).
+    /// Validate the configuration and exit: build everything a start builds, without binding a
+    /// port or starting a service (exit 2 with every problem of the configuration, by field
+    /// path; 1 when building fails, e.g. a TLS certificate or the state directory).
     #[arg(short = 't', long = "test")]
     test: bool,
     /// Take over the listening sockets of a running instance (graceful upgrade).
@@ -125,27 +127,20 @@ fn main() -> ExitCode {
     {
         return import(*from, file, out.as_deref());
     }
-    let (name, loaded) = match &cli.conf {
-        Some(p) => (p.display().to_string(), switchyard::config::load(p)),
+    let (name, read) = match &cli.conf {
+        Some(p) => (p.display().to_string(), switchyard::config::read(p)),
         None => (
             "embedded conf/switchyard.yaml".to_string(),
-            switchyard::config::embedded(),
+            switchyard::config::read_embedded(),
         ),
     };
-    let cfg = match loaded {
-        Ok(c) => c,
+    let draft = match read {
+        Ok(d) => d,
         Err(e) => {
             eprintln!("switchyard: {e}");
             return ExitCode::from(2);
         }
     };
-    if cli.test {
-        for note in &cfg.pricing_notes {
-            println!("switchyard: {note}");
-        }
-        println!("switchyard: configuration {name} is valid");
-        return ExitCode::SUCCESS;
-    }
     let opt = Opt {
         upgrade: cli.upgrade,
         daemon: cli.daemon,
@@ -153,14 +148,25 @@ fn main() -> ExitCode {
         test: false,
         conf: None,
     };
-    match switchyard::app::build(cfg, opt) {
-        Ok(app) => {
-            log::info!("switchyard serving ({name})");
-            app.run()
-        }
+    // `-t` runs the same assembly as a start, and stops before serving
+    let runtime = match switchyard::app::assemble(draft, opt) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("switchyard: {e}");
-            ExitCode::from(1)
+            let code = match e {
+                switchyard::app::AppError::Config(_) => 2,
+                _ => 1,
+            };
+            return ExitCode::from(code);
         }
+    };
+    if cli.test {
+        for note in runtime.notes() {
+            println!("switchyard: {note}");
+        }
+        println!("switchyard: configuration {name} is valid");
+        return ExitCode::SUCCESS;
     }
+    log::info!("switchyard serving ({name})");
+    runtime.serve()
 }

@@ -1,6 +1,8 @@
 //! Versioned prompt templates kept as YAML files (one per prompt id), rendered into a unified
 //! request's messages, and reloaded when a file changes (a broken file keeps the old version).
 
+pub mod conf;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -14,21 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::GatewayError;
-
-/// `prompts:` in the gateway config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PromptsConf {
-    /// The folder of `<prompt id>.yaml` files (relative to the config file's folder).
-    pub dir: PathBuf,
-    /// How often the folder is checked for changed, new and removed files.
-    #[serde(default = "default_poll_ms")]
-    pub poll_ms: u64,
-}
-
-fn default_poll_ms() -> u64 {
-    1000
-}
+pub use conf::PromptsConf;
 
 /// The type an input must have.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -37,6 +37,7 @@ use crate::upstream;
 
 pub struct Gateway {
     pub cfg: Arc<Config>,
+    pub keys: crate::auth::KeyStore,
     pub guard: ssrf::Guard,
     pub origins: routing::OriginCache,
     /// Unapproved-origin quotas.
@@ -230,14 +231,14 @@ impl Gateway {
         } else {
             None
         };
-        if !self.cfg.keys.is_empty() {
+        if !self.keys.is_empty() {
             let mut carried = header(req, headers::HELICONE_AUTH);
             if carried.is_none() && unified.is_some() {
                 // the OpenAI SDK's api_key; it never goes upstream (unified attempts carry only
                 // the provider's key)
                 carried = header(req, http::header::AUTHORIZATION.as_str());
             }
-            let key = self.cfg.keys.authenticate(carried);
+            let key = self.keys.authenticate(carried);
             ctx.facts.key_id = Some(key?);
         }
 

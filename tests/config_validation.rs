@@ -165,3 +165,108 @@ fn bad_pricing_entries_are_reported_with_their_path() {
         "{out}"
     );
 }
+
+fn tls_fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
+}
+
+/// `-t` runs the assembly a start runs: what only building the gateway finds fails it too.
+#[test]
+fn what_only_the_assembly_finds_fails_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not PEM at all\n").unwrap();
+    let listener = |cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "listeners: [{{address: '127.0.0.1:1', tls: {{cert: '{}', key: '{}'}}}}]\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    // a certificate that exists but does not load (a start would panic binding the listener)
+    let (ok, out) = check(&listener(&junk, &tls_fixture("localhost.key")));
+    assert!(!ok, "accepted a certificate that does not load:\n{out}");
+    assert!(
+        out.contains("listener 127.0.0.1:1:") && out.contains("holds no PEM certificate"),
+        "{out}"
+    );
+    // a key that is not the certificate's
+    let (ok, out) = check(&listener(
+        &tls_fixture("ca.pem"),
+        &tls_fixture("localhost.key"),
+    ));
+    assert!(!ok, "accepted a key that is not the certificate's:\n{out}");
+    assert!(out.contains("listener 127.0.0.1:1:"), "{out}");
+    // the real pair passes
+    let (ok, out) = check(&listener(
+        &tls_fixture("localhost.pem"),
+        &tls_fixture("localhost.key"),
+    ));
+    assert!(ok, "{out}");
+    // the log export's folder cannot be made (a file is in the way)
+    let (ok, out) = check(&format!(
+        "listeners: [{{address: '127.0.0.1:1'}}]\nexport: {{jsonl: {{dir: '{}'}}}}\n",
+        junk.display()
+    ));
+    assert!(!ok, "accepted an export folder that is a file:\n{out}");
+    assert!(out.contains("log export: export.jsonl.dir"), "{out}");
+    // nor the state directory
+    let (ok, out) = check(&format!(
+        "listeners: [{{address: '127.0.0.1:1'}}]\nstate_dir: '{}'\n",
+        junk.display()
+    ));
+    assert!(!ok, "accepted a state directory that is a file:\n{out}");
+    assert!(out.contains("cannot open the state directory"), "{out}");
+}
+
+/// The problems the features find building from their section (keys, routes) come with the
+/// configuration's own, at once, with exit status 2.
+#[test]
+fn every_problem_is_reported_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.yaml");
+    std::fs::write(
+        &p,
+        "listeners: [{address: 'nope'}]\nauth: {keys: [{id: a, env: SWITCHYARD_SURELY_UNSET_VAR}]}\nproviders: {opnai: {}}\n",
+    )
+    .unwrap();
+    let out = Command::new(common::bin())
+        .arg("-t")
+        .arg("-c")
+        .arg(&p)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for want in [
+        "invalid configuration:",
+        "listeners[0].address",
+        "auth.keys[0].env",
+        "providers.opnai: unknown provider",
+    ] {
+        assert!(err.contains(want), "expected `{want}` in:\n{err}");
+    }
+}
+
+/// `-t` binds nothing: a listener's port in use by another process does not fail it. It opens
+/// the state directory as a start does (creating it).
+#[test]
+fn the_check_binds_no_port() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = common::check_config_in(
+        dir.path(),
+        &format!(
+            "listeners: [{{address: '127.0.0.1:{port}'}}]\nmetrics: {{address: '127.0.0.1:{port}'}}\nstate_dir: st\n"
+        ),
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("is valid"), "{out}");
+    assert!(
+        dir.path().join("st").is_dir(),
+        "the state directory is made"
+    );
+}

@@ -303,6 +303,25 @@ fn no_import_cycle_between_the_files_of_src() {
     );
 }
 
+/// Config is plain data at the bottom: its files import no module that builds a runtime object
+/// from it (the key store, prices, the prompt store: their conf types live in leaf modules,
+/// `auth::conf`, `pricing::file`, `prompts::conf`), nor the assembly that calls those builders.
+#[test]
+fn config_imports_no_runtime_builder() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let (_, graph) = graph(&src);
+    let builders: Vec<Module> = ["auth", "pricing", "prompts", "app", "proxy", "refresh"]
+        .iter()
+        .map(|m| vec![m.to_string()])
+        .collect();
+    for (m, to) in &graph {
+        if m.first().is_some_and(|c| c == "config") {
+            let wrong: Vec<_> = to.iter().filter(|t| builders.contains(t)).collect();
+            assert!(wrong.is_empty(), "{} imports {wrong:?}", m.join("::"));
+        }
+    }
+}
+
 #[test]
 fn the_check_finds_a_cycle_and_only_a_cycle() {
     let dir = tempfile::tempdir().unwrap();

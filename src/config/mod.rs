@@ -1,4 +1,10 @@
 //! Typed configuration: the YAML schema, loading with field-path errors, and validation.
+//!
+//! Plain data at the bottom of the crate: the file's sections converted into checked values.
+//! No runtime object is built here: each feature builds its own from its section (`KeyStore`
+//! from `auth`, the routing `Registry` and `Pricing` from the merged registry file, the prompt
+//! store from `prompts`), and `app::assemble` calls them all, adding what they find to the
+//! problems found here (`Draft`), so a configuration is refused with every problem at once.
 
 pub mod catalogue;
 pub mod issues;
@@ -13,13 +19,13 @@ use pingora_core::server::configuration::ServerConf;
 use serde::Deserialize;
 
 pub use crate::auth::conf::KeyConf;
-use crate::auth::KeyStore;
 use crate::cache::CacheConf;
 use crate::export::ExportConf;
 use crate::failover::health::HealthConf;
 use crate::origin::Origin;
-use crate::pricing::{Pricing, PricingFile};
-use crate::unified::{ProviderSettings, Registry};
+use crate::pricing::file::{self as registry_file, PricingConf, PricingFile};
+use crate::prompts::conf::PromptsConf;
+use crate::unified::ProviderSettings;
 use catalogue::{Catalogue, CatalogueFile};
 pub use issues::{Issue, Issues};
 
@@ -64,7 +70,7 @@ pub struct FileConfig {
     /// Registry files (routing and prices) laid over the embedded `conf/models.yaml`, and an
     /// optional timed refresh.
     #[serde(default)]
-    pub pricing: crate::pricing::PricingConf,
+    pub pricing: PricingConf,
     /// Unified API settings per catalogue provider: key variable, base URL, Azure deployments.
     #[serde(default)]
     pub providers: std::collections::BTreeMap<String, ProviderSettings>,
@@ -73,7 +79,7 @@ pub struct FileConfig {
     pub state_dir: PathBuf,
     /// Prompt templates served by the gateway (`prompt_id` in unified requests).
     #[serde(default)]
-    pub prompts: Option<crate::prompts::PromptsConf>,
+    pub prompts: Option<PromptsConf>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -291,14 +297,19 @@ pub struct Listener {
     pub tls: Option<TlsConf>,
 }
 
-/// The validated configuration the gateway runs on.
+/// The validated configuration the gateway runs on: plain data, each feature's runtime object
+/// is built from its section by `app::assemble`.
 pub struct Config {
+    /// What it was read from (`embedded conf/switchyard.yaml`, or the file's path): problems
+    /// found later, by the features' builders, name it as the config's own do.
+    pub source: String,
     pub server: ServerSection,
     pub listeners: Vec<Listener>,
     pub metrics_address: Option<String>,
     /// `metrics.spend_alert_usd_per_hour`.
     pub spend_alert_usd_per_hour: Option<f64>,
-    pub keys: KeyStore,
+    /// `auth:` as written; `auth::KeyStore::build` makes the key store of it (and checks it).
+    pub auth: AuthConf,
     /// `auth.keys[].limits` by key id.
     pub key_limits: HashMap<String, crate::limits::conf::KeyLimits>,
     pub catalogue: Catalogue,
@@ -309,18 +320,18 @@ pub struct Config {
     pub health: HealthConf,
     pub export: ExportConf,
     pub cache: CacheConf,
-    pub pricing: Pricing,
+    /// The model registry file: the bundled `conf/models.yaml` with the overlays laid over it,
+    /// checked. Prices (`pricing::Pricing`) and routes (`unified::Registry`) are built of it.
+    pub registry_file: PricingFile,
     /// What the pricing overlays replaced and added (logged at start-up, printed by `-t`).
     pub pricing_notes: Vec<String>,
     /// `pricing.refresh` and the files it lays its fetch over.
-    pub pricing_conf: crate::pricing::PricingConf,
-    /// The unified API's model -> providers registry.
-    pub registry: Registry,
-    /// `providers:` as written (the registry is built again from them on a pricing refresh).
+    pub pricing_conf: PricingConf,
+    /// `providers:` as written (routes are built of them, at start-up and on a pricing refresh).
     pub provider_settings: std::collections::BTreeMap<String, ProviderSettings>,
     pub state_dir: PathBuf,
     /// `prompts:` with its folder resolved.
-    pub prompts: Option<crate::prompts::PromptsConf>,
+    pub prompts: Option<PromptsConf>,
 }
 
 impl Config {
@@ -366,6 +377,38 @@ pub enum ConfigError {
     Invalid { file: String, issues: Issues },
 }
 
+/// A configuration read and converted, with the problems its checks found (none: it is valid
+/// as far as this module can tell). `app::assemble` adds what the features find building their
+/// runtime objects from it, and refuses it with every problem at once.
+pub struct Draft {
+    pub config: Config,
+    pub issues: Issues,
+}
+
+impl Draft {
+    /// The configuration, or every problem found in it.
+    pub fn check(self) -> Result<Config, ConfigError> {
+        if self.issues.is_empty() {
+            Ok(self.config)
+        } else {
+            Err(ConfigError::Invalid {
+                file: self.config.source,
+                issues: self.issues,
+            })
+        }
+    }
+}
+
+/// A configuration already checked.
+impl From<Config> for Draft {
+    fn from(config: Config) -> Draft {
+        Draft {
+            config,
+            issues: Issues::default(),
+        }
+    }
+}
+
 fn parse_yaml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, ConfigError> {
     let de = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -402,7 +445,7 @@ fn data_file<T: serde::de::DeserializeOwned>(
 }
 
 /// (provider, model) of a registry entry, lower-case.
-fn entry_key(m: &crate::pricing::Price) -> (String, String) {
+fn entry_key(m: &registry_file::Price) -> (String, String) {
     (
         m.provider.to_ascii_lowercase(),
         m.model.to_ascii_lowercase(),
@@ -415,23 +458,39 @@ fn merged_entry(field: &str) -> Option<(usize, &str)> {
     Some((n.parse().ok()?, rest))
 }
 
-/// Loads and validates a configuration file.
+/// Loads and validates a configuration file (the checks of this module only: see `Draft`).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    read(path)?.check()
+}
+
+/// The embedded default configuration (`conf/switchyard.yaml`), paths relative to the cwd.
+pub fn embedded() -> Result<Config, ConfigError> {
+    read_embedded()?.check()
+}
+
+/// Parses and validates configuration text; relative paths are resolved against `base`.
+pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigError> {
+    draft(file, text, base)?.check()
+}
+
+/// Reads a configuration file: `Err` when it cannot be read or parsed, else the configuration
+/// with the problems found in it.
+pub fn read(path: &Path) -> Result<Draft, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
         source,
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    from_str(&path.display().to_string(), &text, &base)
+    draft(&path.display().to_string(), &text, &base)
 }
 
-/// The embedded default configuration (`conf/switchyard.yaml`), paths relative to the cwd.
-pub fn embedded() -> Result<Config, ConfigError> {
-    from_str("embedded conf/switchyard.yaml", EMBEDDED, Path::new("."))
+/// `read` of the embedded default configuration.
+pub fn read_embedded() -> Result<Draft, ConfigError> {
+    draft("embedded conf/switchyard.yaml", EMBEDDED, Path::new("."))
 }
 
-/// Parses and validates configuration text; relative paths are resolved against `base`.
-pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigError> {
+/// Parses configuration text and checks it; relative paths are resolved against `base`.
+pub fn draft(file: &str, text: &str, base: &Path) -> Result<Draft, ConfigError> {
     let fc: FileConfig = parse_yaml(file, text)?;
     let resolve = |p: &Path| {
         if p.is_absolute() {
@@ -448,7 +507,7 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         catalogue::EMBEDDED,
     )?;
     let bundled: PricingFile =
-        data_file(None, "embedded conf/models.yaml", crate::pricing::EMBEDDED)?;
+        data_file(None, "embedded conf/models.yaml", registry_file::EMBEDDED)?;
     for (field, message) in bundled.problems(true) {
         issues.push(
             format!("pricing (bundled conf/models.yaml) {field}"),
@@ -472,7 +531,7 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         origins.push((label, layer.models.iter().map(entry_key).collect()));
         layers.push((path.display().to_string(), layer));
     }
-    let (pricing_file, pricing_notes) = crate::pricing::merge(bundled, layers);
+    let (pricing_file, pricing_notes) = registry_file::merge(bundled, layers);
     if !fc.pricing.overlays.is_empty() {
         // what no single file shows (an overlay's alias naming a bundled model, one name given
         // to two models by two files), at the overlay entry that brings it; a problem of one
@@ -503,7 +562,7 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         }
     }
     if let Some(r) = &fc.pricing.refresh {
-        if let Err(e) = crate::pricing::check_refresh_url(&r.url) {
+        if let Err(e) = registry_file::check_refresh_url(&r.url) {
             issues.push("pricing.refresh.url".into(), e);
         }
         if r.interval_secs == 0 {
@@ -529,14 +588,6 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         };
         issues.push(path, i.message);
     }
-    let registry = Registry::build(
-        &pricing_file,
-        &catalogue,
-        &fc.providers,
-        &|name| std::env::var(name).ok(),
-        &mut issues,
-    );
-    let pricing = Pricing::from_file(pricing_file);
 
     let s = &fc.server;
     if s.threads == 0 || s.threads > 256 {
@@ -591,8 +642,6 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
             );
         }
     }
-
-    let keys = KeyStore::build(&fc.auth.keys, &mut issues);
 
     let mut origins = HashMap::new();
     for (i, oc) in fc.origins.iter().enumerate() {
@@ -811,24 +860,15 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         if p.poll_ms == 0 {
             issues.push("prompts.poll_ms".into(), "must be greater than 0".into());
         }
+        // (the files in it are checked by opening the prompt store: `app::assemble`)
         if !dir.is_dir() {
             issues.push(
                 "prompts.dir".into(),
                 format!("{} is not a folder", dir.display()),
             );
-        } else {
-            for (file, e) in crate::prompts::Store::open(&dir, None).errors() {
-                issues.push(format!("prompts.dir: {file}"), e);
-            }
         }
     }
-    if !issues.is_empty() {
-        return Err(ConfigError::Invalid {
-            file: file.to_string(),
-            issues,
-        });
-    }
-    let prompts = fc.prompts.as_ref().map(|p| crate::prompts::PromptsConf {
+    let prompts = fc.prompts.as_ref().map(|p| PromptsConf {
         dir: resolve(&p.dir),
         poll_ms: p.poll_ms,
     });
@@ -838,11 +878,11 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         .iter()
         .filter_map(|k| k.limits.clone().map(|l| (k.id.clone(), l)))
         .collect();
-    Ok(Config {
+    let config = Config {
+        source: file.to_string(),
         listeners,
         metrics_address,
         spend_alert_usd_per_hour,
-        keys,
         key_limits,
         catalogue,
         origins,
@@ -852,18 +892,19 @@ pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
         health: fc.health,
         export,
         cache: fc.cache.clone(),
-        pricing,
+        registry_file: pricing_file,
         pricing_notes: pricing_notes.0,
-        pricing_conf: crate::pricing::PricingConf {
+        pricing_conf: PricingConf {
             overlays: fc.pricing.overlays.iter().map(|p| resolve(p)).collect(),
             refresh: fc.pricing.refresh.clone(),
         },
-        registry,
         provider_settings: fc.providers.clone(),
         state_dir: resolve(&fc.state_dir),
         prompts,
         server: fc.server,
-    })
+        auth: fc.auth,
+    };
+    Ok(Draft { config, issues })
 }
 
 /// Reads a PEM bundle into the CA type Pingora's rustls backend verifies peers with.
@@ -902,7 +943,7 @@ mod tests {
     fn embedded_defaults_are_valid() {
         let c = embedded().unwrap();
         assert_eq!(c.listeners[0].address, "127.0.0.1:8787");
-        assert!(c.keys.is_empty());
+        assert!(c.auth.keys.is_empty());
         assert_eq!(c.limits.max_body_bytes, 32 * 1024 * 1024);
         assert_eq!(c.unapproved.per_second, 1);
         assert_eq!(c.unapproved.per_day, 10_000);
@@ -930,7 +971,7 @@ mod tests {
         let e = err(concat!(
             "listeners: [{address: 'nope'}]\n",
             "metrics: {address: 'x'}\n",
-            "auth: {keys: [{id: a, env: SWITCHYARD_TEST_SURELY_UNSET}, {id: b, sha256: xyz}, {id: c}]}\n",
+            "auth: {keys: [{id: a, sha256: '0000000000000000000000000000000000000000000000000000000000000000', limits: {}}]}\n",
             "origins: [{url: 'gopher://x'}, {url: 'http://127.0.0.1:1', ca_file: /nonexistent.pem}]\n",
             "unapproved_origins: {per_second: 0}\n",
             "upstream: {read_timeout_secs: 0}\n",
@@ -939,9 +980,7 @@ mod tests {
         for field in [
             "listeners[0].address",
             "metrics.address",
-            "auth.keys[0].env",
-            "auth.keys[1].sha256",
-            "auth.keys[2]",
+            "auth.keys[0].limits: sets no limit",
             "origins[0].url",
             "origins[1].ca_file",
             "unapproved_origins.per_second",
