@@ -528,7 +528,18 @@ impl Egress for Anthropic {
     }
 
     fn body(&self, req: &Canonical, model_id: &str) -> Result<Vec<u8>, TranslateError> {
-        let t = request_map(&req.body, model_id)?;
+        if let Some(native) = req.native_for("anthropic") {
+            // a Messages client: its body goes as it came (thinking blocks, signatures,
+            // cache_control, documents and server tools included), with the provider's model id
+            let out = super::openai::Outgoing {
+                body: native,
+                model: model_id,
+                ask_usage: false,
+            };
+            return serde_json::to_vec(&out)
+                .map_err(|e| bad(format!("cannot encode the upstream body: {e}")));
+        }
+        let t = request_map(req.canonical()?, model_id)?;
         serde_json::to_vec(&t.body)
             .map_err(|e| bad(format!("cannot encode the upstream body: {e}")))
     }

@@ -12,6 +12,7 @@
 //! changes.
 
 pub mod anthropic;
+pub mod anthropic_ingress;
 pub mod anthropic_map;
 pub mod anthropic_stream;
 pub mod azure;
@@ -64,6 +65,39 @@ pub struct Canonical {
     pub stream: bool,
     /// `stream_options.include_usage` as the client sent it.
     pub include_usage: bool,
+    /// The client's own body, for a provider that speaks the client's dialect (sent as it
+    /// came, but for the model id).
+    pub native: Option<Native>,
+    /// Why the client's body has no canonical form (only attempts that need one fail).
+    pub untranslatable: Option<TranslateError>,
+    /// Hints the canonical form cannot carry, dropped on the way (field paths).
+    pub dropped: Vec<String>,
+}
+
+/// A client's body in its own dialect.
+#[derive(Debug)]
+pub struct Native {
+    /// The client dialect's name (`anthropic`).
+    pub dialect: &'static str,
+    pub body: Map<String, Value>,
+}
+
+impl Canonical {
+    /// The client's body for a provider speaking `dialect`, if the client speaks it too.
+    pub fn native_for(&self, dialect: &str) -> Option<&Map<String, Value>> {
+        self.native
+            .as_ref()
+            .filter(|n| n.dialect == dialect)
+            .map(|n| &n.body)
+    }
+
+    /// The canonical body, or why there is none.
+    pub fn canonical(&self) -> Result<&Map<String, Value>, TranslateError> {
+        match &self.untranslatable {
+            Some(e) => Err(e.clone()),
+            None => Ok(&self.body),
+        }
+    }
 }
 
 /// Where on a provider's origin its API lives (from the catalogue and the operator's config).

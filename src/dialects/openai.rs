@@ -95,6 +95,9 @@ pub fn parse(op: Op, bytes: &[u8]) -> Result<Canonical, TranslateError> {
         model,
         stream,
         include_usage,
+        native: None,
+        untranslatable: None,
+        dropped: Vec::new(),
     })
 }
 
@@ -113,10 +116,10 @@ pub fn ask_for_stream_usage(body: &mut Map<String, Value>) -> Option<bool> {
 /// The client's body as one attempt sends it, written straight from the parsed map: `model`
 /// replaced and, for a stream, `stream_options.include_usage` set (the usage chunk is how a
 /// stream's tokens and cost get logged). Nothing is copied.
-struct Outgoing<'a> {
-    body: &'a Map<String, Value>,
-    model: &'a str,
-    ask_usage: bool,
+pub(crate) struct Outgoing<'a> {
+    pub body: &'a Map<String, Value>,
+    pub model: &'a str,
+    pub ask_usage: bool,
 }
 
 /// `stream_options` with `include_usage: true`.
@@ -165,7 +168,7 @@ impl Serialize for Outgoing<'_> {
 /// The attempt's body for an OpenAI-compatible provider.
 pub fn body(req: &Canonical, model_id: &str) -> Result<Vec<u8>, TranslateError> {
     serde_json::to_vec(&Outgoing {
-        body: &req.body,
+        body: req.canonical()?,
         model: model_id,
         ask_usage: req.stream,
     })
