@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::body::{Replay, RequestBody};
-use crate::cache::Policy;
+pub use crate::cache::request::CacheState;
 use crate::error::GatewayError;
 pub use crate::export::record::Attempt;
 pub use crate::failover::attempts::Target;
@@ -37,34 +37,6 @@ use crate::routing::Route;
 use crate::unified::response::Mapper;
 use crate::unified::Op;
 use crate::usage::Tap;
-
-/// A cached request's state (`Helicone-Cache-Enabled: true`).
-pub struct CacheState {
-    pub policy: Policy,
-    /// The key of the chosen bucket (set once the body is read).
-    pub key: String,
-    pub bucket: u8,
-    /// `hit` or `miss`, once known.
-    pub status: Option<&'static str>,
-    /// On a hit: the id of the request whose answer was served.
-    pub reference: Option<String>,
-}
-
-impl CacheState {
-    pub fn new(policy: Policy) -> Self {
-        CacheState {
-            policy,
-            key: String::new(),
-            bucket: 0,
-            status: None,
-            reference: None,
-        }
-    }
-
-    pub fn hit(&self) -> bool {
-        self.status == Some("hit")
-    }
-}
 
 /// A unified-API request's own state.
 pub struct UnifiedState {

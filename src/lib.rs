@@ -7,6 +7,7 @@ pub mod cache;
 pub mod config;
 pub mod conn;
 pub mod ctx;
+pub mod endpoints;
 pub mod error;
 pub mod export;
 pub mod failover;

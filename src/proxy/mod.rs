@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora_cache::{CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable};
+use pingora_cache::{CacheKey, NoCacheReason, RespCacheable};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -16,8 +16,10 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::body;
 use crate::cache;
+use crate::cache::request::Keyed;
 use crate::config::{Config, UnapprovedPolicy};
 use crate::ctx::{CacheState, RequestCtx, Target, UnifiedState};
+use crate::endpoints::{self, UnifiedRoute};
 use crate::error::GatewayError;
 use crate::export::Exporter;
 use crate::failover::attempts::{ExchangeError, Recovery, Step};
@@ -26,12 +28,12 @@ use crate::forward::Forwarder;
 use crate::headers;
 use crate::lifecycle;
 use crate::limits::policy as rate_policy;
-use crate::limits::rules::{Ask, Plan, RateLimits};
-use crate::limits::OriginLimits;
+use crate::limits::rules::{Plan, RateLimits};
+use crate::limits::{self, OriginLimits};
 use crate::metrics::{Metrics, Observation};
 use crate::routing::{self, RequestMeta, Route, RouteKind};
 use crate::ssrf;
-use crate::unified::{self, request as unified_request, response as unified_response, Op};
+use crate::unified::{request as unified_request, response as unified_response, Op};
 use crate::upstream;
 use crate::usage::Tap;
 
@@ -85,49 +87,6 @@ async fn respond_json(
     lifecycle::close_if_draining(session);
     session.write_response_header(Box::new(h), false).await?;
     session.write_response_body(Some(body), true).await
-}
-
-/// What a request without a target header on a unified-API path is.
-enum UnifiedRoute {
-    Call(Op),
-    /// `GET /v1/models` (`None`) or `GET /v1/models/{id}`.
-    Models(Option<String>),
-    /// `GET /v1/prompts`.
-    Prompts,
-    WrongMethod(&'static str),
-}
-
-/// The unified-API endpoint of `req`, if it is one (a host alias wins: it is the drop-in for
-/// Helicone's provider subdomains).
-fn unified_route(req: &RequestHeader, cfg: &Config) -> Option<UnifiedRoute> {
-    let path = req.uri.path();
-    let path = path
-        .strip_prefix("/v1")
-        .filter(|p| p.starts_with('/'))
-        .unwrap_or(path);
-    let (want, route) = match path {
-        "/chat/completions" => ("POST", UnifiedRoute::Call(Op::Chat)),
-        "/embeddings" => ("POST", UnifiedRoute::Call(Op::Embeddings)),
-        "/completions" => ("POST", UnifiedRoute::Call(Op::Completions)),
-        "/models" => ("GET", UnifiedRoute::Models(None)),
-        "/prompts" => ("GET", UnifiedRoute::Prompts),
-        p => match p.strip_prefix("/models/") {
-            Some(id) if !id.is_empty() => ("GET", UnifiedRoute::Models(Some(id.to_string()))),
-            _ => return None,
-        },
-    };
-    let host = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri.host());
-    if host.is_some_and(|h| cfg.catalogue.by_host_alias(h).is_some()) {
-        return None;
-    }
-    if req.method.as_str() != want {
-        return Some(UnifiedRoute::WrongMethod(want));
-    }
-    Some(route)
 }
 
 async fn respond_error(session: &mut Session, ctx: &RequestCtx, e: &GatewayError) {
@@ -206,18 +165,9 @@ impl Gateway {
         let target = header(req, headers::TARGET_URL);
         let fallbacks = header(req, headers::FALLBACKS);
         if target.is_none() && fallbacks.is_none() {
-            let ready = match req.uri.path() {
-                "/healthz" | "/healthcheck" => Some(true),
-                "/readyz" => Some(self.ready.load(Ordering::Relaxed)),
-                _ => None,
-            };
-            if let Some(ok) = ready {
+            let ready = self.ready.load(Ordering::Relaxed);
+            if let Some((status, body)) = endpoints::probe(req.uri.path(), ready) {
                 ctx.facts.health_probe = true;
-                let (status, body) = if ok {
-                    (200, r#"{"status":"ok"}"#)
-                } else {
-                    (503, r#"{"status":"shutting down"}"#)
-                };
                 if let Err(e) = respond_json(session, status, body, &ctx.facts.id).await {
                     log::debug!("health response failed: {e}");
                 }
@@ -226,7 +176,7 @@ impl Gateway {
         }
 
         let unified = if target.is_none() && fallbacks.is_none() {
-            unified_route(req, &self.cfg)
+            endpoints::unified_route(req, &self.cfg)
         } else {
             None
         };
@@ -261,31 +211,12 @@ impl Gateway {
         }
         match unified {
             None => {}
-            Some(UnifiedRoute::WrongMethod(allow)) => {
-                return Err(GatewayError::MethodNotAllowed {
-                    message: format!(
-                        "{} {} is not served: this endpoint of the unified API takes {allow}",
-                        req.method,
-                        req.uri.path()
-                    ),
-                    allow,
-                })
-            }
-            Some(UnifiedRoute::Models(id)) => {
-                let (status, body) = unified::models_json(&self.registry.routing(), id.as_deref());
-                if let Err(e) = respond_json(session, status, body, &ctx.facts.id).await {
-                    log::debug!("models response failed: {e}");
-                }
-                return Ok(Admitted::Done);
-            }
-            Some(UnifiedRoute::Prompts) => {
-                let Some(store) = &self.prompts else {
-                    return Err(GatewayError::NotFound(
-                        "this gateway serves no prompts: set `prompts: {dir: <folder of <id>.yaml files>}` in its config".into(),
-                    ));
-                };
-                if let Err(e) = respond_json(session, 200, store.list_json(), &ctx.facts.id).await {
-                    log::debug!("prompts response failed: {e}");
+            Some(UnifiedRoute::Local(local)) => {
+                let what = local.what();
+                let answer =
+                    local.answer(req, &self.registry.routing(), self.prompts.as_deref())?;
+                if let Err(e) = respond_json(session, answer.0, answer.1, &ctx.facts.id).await {
+                    log::debug!("{what} response failed: {e}");
                 }
                 return Ok(Admitted::Done);
             }
@@ -399,39 +330,17 @@ impl Gateway {
             ctx.cache = None;
             return;
         }
-        let req = session.req_header();
         let target = match (&ctx.facts.unified, ctx.attempts.targets().first()) {
-            (Some(u), _) => format!("unified:{:?}", u.op),
-            (None, Some(t)) => format!("{}{}", t.origin, t.route.upstream_path),
+            (Some(u), _) => Keyed::Unified(u.op),
+            (None, Some(t)) => Keyed::Passthrough {
+                origin: &t.origin,
+                path: &t.route.upstream_path,
+            },
             (None, None) => return,
         };
-        // the client's own provider credentials (passthrough) keep tenants apart too
-        let mut creds: Vec<&[u8]> = Vec::new();
-        if ctx.facts.unified.is_none() {
-            for name in [
-                "authorization",
-                "x-api-key",
-                "api-key",
-                "x-goog-api-key",
-                headers::FALLBACKS,
-            ] {
-                for v in req.headers.get_all(name) {
-                    creds.push(v.as_bytes());
-                }
-            }
-        }
-        let base = cache::base_key(
-            &state.policy,
-            &cache::KeyParts {
-                method: req.method.as_str(),
-                target: &target,
-                body: &ctx.facts.body.bytes,
-                tenant: ctx.facts.key_id.as_deref(),
-                credentials: &creds,
-            },
-        );
-        state.bucket = rc.choose_bucket(&base, state.policy.buckets).await;
-        state.key = cache::bucket_key(&base, state.bucket);
+        let (req, body) = (session.req_header(), &ctx.facts.body.bytes);
+        let tenant = ctx.facts.key_id.as_deref();
+        cache::request::make_key(rc, state, req, target, body, tenant).await;
     }
 
     /// A unified body's own extras, taken out before it goes anywhere: Helicone metadata
@@ -519,70 +428,17 @@ impl Gateway {
         session: &Session,
         ctx: &RequestCtx,
     ) -> std::result::Result<Option<Plan>, GatewayError> {
-        let key_id = ctx.facts.key_id.as_deref();
-        if !self.rate_limits.applies(key_id, ctx.limits.policy.as_ref()) {
-            return Ok(None);
-        }
-        let req = session.req_header();
-        let head = || &ctx.facts.body.facts().head;
-        let header_user = header(req, headers::USER_ID)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .or_else(|| {
-                ctx.facts
-                    .body_meta
-                    .as_ref()
-                    .and_then(|m| m.user_id.as_deref())
-            });
-        let user = match header_user {
-            Some(u) => Some(u),
-            None if RateLimits::needs_user(ctx.limits.policy.as_ref()) => head().user.as_deref(),
-            None => None,
-        };
-        let property = |name: &str| {
-            req.headers
-                .get(format!("{}{name}", headers::PROPERTY_PREFIX).as_str())
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-                .or_else(|| {
-                    ctx.facts
-                        .body_meta
-                        .as_ref()
-                        .and_then(|m| m.properties.get(name).cloned())
-                })
+        let r = limits::request::Request {
+            key_id: ctx.facts.key_id.as_deref(),
+            policy: ctx.limits.policy.as_ref(),
+            headers: &session.req_header().headers,
+            body: &ctx.facts.body,
+            meta: ctx.facts.body_meta.as_ref(),
+            targets: ctx.attempts.targets(),
         };
         let default_completion = self.cfg.limits.default_completion_tokens;
-        let body_len = ctx.facts.body.bytes.len();
-        let estimate = || {
-            let h = head();
-            let pricing = self.registry.pricing();
-            // any attempt may answer: the dearest one is reserved
-            ctx.attempts
-                .targets()
-                .iter()
-                .filter_map(|t| {
-                    let provider = t.route.provider.as_ref().map(|p| p.name.as_str());
-                    let model = match &t.unified {
-                        Some(c) => Some(c.model_id.as_str()),
-                        None => h.model.as_deref(),
-                    }?;
-                    pricing.estimate(
-                        provider,
-                        model,
-                        body_len,
-                        h.completion_cap(),
-                        default_completion,
-                    )
-                })
-                .reduce(f64::max)
-        };
-        let ask = Ask {
-            key_id,
-            policy: ctx.limits.policy.as_ref(),
-            user,
-            property: &property,
-            estimate_usd: &estimate,
-        };
-        self.rate_limits.plan(&ask).map(Some)
+        let pricing = || self.registry.pricing();
+        limits::request::plan(&self.rate_limits, &r, &pricing, default_completion)
     }
 
     async fn read_body(
@@ -758,56 +614,6 @@ impl Gateway {
         }
     }
 
-    /// `Helicone-Cache` and, on a hit, what the cached answer recorded of its original request:
-    /// the request id (logged as the reference), its latency and, for the unified API, the
-    /// provider and model that answered (returned: the orchestrator points the attempts at it,
-    /// so the right translation replays it).
-    fn cache_outcome(
-        &self,
-        session: &Session,
-        resp: &mut ResponseHeader,
-        state: &mut CacheState,
-    ) -> Result<Option<(String, Option<String>)>> {
-        let Some(rc) = self.cache.as_ref() else {
-            return Ok(None);
-        };
-        if state.key.is_empty() {
-            return Ok(None);
-        }
-        let hit = matches!(session.cache.phase(), CachePhase::Hit);
-        if session.cache.lock_duration().is_some() {
-            rc.metrics.lock_waits.inc();
-        }
-        let label = if hit { "hit" } else { "miss" };
-        rc.metrics.lookups.with_label_values(&[label]).inc();
-        state.status = Some(label);
-        let get = |n: &str| {
-            resp.headers
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let (reference, latency, provider, model) = (
-            get(cache::stored::REQUEST_ID),
-            get(cache::stored::LATENCY_MS),
-            get(cache::stored::PROVIDER),
-            get(cache::stored::MODEL),
-        );
-        for n in cache::stored::ALL {
-            resp.remove_header(n);
-        }
-        resp.insert_header(headers::CACHE.clone(), if hit { "HIT" } else { "MISS" })?;
-        if !hit {
-            return Ok(None);
-        }
-        resp.insert_header(headers::CACHE_BUCKET_IDX.clone(), state.bucket.to_string())?;
-        if let Some(l) = latency {
-            resp.insert_header(headers::CACHE_LATENCY.clone(), l)?;
-        }
-        state.reference = reference;
-        Ok(provider.map(|p| (p, model)))
-    }
-
     /// A cache hit answered by a unified attempt: the attempts point at it (its translation
     /// replays the cached answer).
     fn point_at_cached(ctx: &mut RequestCtx, provider: &str, model: Option<&String>) {
@@ -911,7 +717,10 @@ impl Gateway {
 
     /// The attempt machine's verdict on an upstream answer.
     fn judge_response(&self, ctx: &mut RequestCtx, resp: &ResponseHeader) -> Verdict {
-        let retry_after = resp.headers.get("retry-after").map(|v| v.as_bytes());
+        let retry_after = resp
+            .headers
+            .get(&headers::RETRY_AFTER)
+            .map(|v| v.as_bytes());
         let status = resp.status.as_u16();
         ctx.attempts
             .on_response(&self.health, &*self.metrics, status, retry_after)
@@ -1047,9 +856,9 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(state) = ctx.cache.as_mut() {
+        if let (Some(rc), Some(state)) = (self.cache.as_ref(), ctx.cache.as_mut()) {
             if let Some((provider, model)) =
-                self.cache_outcome(session, upstream_response, state)?
+                cache::request::outcome(rc, &session.cache, upstream_response, state)?
             {
                 Self::point_at_cached(ctx, &provider, model.as_ref());
             }
@@ -1104,30 +913,10 @@ impl ProxyHttp for Gateway {
         let Some(c) = ctx.cache.as_ref() else {
             return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
         };
-        if !(200..300).contains(&resp.status.as_u16()) {
-            return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
-                "only 2xx answers are cached",
-            )));
-        }
-        // what a hit needs to know of this request, kept with the answer
-        let mut h = resp.clone();
-        h.insert_header(cache::stored::REQUEST_ID, ctx.facts.id.as_str())?;
-        h.insert_header(
-            cache::stored::LATENCY_MS,
-            ctx.facts.start.elapsed().as_millis().to_string(),
-        )?;
-        if let Some(u) = ctx.target().and_then(|t| t.unified.as_ref()) {
-            h.insert_header(cache::stored::PROVIDER, u.endpoint.name.as_str())?;
-            h.insert_header(cache::stored::MODEL, u.model_id.as_str())?;
-        }
-        let now = std::time::SystemTime::now();
-        Ok(RespCacheable::Cacheable(CacheMeta::new(
-            now + c.policy.ttl,
-            now,
-            0,
-            0,
-            h,
-        )))
+        let answered = ctx.target().and_then(|t| t.unified.as_ref());
+        let answered = answered.map(|u| (u.endpoint.name.as_str(), u.model_id.as_str()));
+        let latency = ctx.facts.start.elapsed();
+        cache::request::cacheable(resp, &c.policy, &ctx.facts.id, latency, answered)
     }
 
     fn response_body_filter(
