@@ -92,6 +92,14 @@ impl Gateway {
             .on_connect_error(health, metrics, timed_out(e), &e.to_string())
     }
 
+    /// A failed connection (`fail_to_connect`): Pingora tries again when the attempt machine
+    /// says so and the body can be replayed.
+    pub(super) fn connect_failed(&self, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+        let again = self.judge_connect(ctx, &e).again();
+        e.set_retry(again && ctx.facts.body.replayable);
+        e
+    }
+
     /// The attempt machine's verdict on an origin quota that refused the next attempt.
     fn quota_refused(&self, ctx: &mut RequestCtx, e: &GatewayError) -> Verdict {
         ctx.attempts

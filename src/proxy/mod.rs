@@ -258,11 +258,9 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
-        mut e: Box<Error>,
+        e: Box<Error>,
     ) -> Box<Error> {
-        let again = self.judge_connect(ctx, &e).again();
-        e.set_retry(again && ctx.facts.body.replayable);
-        e
+        self.connect_failed(ctx, e)
     }
 
     fn error_while_proxy(
