@@ -1,26 +1,30 @@
 //! Per-request state carried through the Pingora phases, in parts, each written by one owner:
 //!
 //! - `facts` ([`Facts`]): what the request is (id, start, key, body and its parsed extras,
-//!   unified op, prompt, metadata). Written by the admission steps in `proxy.rs` (`admit`,
-//!   `admit_unified`, `read_body`, the body rewrites); read everywhere after.
+//!   unified op, prompt, metadata). Written by admission in `proxy/admit.rs` (`admit`,
+//!   `admit_unified`, `read_body`), with the body rewrites of `rewrite.rs`; read everywhere
+//!   after.
 //! - `attempts` ([`Attempts`], `failover::attempts`): targets, cursor, retries, fallbacks, the
-//!   attempt log. Moved only by the attempt machine, through the orchestrator's verdicts.
+//!   attempt log. Filled by the plans of `plan.rs`; moved only by the attempt machine, through
+//!   the verdicts of `proxy/attempt.rs`.
 //! - `replay` ([`Replay`], `body.rs`): what of the request body each connection was sent.
-//! - `cache` ([`CacheState`]): the response-cache lookup (key, bucket, hit or miss,
-//!   reference). Written by `proxy.rs`'s cache steps (`cache_key`, `cache_outcome`), which
-//!   touch no other part: a hit's answering attempt is handed back to the orchestrator,
-//!   which points the attempts at it.
+//! - `cache` ([`CacheState`], `cache/request.rs`): the response-cache lookup (key, bucket, hit
+//!   or miss, reference). Written by `cache::request` (`make_key`, `outcome`), which touches no
+//!   other part: a hit's answering attempt is handed back to the orchestrator, which points the
+//!   attempts at it.
 //! - `limits` ([`LimitState`]): the rate-limit policy header, the deferred plan of a cache
 //!   lookup, what the request holds and the headers it is shown. Written by `limits::rules`
-//!   (`admit`, `peek`, `settle` take `&mut ctx.limits.counted`) and the orchestrator's `count`.
+//!   (`admit`, `peek`, `settle` take `&mut ctx.limits.counted`) and admission's `count`
+//!   (`proxy/admit.rs`, with the plan of `limits::request`).
 //! - `response` ([`ResponseState`], `answer.rs`): the answer on its way out (upstream start,
 //!   ttfb, the stream decoded once for the usage tap and the dialect mapper, captured body).
-//!   Set up by the response phases in `proxy.rs`, fed by the body filter.
+//!   Set up by `proxy/respond.rs` (`shape_response`) and `proxy/attempt.rs` (`next_attempt`),
+//!   fed by the body filter.
 //! - `outcome` ([`Outcome`]): how the request ends (rejection, an error decided in a hook
-//!   that cannot answer, the in-flight gauge). Written by the Pingora hooks in `proxy.rs`.
+//!   that cannot answer, the in-flight gauge). Written by the Pingora hooks in `proxy/mod.rs`.
 //!
-//! Only the orchestrator (`proxy.rs`) moves data from one part to another; the log record
-//! (`proxy/log_record.rs`) reads them all at the end.
+//! Only the orchestrator (`proxy/` and its hooks) moves data from one part to another; the
+//! end of the request (`proxy/finish.rs`, `proxy/log_record.rs`) reads them all.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,7 +33,7 @@ use bytes::Bytes;
 
 pub use crate::answer::ResponseState;
 use crate::body::{Replay, RequestBody};
-use crate::cache::Policy;
+pub use crate::cache::request::CacheState;
 use crate::error::GatewayError;
 pub use crate::export::record::Attempt;
 pub use crate::failover::attempts::Target;
@@ -37,34 +41,6 @@ use crate::failover::Attempts;
 use crate::metrics::Rejection;
 use crate::routing::Route;
 use crate::unified::Op;
-
-/// A cached request's state (`Helicone-Cache-Enabled: true`).
-pub struct CacheState {
-    pub policy: Policy,
-    /// The key of the chosen bucket (set once the body is read).
-    pub key: String,
-    pub bucket: u8,
-    /// `hit` or `miss`, once known.
-    pub status: Option<&'static str>,
-    /// On a hit: the id of the request whose answer was served.
-    pub reference: Option<String>,
-}
-
-impl CacheState {
-    pub fn new(policy: Policy) -> Self {
-        CacheState {
-            policy,
-            key: String::new(),
-            bucket: 0,
-            status: None,
-            reference: None,
-        }
-    }
-
-    pub fn hit(&self) -> bool {
-        self.status == Some("hit")
-    }
-}
 
 /// A unified-API request's own state.
 pub struct UnifiedState {

@@ -14,6 +14,10 @@ pub const MODEL_OVERRIDE: &str = "helicone-model-override";
 /// `true`: streamed requests get `stream_options.include_usage` so that usage is counted.
 pub const STREAM_USAGE: &str = "helicone-stream-usage";
 pub const FALLBACKS: &str = "helicone-fallbacks";
+/// Where clients carry their own provider credentials (passthrough): the cache key hashes them,
+/// so that tenants never share entries.
+pub const PROVIDER_CREDENTIALS: [&str; 4] =
+    ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
 
 pub const RETRY_ENABLED: &str = "helicone-retry-enabled";
 pub const RETRY_NUM: &str = "helicone-retry-num";

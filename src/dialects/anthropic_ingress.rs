@@ -126,13 +126,15 @@ fn image_part(block: &Value, path: &str) -> Result<Value, TranslateError> {
             .and_then(Value::as_str)
             .ok_or_else(|| field_err(&format!("{path}.source"), "has no `url`"))?
             .to_string(),
-        other => return Err(field_err(
-            &format!("{path}.source.type"),
-            &format!(
+        other => {
+            return Err(field_err(
+                &format!("{path}.source.type"),
+                &format!(
                 "{:?} cannot be sent to an OpenAI-compatible provider (base64 and url images can)",
                 other.unwrap_or("")
             ),
-        )),
+            ))
+        }
     };
     Ok(json!({"type": "image_url", "image_url": {"url": url}}))
 }

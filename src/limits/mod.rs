@@ -1,11 +1,13 @@
 //! Request limits enforced in `request_filter`: rate-limit policies and gateway-key limits
-//! (`rules`), and the unapproved-origin quotas, counted in this process or in a shared Redis.
+//! (`rules`; what one request asks of them, `request`), and the unapproved-origin quotas,
+//! counted in this process or in a shared Redis.
 
 pub mod conf;
 pub mod limiter;
 pub mod origin_quota;
 pub mod policy;
 pub mod redis_window;
+pub mod request;
 pub mod rules;
 pub mod window;
 

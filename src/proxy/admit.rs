@@ -1,0 +1,255 @@
+//! Admission (`request_filter`), in order: the request's id, probes and local endpoints, auth, its header policies, its planned and checked targets, its body, cache key and rate limits.
+
+use std::sync::atomic::Ordering;
+
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+
+use super::{respond, Admitted, Gateway};
+use crate::body;
+use crate::cache::{self, request::Keyed};
+use crate::ctx::{CacheState, RequestCtx, UnifiedState};
+use crate::endpoints::{self, UnifiedRoute};
+use crate::error::GatewayError;
+use crate::failover;
+use crate::headers;
+use crate::limits::{self, policy as rate_policy};
+use crate::plan;
+use crate::rewrite;
+use crate::unified::{request as unified_request, Op};
+
+fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
+    req.headers.get(name).map(|v| v.as_bytes())
+}
+
+/// The request's id: `Helicone-Request-Id` when the client sent one (it must be a UUID), else
+/// `fresh` (which the error suggests).
+fn request_id(given: Option<&[u8]>, fresh: &str) -> Result<String, GatewayError> {
+    let Some(v) = given else {
+        return Ok(fresh.to_string());
+    };
+    let given = String::from_utf8_lossy(v);
+    match uuid::Uuid::parse_str(given.trim()) {
+        Ok(id) => Ok(id.to_string()),
+        Err(_) => Err(GatewayError::BadRequest(format!(
+            "Helicone-Request-Id '{given}' is not a UUID: send one such as {fresh} (it becomes the request's id), or leave the header out"
+        ))),
+    }
+}
+
+/// A body Pingora cannot replay (chunked over 64 KiB) takes the manual exchange.
+fn manual(ctx: &RequestCtx) -> bool {
+    ctx.facts.body.present && !ctx.facts.body.replayable
+}
+
+impl Gateway {
+    /// Everything `request_filter` decides, in order: health, auth, plan (route or fallbacks,
+    /// retry policy), SSRF, quota, body.
+    pub(super) async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Admitted, GatewayError> {
+        let req = session.req_header();
+        ctx.facts.id = uuid::Uuid::new_v4().to_string();
+        ctx.facts.id = request_id(header(req, headers::REQUEST_ID), &ctx.facts.id)?;
+        let fallbacks = header(req, headers::FALLBACKS);
+        let local = header(req, headers::TARGET_URL).is_none() && fallbacks.is_none();
+        if local {
+            let ready = self.ready.load(Ordering::Relaxed);
+            if let Some((status, body)) = endpoints::probe(req.uri.path(), ready) {
+                ctx.facts.health_probe = true;
+                respond::json(session, status, body, &ctx.facts.id, "health").await;
+                return Ok(Admitted::Done);
+            }
+        }
+        let unified = local
+            .then(|| endpoints::unified_route(req, &self.cfg))
+            .flatten();
+        if !self.keys.is_empty() {
+            let mut carried = header(req, headers::HELICONE_AUTH);
+            if carried.is_none() && unified.is_some() {
+                // the OpenAI SDK's api_key; it never goes upstream (unified attempts carry only
+                // the provider's key)
+                carried = header(req, http::header::AUTHORIZATION.as_str());
+            }
+            let key = self.keys.authenticate(carried);
+            ctx.facts.key_id = Some(key?);
+        }
+
+        if let Some(v) = header(req, headers::RATELIMIT_POLICY) {
+            let v = std::str::from_utf8(v).map_err(|_| {
+                GatewayError::BadRequest("Helicone-RateLimit-Policy is not valid UTF-8".into())
+            })?;
+            ctx.limits.policy = Some(rate_policy::parse(v)?);
+        }
+        let entries = match fallbacks {
+            Some(raw) => failover::parse_fallbacks(raw)?,
+            None => Vec::new(),
+        };
+        let retry = failover::parse_retry(headers::reader(&req.headers))?;
+        ctx.attempts.set_retry(retry);
+        if self.cache.is_some() {
+            let policy = cache::policy(headers::reader(&req.headers))?;
+            ctx.attempts.defer_first_quota(policy.is_some());
+            ctx.cache = policy.map(CacheState::new);
+        }
+        match unified {
+            None => {}
+            Some(UnifiedRoute::Local(local)) => {
+                let what = local.what();
+                let prompts = self.prompts.as_deref();
+                let (status, body) = local.answer(req, &self.registry.routing(), prompts)?;
+                respond::json(session, status, body, &ctx.facts.id, what).await;
+                return Ok(Admitted::Done);
+            }
+            Some(UnifiedRoute::Call(op)) => return self.admit_unified(session, ctx, op).await,
+        }
+
+        if !entries.is_empty() {
+            ctx.attempts.use_fallbacks();
+        }
+        let routes = plan::passthrough_routes(req, entries, &self.cfg.catalogue, &self.origins)?;
+        let overrides =
+            plan::passthrough(routes, &self.cfg, &self.guard, &mut ctx.attempts).await?;
+        // the first attempt's quota is charged now, before the body is read; later attempts
+        // are charged in `next_attempt`
+        if let Some(first) = ctx.attempts.charged_at_admission() {
+            self.origin_limits
+                .admit(&first.origin, &self.metrics)
+                .await?;
+        }
+
+        self.read_body(session, ctx).await?;
+        let stream_usage = header(session.req_header(), headers::STREAM_USAGE);
+        rewrite::stream_usage(stream_usage, &mut ctx.facts.body)?;
+        for (i, over) in overrides.iter().enumerate() {
+            if let Some(v) = over {
+                ctx.attempts.targets_mut()[i].body =
+                    Some(failover::override_body(&ctx.facts.body.bytes, v, i)?);
+            }
+        }
+        self.admit_planned(session, ctx).await
+    }
+
+    /// The unified API: body, model string, provider attempts (each with its own path, key and
+    /// body), all SSRF-checked before anything is sent.
+    async fn admit_unified(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        op: Op,
+    ) -> Result<Admitted, GatewayError> {
+        self.read_body(session, ctx).await?;
+        let extras = rewrite::unified_extras(&mut ctx.facts.body, op, self.prompts.as_deref())?;
+        ctx.facts.body_meta = extras.meta;
+        ctx.facts.prompt = extras.prompt;
+        let req = unified_request::parse(op, &ctx.facts.body.bytes)?;
+        let registry = self.registry.routing();
+        let client = session.req_header();
+        let (cfg, guard) = (&self.cfg, &self.guard);
+        for t in plan::unified(&req, &registry, &self.health, client, cfg, guard).await? {
+            ctx.attempts.push(t);
+        }
+        ctx.facts.unified = Some(UnifiedState {
+            op,
+            include_usage: req.include_usage,
+        });
+        self.admit_planned(session, ctx).await
+    }
+
+    /// The last steps of both paths, once the body is read and the targets are planned: the
+    /// cache key, the rate limits, and the manual exchange for a body Pingora cannot replay.
+    async fn admit_planned(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Admitted, GatewayError> {
+        self.cache_key(session, ctx).await;
+        self.count(session, ctx).await?;
+        if manual(ctx) {
+            return Ok(self.forward_manually(session, ctx).await);
+        }
+        Ok(Admitted::Proxy)
+    }
+
+    async fn read_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        ctx.facts.body =
+            body::read(session, self.cfg.limits.max_body_bytes, &self.body_budget).await?;
+        Ok(())
+    }
+
+    /// The cache key and bucket of a request that asked for the cache (after its body is read
+    /// and its targets are planned). Bodies Pingora cannot replay take the manual exchange,
+    /// which has no cache.
+    async fn cache_key(&self, session: &Session, ctx: &mut RequestCtx) {
+        let (Some(rc), Some(state)) = (self.cache.as_ref(), ctx.cache.as_mut()) else {
+            return;
+        };
+        if ctx.facts.body.present && !ctx.facts.body.replayable {
+            ctx.cache = None;
+            return;
+        }
+        let target = match (&ctx.facts.unified, ctx.attempts.targets().first()) {
+            (Some(u), _) => Keyed::Unified(u.op),
+            (None, Some(t)) => Keyed::Passthrough {
+                origin: &t.origin,
+                path: &t.route.upstream_path,
+            },
+            (None, None) => return,
+        };
+        let (req, body) = (session.req_header(), &ctx.facts.body.bytes);
+        let tenant = ctx.facts.key_id.as_deref();
+        cache::request::make_key(rc, state, req, target, body, tenant).await;
+    }
+
+    /// Counts the request against its rate-limit policy and its key's limits (after the body is
+    /// read: a per-user policy may need the body's `user`, a money limit its model and
+    /// `max_tokens`; and after the cache key is made). A request that looks up the cache is
+    /// checked now (a bad segment is a 400 either way) but counted only on a miss, in
+    /// `proxy_upstream_filter`.
+    async fn count(&self, session: &Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+        let r = limits::request::Request {
+            key_id: ctx.facts.key_id.as_deref(),
+            policy: ctx.limits.policy.as_ref(),
+            headers: &session.req_header().headers,
+            body: &ctx.facts.body,
+            meta: ctx.facts.body_meta.as_ref(),
+            targets: ctx.attempts.targets(),
+        };
+        let default_completion = self.cfg.limits.default_completion_tokens;
+        let pricing = || self.registry.pricing();
+        let plan = limits::request::plan(&self.rate_limits, &r, &pricing, default_completion)?;
+        let Some(plan) = plan else {
+            return Ok(());
+        };
+        if ctx.looks_up_cache() {
+            ctx.limits.deferred = Some(plan);
+            return Ok(());
+        }
+        self.rate_limits.admit(plan, &mut ctx.limits.counted).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_id_is_the_clients_uuid_or_a_fresh_one() {
+        let fresh = "6f1c2a1e-0000-4000-8000-000000000000";
+        assert_eq!(request_id(None, fresh).unwrap(), fresh);
+        let given = b" 3F2504E0-4F89-11D3-9A0C-0305E82C3301 ";
+        assert_eq!(
+            request_id(Some(given), fresh).unwrap(),
+            "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+        );
+        let e = request_id(Some(b"abc"), fresh).unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(e.to_string().contains(fresh), "{e}");
+    }
+}
