@@ -1,7 +1,4 @@
-//! The one assembly of the gateway: `assemble` builds every runtime object from the checked
-//! configuration (each feature from its section) and the Pingora services that serve them,
-//! without binding a port or starting a thread; `Runtime::serve` adds the services to the
-//! server and runs it. `switchyard -t` runs the same `assemble` and stops there.
+//! The one assembly of the gateway: `assemble` builds every runtime object from the checked configuration (each feature from its section) and the Pingora services that serve them, without binding a port or starting a thread; `Runtime::serve` adds the services to the server and runs it. `switchyard -t` runs the same `assemble` and stops there.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

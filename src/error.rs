@@ -1,6 +1,4 @@
-//! Errors the gateway itself answers with: one enum whose variants belong to the domain that
-//! makes them (request, auth, routing, SSRF, limits, body, upstream), each carrying its
-//! rejection label; rendered in one place as OpenAI-shaped JSON.
+//! Errors the gateway itself answers with: one enum whose variants belong to the domain that makes them (request, auth, routing, SSRF, limits, body, upstream), each carrying its rejection label; rendered in one place as OpenAI-shaped JSON.
 
 use bytes::Bytes;
 use pingora_http::ResponseHeader;

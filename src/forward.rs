@@ -1,5 +1,4 @@
-//! Manual upstream exchange for requests Pingora cannot replay (chunked uploads over 64 KiB):
-//! `send` makes one attempt up to the response header, `relay` streams the chosen answer back.
+//! Manual upstream exchange for requests Pingora cannot replay (chunked uploads over 64 KiB): `send` makes one attempt up to the response header, `relay` streams the chosen answer back.
 
 use bytes::Bytes;
 use pingora_core::connectors::http::Connector;

@@ -1,6 +1,4 @@
-//! Helicone metadata sent in a unified request's body (`"helicone": {"session": {...},
-//! "properties": {...}, "user_id": ...}`, the OpenAI SDK's `extra_body`): read like the
-//! equivalent headers, and removed before the body goes anywhere.
+//! Helicone metadata sent in a unified request's body (`"helicone": {"session": {...}, "properties": {...}, "user_id": ...}`, the OpenAI SDK's `extra_body`): read like the equivalent headers, and removed before the body goes anywhere.
 
 use std::collections::BTreeMap;
 

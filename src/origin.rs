@@ -1,5 +1,4 @@
-//! Origins and hosts, a leaf both the catalogue (config) and routing use: `Origin` (scheme,
-//! canonical host, port), host patterns of the catalogue and aliases, `Host` header parsing.
+//! Origins and hosts, a leaf both the catalogue (config) and routing use: `Origin` (scheme, canonical host, port), host patterns of the catalogue and aliases, `Host` header parsing.
 
 use std::fmt;
 

@@ -1,5 +1,4 @@
-//! Versioned prompt templates kept as YAML files (one per prompt id), rendered into a unified
-//! request's messages, and reloaded when a file changes (a broken file keeps the old version).
+//! Versioned prompt templates kept as YAML files (one per prompt id), rendered into a unified request's messages, and reloaded when a file changes (a broken file keeps the old version).
 
 pub mod conf;
 

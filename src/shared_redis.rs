@@ -1,5 +1,4 @@
-//! The connection to the Redis that several gateways share (cache tier, rate-limit counters):
-//! its config, made on first use, every command under one timeout.
+//! The connection to the Redis that several gateways share (cache tier, rate-limit counters): its config, made on first use, every command under one timeout.
 
 use std::time::Duration;
 

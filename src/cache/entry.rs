@@ -1,5 +1,4 @@
-//! A complete cached answer (`Entry`) and its byte form for the Redis tier: what the in-memory
-//! store and the Redis tier both hold, so neither imports the other for it.
+//! A complete cached answer (`Entry`) and its byte form for the Redis tier: what the in-memory store and the Redis tier both hold, so neither imports the other for it.
 
 use std::time::SystemTime;
 

@@ -1,6 +1,4 @@
-//! Response cache (spec section 7): the `Helicone-Cache-*` request policy, the cache key, the
-//! pingora-cache storage (`store`) with its Redis tier, the cache's metrics, and one request's
-//! lookup (`request`).
+//! Response cache (spec section 7): the `Helicone-Cache-*` request policy, the cache key, the pingora-cache storage (`store`) with its Redis tier, the cache's metrics, and one request's lookup (`request`).
 
 pub mod entry;
 pub mod redis_tier;

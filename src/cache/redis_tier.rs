@@ -1,5 +1,4 @@
-//! The shared Redis tier of the response cache: entries several gateways read and write. Redis
-//! being down never fails a request: the cache is bypassed, and each error is counted and logged.
+//! The shared Redis tier of the response cache: entries several gateways read and write. Redis being down never fails a request: the cache is bypassed, and each error is counted and logged.
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,4 @@
-//! The response store behind pingora-cache: in memory, bounded in bytes by TinyUFO, with
-//! streaming partial writes (a concurrent identical request reads the answer as it arrives), and
-//! an optional Redis tier shared by several gateways. The partial-write design follows
-//! pingora-cache's `MemCache` (Apache-2.0).
+//! The response store behind pingora-cache: in memory, bounded in bytes by TinyUFO, with streaming partial writes (a concurrent identical request reads the answer as it arrives), and an optional Redis tier shared by several gateways. The partial-write design follows pingora-cache's `MemCache` (Apache-2.0).
 
 use std::any::Any;
 use std::collections::HashMap;

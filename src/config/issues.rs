@@ -1,5 +1,4 @@
-//! Configuration problems, each with the path of its field: what validation of the config file,
-//! the catalogue, the registry and the gateway keys reports.
+//! Configuration problems, each with the path of its field: what validation of the config file, the catalogue, the registry and the gateway keys reports.
 
 use std::fmt;
 

@@ -1,5 +1,4 @@
-//! OpenAI chat completions <-> Anthropic Messages for whole requests, responses and errors
-//! (the stream is in `anthropic_stream`).
+//! Anthropic Messages as a provider dialect: chat requests translated into Messages, Messages answers (whole, stream via `anthropic_stream`) and errors back into chat form, usage read.
 
 use serde_json::{json, Map, Value};
 

@@ -1,7 +1,4 @@
-//! Request log export: `logging` hands each record to a queue bounded in records and bytes with
-//! `try_send` (the request path never waits); a Pingora background service cuts batches by
-//! count, bytes and delay and hands them to one worker per sink, keeps flushing through the
-//! grace period, and drains the queue when the process exits.
+//! Request log export: `logging` hands each record to a queue bounded in records and bytes with `try_send` (the request path never waits); a Pingora background service cuts batches by count, bytes and delay and hands them to one worker per sink, keeps flushing through the grace period, and drains the queue when the process exits.
 
 pub mod dead_letter;
 pub mod http;

@@ -1,5 +1,4 @@
-//! The request log record (spec section 10): one per client request, built in `logging`
-//! (`proxy/log_record.rs`).
+//! The request log record (spec section 10): one per client request, built in `logging` (`proxy/log_record.rs`).
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,4 @@
-//! One sink's delivery loop: sends the batches the batcher hands it with retries, spools them
-//! when the sink stays down, and replays the spool in order once it answers again. Each sink has
-//! its own worker, so a slow or failing sink never holds up the others. A batch the sink refuses
-//! for good (see `sink_error`) goes to the dead-letter directory instead, fresh or replayed.
+//! One sink's delivery loop: sends the batches the batcher hands it with retries, spools them when the sink stays down, and replays the spool in order once it answers again. Each sink has its own worker, so a slow or failing sink never holds up the others. A batch the sink refuses for good (see `sink_error`) goes to the dead-letter directory instead, fresh or replayed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,5 +1,4 @@
-//! Fallbacks and retries: parsing `Helicone-Fallbacks` / `Helicone-Retry-*`, the per-request
-//! attempt machine ([`attempts`]) and provider health ([`health`]).
+//! Fallbacks and retries: parsing `Helicone-Fallbacks` / `Helicone-Retry-*`, the per-request attempt machine ([`attempts`]) and provider health ([`health`]).
 
 pub mod attempts;
 pub mod health;

@@ -1,5 +1,4 @@
-//! `auth.keys[].limits` as the config file gives it, checked with field paths; `rules` counts
-//! requests against it.
+//! `auth.keys[].limits` as the config file gives it, checked with field paths; `rules` counts requests against it.
 
 use serde::Deserialize;
 

@@ -1,5 +1,4 @@
-//! One interface over the two counter stores (exact in memory, or shared in Redis), with the
-//! operator's choice when Redis does not answer: admit (fail-open, the default) or refuse.
+//! One interface over the two counter stores (exact in memory, or shared in Redis), with the operator's choice when Redis does not answer: admit (fail-open, the default) or refuse.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

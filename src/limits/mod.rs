@@ -1,6 +1,4 @@
-//! Request limits enforced in `request_filter`: rate-limit policies and gateway-key limits
-//! (`rules`; what one request asks of them, `request`), and the unapproved-origin quotas,
-//! counted in this process or in a shared Redis.
+//! Request limits enforced in `request_filter`: rate-limit policies and gateway-key limits (`rules`; what one request asks of them, `request`), and the unapproved-origin quotas, counted in this process or in a shared Redis.
 
 pub mod conf;
 pub mod limiter;

@@ -1,5 +1,4 @@
-//! Unapproved-origin quotas: per-second bursts (pingora-limits) and exact per-UTC-day counters
-//! persisted in the state directory, merged under a file lock so restarts and upgrades keep them.
+//! Unapproved-origin quotas: per-second bursts (pingora-limits) and exact per-UTC-day counters persisted in the state directory, merged under a file lock so restarts and upgrades keep them.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};

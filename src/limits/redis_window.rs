@@ -1,6 +1,4 @@
-//! The counters of `window`, kept in Redis so that several gateways enforce one combined limit:
-//! every check of a request is decided in one atomic Lua script (all admitted, or none), timed
-//! by the Redis server's clock (the gateways' clocks may differ), and settled in another.
+//! The counters of `window`, kept in Redis so that several gateways enforce one combined limit: every check of a request is decided in one atomic Lua script (all admitted, or none), timed by the Redis server's clock (the gateways' clocks may differ), and settled in another.
 
 use std::time::Duration;
 

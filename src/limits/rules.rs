@@ -1,5 +1,4 @@
-//! What one request is counted against (its `Helicone-RateLimit-Policy`, its gateway key's
-//! limits), admitted all or nothing, and settled to its real cost once it has finished.
+//! What one request is counted against (its `Helicone-RateLimit-Policy`, its gateway key's limits), admitted all or nothing, and settled to its real cost once it has finished.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,10 +1,4 @@
-//! Exact sliding-window counters: per scope, a log of `(time, units)` entries in the last window.
-//! `quota` N admits exactly N units per window, at any instant (no fixed-window edge burst and no
-//! sketch over-counting). Admission reserves its units; a reservation can be settled later to
-//! the real amount (cents: the estimate at admission, the real cost once the request finished).
-//! Calendar budgets (a UTC day, a month) need no log: a plain counter per period does, kept until
-//! the period ends. The store is bounded in scopes and bytes: over its bound it forgets the least
-//! recently used scope (as nginx's `limit_req_zone` does), so no client can grow it.
+//! Exact sliding-window counters: per scope, a log of `(time, units)` entries in the last window. `quota` N admits exactly N units per window, at any instant (no fixed-window edge burst and no sketch over-counting). Admission reserves its units; a reservation can be settled later to the real amount (cents: the estimate at admission, the real cost once the request finished). Calendar budgets (a UTC day, a month) need no log: a plain counter per period does, kept until the period ends. The store is bounded in scopes and bytes: over its bound it forgets the least recently used scope (as nginx's `limit_req_zone` does), so no client can grow it.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};

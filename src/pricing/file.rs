@@ -1,6 +1,4 @@
-//! The registry file as written (`conf/models.yaml` and the overlays laid over it) and the
-//! `pricing:` section of the gateway config: plain data with its checks and the merge of the
-//! layers. `Pricing` (in the parent module) is the runtime object built from a merged file.
+//! The registry file as written (`conf/models.yaml` and the overlays laid over it) and the `pricing:` section of the gateway config: plain data with its checks and the merge of the layers. `Pricing` (in the parent module) is the runtime object built from a merged file.
 
 use std::collections::HashMap;
 

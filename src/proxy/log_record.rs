@@ -1,7 +1,4 @@
-//! What a finished request used and cost (`summarize`, called once from `logging`, for
-//! metrics, limit settlement and the record) and its log record (`record`, built from the
-//! summary only when a sink is configured): here, above both `ctx` and `export::record`, so the
-//! record does not import the context.
+//! What a finished request used and cost (`summarize`, called once from `logging`, for metrics, limit settlement and the record) and its log record (`record`, built from the summary only when a sink is configured): here, above both `ctx` and `export::record`, so the record does not import the context.
 
 use bytes::Bytes;
 use pingora_proxy::Session;

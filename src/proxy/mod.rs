@@ -1,8 +1,4 @@
-//! `impl ProxyHttp for Gateway`: orchestrates the Pingora phases. Each hook calls one module's
-//! API and moves data between the parts of the request's context; the work lives in the
-//! modules: admission (`admit`), targets (`crate::plan`), each attempt (`attempt`), the manual
-//! exchange (`manual`), what the client gets (`respond`), the end of the request (`finish`,
-//! `log_record`), the cache (`crate::cache::request`) and the limits (`crate::limits`).
+//! `impl ProxyHttp for Gateway`: orchestrates the Pingora phases. Each hook calls one module's API and moves data between the parts of the request's context; the work lives in the modules: admission (`admit`), targets (`crate::plan`), each attempt (`attempt`), the manual exchange (`manual`), what the client gets (`respond`), the end of the request (`finish`, `log_record`), the cache (`crate::cache::request`) and the limits (`crate::limits`).
 
 mod admit;
 mod attempt;

@@ -1,5 +1,4 @@
-//! The `model` string grammar of the unified API: `model[/provider[/deployment]]`, comma chains,
-//! `!provider` excludes.
+//! The `model` string grammar of the unified API: `model[/provider[/deployment]]`, comma chains, `!provider` excludes.
 
 /// One comma-separated item of a model string.
 #[derive(Debug, Clone, PartialEq, Eq)]
