@@ -31,26 +31,8 @@ fn field_err(path: &str, why: &str) -> TranslateError {
 /// has none, which only matters for attempts that need it).
 pub fn parse(bytes: &[u8]) -> Result<Canonical, TranslateError> {
     let shape = r#"{"model": "claude-sonnet-4", "max_tokens": 1024, "messages": [{"role": "user", "content": "Hello"}]}"#;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(bad(format!(
-            "the request body is empty; send a JSON object such as {shape}"
-        )));
-    }
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| {
-        bad(format!(
-            "the request body is not valid JSON ({e}); send a JSON object such as {shape}"
-        ))
-    })?;
-    let Value::Object(body) = v else {
-        return Err(bad(format!(
-            "the request body must be a JSON object such as {shape}"
-        )));
-    };
-    let model = match body.get("model") {
-        Some(Value::String(m)) => m.clone(),
-        Some(_) => return Err(bad("`model` must be a string such as \"claude-sonnet-4\" or \"claude-sonnet-4/anthropic,gpt-4o/openai\"")),
-        None => return Err(bad(format!("`model` is missing; send a JSON object such as {shape}"))),
-    };
+    let body = super::parse_object(bytes, shape)?;
+    let model = super::model_of(&body, shape, "claude-sonnet-4")?;
     match body.get("messages") {
         Some(Value::Array(m)) if !m.is_empty() => {}
         Some(Value::Array(_)) => return Err(bad("`messages` is empty; send at least one message")),
@@ -74,11 +56,7 @@ pub fn parse(bytes: &[u8]) -> Result<Canonical, TranslateError> {
             )))
         }
     }
-    let stream = match body.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(bad("`stream` must be true or false")),
-    };
+    let stream = super::stream_of(&body)?;
     let (chat, untranslatable) = match to_chat(&body) {
         Ok(t) => (t, None),
         Err(e) => (Translated::default(), Some(e)),

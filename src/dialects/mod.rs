@@ -235,6 +235,55 @@ impl Reader for AnyShape {
     }
 }
 
+/// A client's body as a JSON object; the messages show `shape`, a body that would do.
+pub(crate) fn parse_object(
+    bytes: &[u8],
+    shape: &str,
+) -> Result<Map<String, Value>, TranslateError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(bad(format!(
+            "the request body is empty; send a JSON object such as {shape}"
+        )));
+    }
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| {
+        bad(format!(
+            "the request body is not valid JSON ({e}); send a JSON object such as {shape}"
+        ))
+    })?;
+    match v {
+        Value::Object(body) => Ok(body),
+        _ => Err(bad(format!(
+            "the request body must be a JSON object such as {shape}"
+        ))),
+    }
+}
+
+/// The body's `model` string (`example`: a model string of the client's dialect).
+pub(crate) fn model_of(
+    body: &Map<String, Value>,
+    shape: &str,
+    example: &str,
+) -> Result<String, TranslateError> {
+    match body.get("model") {
+        Some(Value::String(m)) => Ok(m.clone()),
+        Some(_) => Err(bad(format!(
+            "`model` must be a string such as \"{example}\" or \"{example}/<provider>,<fallback model>\""
+        ))),
+        None => Err(bad(format!(
+            "`model` is missing; send a JSON object such as {shape}"
+        ))),
+    }
+}
+
+/// `stream`: absent, null or a boolean.
+pub(crate) fn stream_of(body: &Map<String, Value>) -> Result<bool, TranslateError> {
+    match body.get("stream") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad("`stream` must be true or false")),
+    }
+}
+
 /// `n` at `path` in `v`.
 pub(crate) fn n(v: &Value, path: &[&str]) -> Option<u64> {
     let mut cur = v;

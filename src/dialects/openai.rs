@@ -20,26 +20,8 @@ pub fn parse(op: Op, bytes: &[u8]) -> Result<Canonical, TranslateError> {
         Op::Embeddings => "{\"model\": \"text-embedding-3-small\", \"input\": \"text\"}",
         Op::Completions => "{\"model\": \"gpt-4o-mini\", \"prompt\": \"Say hi\"}",
     };
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(bad(format!(
-            "the request body is empty; send a JSON object such as {shape}"
-        )));
-    }
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| {
-        bad(format!(
-            "the request body is not valid JSON ({e}); send a JSON object such as {shape}"
-        ))
-    })?;
-    let Value::Object(body) = v else {
-        return Err(bad(format!(
-            "the request body must be a JSON object such as {shape}"
-        )));
-    };
-    let model = match body.get("model") {
-        Some(Value::String(m)) => m.clone(),
-        Some(_) => return Err(bad("`model` must be a string such as \"gpt-4o-mini\" or \"gpt-4o/openai,claude-sonnet-4/anthropic\"")),
-        None => return Err(bad(format!("`model` is missing; send a JSON object such as {shape}"))),
-    };
+    let body = super::parse_object(bytes, shape)?;
+    let model = super::model_of(&body, shape, "gpt-4o-mini")?;
     match op {
         Op::Chat => match body.get("messages") {
             Some(Value::Array(m)) if !m.is_empty() => {}
@@ -79,11 +61,7 @@ pub fn parse(op: Op, bytes: &[u8]) -> Result<Canonical, TranslateError> {
             }
         }
     }
-    let stream = match body.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(bad("`stream` must be true or false")),
-    };
+    let stream = super::stream_of(&body)?;
     let include_usage = body
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))
