@@ -222,7 +222,7 @@ fn bench_translate(c: &mut Criterion) {
         "tools fixture, 512-byte chunks, decoded once for tap and translator",
         |b| {
             b.iter(|| {
-                let m = Mapper::for_success(&Anthropic, true, true);
+                let m = Mapper::for_success(&Anthropic, dialects::Client::OpenAi, true, true);
                 pipe(piped(true, &Anthropic, m), black_box(tools.as_bytes()))
             })
         },
@@ -233,7 +233,7 @@ fn bench_translate(c: &mut Criterion) {
     g.throughput(criterion::Throughput::Bytes(sse.len() as u64));
     g.bench_function("41-chunk stream, 512-byte chunks", |b| {
         b.iter(|| {
-            let m = Mapper::for_success(&OpenAi, true, false);
+            let m = Mapper::for_success(&OpenAi, dialects::Client::OpenAi, true, false);
             pipe(piped(true, &OpenAi, m), black_box(sse.as_bytes()))
         })
     });
@@ -265,7 +265,7 @@ fn bench_unified(c: &mut Criterion) {
                 let plan = reg.plan(&req.model, Op::Chat, &|_| true).expect("plan");
                 let mut n = 0;
                 for cand in &plan {
-                    n += unified_request::prepare(&req, cand, None, None)
+                    n += unified_request::prepare(&req, cand, &http::HeaderMap::new())
                         .expect("prepare")
                         .body
                         .len();

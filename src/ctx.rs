@@ -47,6 +47,8 @@ pub struct UnifiedState {
     pub op: Op,
     /// What the client asked for: the translated Anthropic stream ends with a usage chunk.
     pub include_usage: bool,
+    /// Hints the canonical form could not carry (reported when a translated attempt answers).
+    pub dropped: Vec<String>,
 }
 
 /// What the request is, decided at admission.
@@ -66,6 +68,8 @@ pub struct Facts {
     pub prompt: Option<crate::prompts::Used>,
     /// Helicone metadata from a unified body's `helicone` object.
     pub body_meta: Option<crate::metadata::BodyMeta>,
+    /// The dialect the client speaks (its errors and answers come back in it).
+    pub client: crate::dialects::Client,
 }
 
 impl Default for Facts {
@@ -80,6 +84,7 @@ impl Default for Facts {
             unified: None,
             prompt: None,
             body_meta: None,
+            client: Default::default(),
         }
     }
 }

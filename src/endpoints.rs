@@ -3,7 +3,9 @@
 use pingora_http::RequestHeader;
 
 use crate::config::Config;
+use crate::dialects::Client;
 use crate::error::GatewayError;
+use crate::headers;
 use crate::prompts::Store;
 use crate::unified::{self, Op, Registry};
 
@@ -25,8 +27,10 @@ pub fn probe(path: &str, ready: bool) -> Option<(u16, &'static str)> {
 /// What a request without a target header on a unified-API path is.
 #[derive(Debug, PartialEq)]
 pub enum UnifiedRoute {
-    /// A call that goes to a provider.
-    Call(Op),
+    /// A call that goes to a provider, in the client's dialect.
+    Call(Op, Client),
+    /// `POST /v1/messages/count_tokens`: Anthropic's models count upstream, others here.
+    CountTokens,
     /// Answered here.
     Local(Local),
 }
@@ -34,8 +38,9 @@ pub enum UnifiedRoute {
 /// A unified-API route the gateway answers itself.
 #[derive(Debug, PartialEq)]
 pub enum Local {
-    /// `GET /v1/models` (`None`) or `GET /v1/models/{id}`.
-    Models(Option<String>),
+    /// `GET /v1/models` (`None`) or `GET /v1/models/{id}`, in the shape of the client's
+    /// dialect (Anthropic's when the request carries `anthropic-version`).
+    Models(Option<String>, Client),
     /// `GET /v1/prompts`.
     Prompts,
     WrongMethod(&'static str),
@@ -50,15 +55,21 @@ pub fn unified_route(req: &RequestHeader, cfg: &Config) -> Option<UnifiedRoute> 
         .filter(|p| p.starts_with('/'))
         .unwrap_or(path);
     let (want, route) = match path {
-        "/chat/completions" => ("POST", UnifiedRoute::Call(Op::Chat)),
-        "/embeddings" => ("POST", UnifiedRoute::Call(Op::Embeddings)),
-        "/completions" => ("POST", UnifiedRoute::Call(Op::Completions)),
-        "/models" => ("GET", UnifiedRoute::Local(Local::Models(None))),
+        "/chat/completions" => ("POST", UnifiedRoute::Call(Op::Chat, Client::OpenAi)),
+        "/embeddings" => ("POST", UnifiedRoute::Call(Op::Embeddings, Client::OpenAi)),
+        "/completions" => ("POST", UnifiedRoute::Call(Op::Completions, Client::OpenAi)),
+        // Claude Code calls `/v1/messages?beta=true`
+        "/messages" => ("POST", UnifiedRoute::Call(Op::Chat, Client::Anthropic)),
+        "/messages/count_tokens" => ("POST", UnifiedRoute::CountTokens),
+        "/models" => (
+            "GET",
+            UnifiedRoute::Local(Local::Models(None, models_shape(req))),
+        ),
         "/prompts" => ("GET", UnifiedRoute::Local(Local::Prompts)),
         p => match p.strip_prefix("/models/") {
             Some(id) if !id.is_empty() => (
                 "GET",
-                UnifiedRoute::Local(Local::Models(Some(id.to_string()))),
+                UnifiedRoute::Local(Local::Models(Some(id.to_string()), models_shape(req))),
             ),
             _ => return None,
         },
@@ -77,11 +88,32 @@ pub fn unified_route(req: &RequestHeader, cfg: &Config) -> Option<UnifiedRoute> 
     Some(route)
 }
 
+/// The anthropic SDK and Claude Code send `anthropic-version` with every request.
+fn models_shape(req: &RequestHeader) -> Client {
+    if req.headers.contains_key(headers::ANTHROPIC_VERSION) {
+        Client::Anthropic
+    } else {
+        Client::OpenAi
+    }
+}
+
+impl UnifiedRoute {
+    /// The dialect the client speaks on this route.
+    pub fn client(&self) -> Client {
+        match self {
+            UnifiedRoute::Call(_, c) => *c,
+            UnifiedRoute::CountTokens => Client::Anthropic,
+            UnifiedRoute::Local(Local::Models(_, c)) => *c,
+            UnifiedRoute::Local(_) => Client::OpenAi,
+        }
+    }
+}
+
 impl Local {
     /// What the answer is about (for the log line of a failed write).
     pub fn what(&self) -> &'static str {
         match self {
-            Local::Models(_) => "models",
+            Local::Models(..) => "models",
             Local::Prompts => "prompts",
             Local::WrongMethod(_) => "method",
         }
@@ -103,7 +135,10 @@ impl Local {
                 ),
                 allow,
             }),
-            Local::Models(id) => Ok(unified::models_json(registry, id.as_deref())),
+            Local::Models(id, Client::Anthropic) => {
+                Ok(unified::models_json_anthropic(registry, id.as_deref()))
+            }
+            Local::Models(id, _) => Ok(unified::models_json(registry, id.as_deref())),
             Local::Prompts => match prompts {
                 Some(store) => Ok((200, store.list_json())),
                 None => Err(GatewayError::NotFound(
@@ -144,15 +179,26 @@ mod tests {
         let route = |m, p| unified_route(&req(m, p, None), &cfg);
         assert_eq!(
             route("POST", "/v1/chat/completions"),
-            Some(UnifiedRoute::Call(Op::Chat))
+            Some(UnifiedRoute::Call(Op::Chat, Client::OpenAi))
+        );
+        assert_eq!(
+            route("POST", "/v1/messages"),
+            Some(UnifiedRoute::Call(Op::Chat, Client::Anthropic))
+        );
+        assert_eq!(
+            route("POST", "/v1/messages/count_tokens"),
+            Some(UnifiedRoute::CountTokens)
         );
         assert_eq!(
             route("POST", "/embeddings"),
-            Some(UnifiedRoute::Call(Op::Embeddings))
+            Some(UnifiedRoute::Call(Op::Embeddings, Client::OpenAi))
         );
         assert_eq!(
             route("GET", "/v1/models/gpt-4o"),
-            Some(UnifiedRoute::Local(Local::Models(Some("gpt-4o".into()))))
+            Some(UnifiedRoute::Local(Local::Models(
+                Some("gpt-4o".into()),
+                Client::OpenAi
+            )))
         );
         assert_eq!(
             route("GET", "/v1/chat/completions"),

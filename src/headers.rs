@@ -63,6 +63,17 @@ pub static MODEL: HeaderName = HeaderName::from_static("helicone-model");
 pub static HELICONE_ID: HeaderName = HeaderName::from_static("helicone-id");
 pub static RETRY_AFTER: HeaderName = HeaderName::from_static("retry-after");
 
+// Anthropic's client headers, read on `/v1/messages`
+pub const ANTHROPIC_VERSION: &str = "anthropic-version";
+pub const ANTHROPIC_BETA: &str = "anthropic-beta";
+/// The anthropic SDK's and Claude Code's key header (`ANTHROPIC_API_KEY`).
+pub const X_API_KEY: &str = "x-api-key";
+/// Hints the provider's dialect could not honour, dropped on the way (comma-separated field
+/// paths; the log record lists them too).
+pub static DROPPED_FIELDS: HeaderName = HeaderName::from_static("helicone-dropped-fields");
+/// How a local token count was made (`count_tokens` for a model that is not Anthropic's).
+pub static TOKEN_COUNT: HeaderName = HeaderName::from_static("helicone-token-count");
+
 /// A request header's value by name, as text (what the header parsers of `failover` and `cache`
 /// read from).
 pub fn reader(map: &http::HeaderMap) -> impl Fn(&str) -> Option<String> + '_ {

@@ -127,15 +127,13 @@ pub async fn unified(
             .as_ref()
             .is_none_or(|o| health.allow(&o.to_string()))
     })?;
-    let accept = client.headers.get(http::header::ACCEPT);
-    let user_agent = client.headers.get(http::header::USER_AGENT);
     let mut targets = Vec::with_capacity(candidates.len());
     let mut problems: Vec<GatewayError> = Vec::new();
     for c in candidates {
         let Some(origin) = c.endpoint.origin.clone() else {
             continue;
         };
-        let prepared = match unified_request::prepare(req, &c, accept, user_agent) {
+        let prepared = match unified_request::prepare(req, &c, &client.headers) {
             Ok(p) => p,
             Err(e) => {
                 problems.push(e);

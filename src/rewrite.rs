@@ -1,6 +1,7 @@
 //! Request body rewrites before a request goes anywhere: a unified body's own extras taken out (Helicone metadata, a prompt template rendered in), and usage asked for on a passthrough stream.
 
 use crate::body::RequestBody;
+use crate::dialects::Client;
 use crate::error::GatewayError;
 use crate::metadata::{self, BodyMeta};
 use crate::prompts::{Store, Used};
@@ -21,16 +22,19 @@ pub struct Extras {
 pub fn unified_extras(
     body: &mut RequestBody,
     op: Op,
+    client: Client,
     prompts: Option<&Store>,
 ) -> Result<Extras, GatewayError> {
+    // prompt templates are chat messages: the chat-completions endpoint renders them
+    let renders = op == Op::Chat && client == Client::OpenAi;
     let has = |needle: &[u8]| memchr::memmem::find(&body.bytes, needle).is_some();
-    if !(has(b"\"helicone\"") || op == Op::Chat && has(b"\"prompt_id\"")) {
+    if !(has(b"\"helicone\"") || renders && has(b"\"prompt_id\"")) {
         return Ok(Extras::default());
     }
     let (mut meta, mut prompt) = (None, None);
     body.edit_json(|body| {
         meta = metadata::take(body)?;
-        if op == Op::Chat && body.contains_key("prompt_id") {
+        if renders && body.contains_key("prompt_id") {
             let Some(store) = prompts else {
                 return Err(GatewayError::BadRequest(
                     "this gateway serves no prompts, so `prompt_id` cannot be used: set `prompts: {dir: ...}` in its config, or send `messages`".into(),
@@ -102,17 +106,17 @@ mod tests {
     #[test]
     fn unified_extras_take_the_metadata_and_refuse_a_prompt_without_a_store() {
         let mut b = body(r#"{"model":"m","messages":[]}"#);
-        let x = unified_extras(&mut b, Op::Chat, None).unwrap();
+        let x = unified_extras(&mut b, Op::Chat, Client::OpenAi, None).unwrap();
         assert!(x.meta.is_none() && x.prompt.is_none());
         let mut b = body(r#"{"model":"m","messages":[],"helicone":{"user_id":"u1"}}"#);
-        let x = unified_extras(&mut b, Op::Chat, None).unwrap();
+        let x = unified_extras(&mut b, Op::Chat, Client::OpenAi, None).unwrap();
         assert_eq!(x.meta.and_then(|m| m.user_id).as_deref(), Some("u1"));
         assert!(memchr::memmem::find(&b.bytes, b"helicone").is_none());
         let mut b = body(r#"{"model":"m","prompt_id":"p"}"#);
-        let e = unified_extras(&mut b, Op::Chat, None).unwrap_err();
+        let e = unified_extras(&mut b, Op::Chat, Client::OpenAi, None).unwrap_err();
         assert_eq!(e.status(), 400);
         // only chat renders prompts
         let mut b = body(r#"{"model":"m","input":"x","prompt_id":"p"}"#);
-        assert!(unified_extras(&mut b, Op::Embeddings, None).is_ok());
+        assert!(unified_extras(&mut b, Op::Embeddings, Client::OpenAi, None).is_ok());
     }
 }

@@ -3,7 +3,6 @@
 use serde_json::{json, Map, Value};
 
 pub use super::anthropic_map::{finish_reason, openai_usage, prompt_tokens, usage};
-use super::sse::SseEvent;
 use super::{bad, n, AnswerMap, Canonical, Egress, Op, Reader, Site, TranslateError};
 use crate::error::GatewayError;
 use crate::usage::Usage;
@@ -519,11 +518,14 @@ impl Egress for Anthropic {
 
     fn serves(&self, op: Op) -> bool {
         // Anthropic has no embeddings and no legacy completions
-        op == Op::Chat
+        matches!(op, Op::Chat | Op::CountTokens)
     }
 
-    fn path(&self, site: &Site<'_>, _op: Op) -> String {
-        format!("{}/messages", site.base_path)
+    fn path(&self, site: &Site<'_>, op: Op) -> String {
+        match op {
+            Op::CountTokens => format!("{}/messages/count_tokens", site.base_path),
+            _ => format!("{}/messages", site.base_path),
+        }
     }
 
     fn body(&self, req: &Canonical, model_id: &str) -> Result<Vec<u8>, TranslateError> {
@@ -550,7 +552,7 @@ impl Egress for Anthropic {
                 super::unix_now(),
             ))
         } else {
-            Box::new(JsonAnswer::default())
+            Box::new(super::WholeJson::new(translate_json))
         })
     }
 
@@ -560,48 +562,6 @@ impl Egress for Anthropic {
 
     fn reader(&self) -> &'static dyn Reader {
         &Anthropic
-    }
-}
-
-/// An Anthropic JSON answer larger than this is not translated (the client gets an error).
-const MAX_JSON: usize = 32 * 1024 * 1024;
-
-/// An Anthropic JSON answer, collected and translated once it is complete (known by its
-/// parsing, since an answer replayed while it is cached ends without an end-of-stream call).
-#[derive(Default)]
-pub struct JsonAnswer {
-    buf: Vec<u8>,
-    done: bool,
-}
-
-impl AnswerMap for JsonAnswer {
-    fn content_type(&self) -> Option<&'static str> {
-        Some("application/json")
-    }
-
-    fn chunk(&mut self, chunk: &[u8], end: bool, out: &mut Vec<u8>) {
-        if self.done {
-            return;
-        }
-        if self.buf.len() + chunk.len() <= MAX_JSON {
-            self.buf.extend_from_slice(chunk);
-        } else {
-            self.buf.clear();
-            self.buf.push(b'!'); // not JSON: reported at the end
-        }
-        let complete = self.buf.trim_ascii_end().ends_with(b"}")
-            && serde_json::from_slice::<serde::de::IgnoredAny>(&self.buf).is_ok();
-        if end || complete {
-            *out = translate_json(&self.buf);
-            self.done = true;
-        }
-    }
-
-    fn events(&mut self, events: &[SseEvent], _end: bool, out: &mut Vec<u8>) {
-        // a JSON answer is never decoded as a stream; should one be, it passes as it came
-        for ev in events {
-            super::write_event(ev, out);
-        }
     }
 }
 

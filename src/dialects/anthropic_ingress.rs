@@ -8,7 +8,53 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{bad, Canonical, Op, TranslateError};
+use super::{bad, AnswerMap, Canonical, Ingress, Op, TranslateError};
+use crate::error::GatewayError;
+
+/// Anthropic Messages (`/v1/messages`) as a client dialect.
+pub struct Messages;
+
+impl Ingress for Messages {
+    fn name(&self) -> &'static str {
+        "anthropic"
+    }
+
+    fn parse(&self, op: Op, bytes: &[u8]) -> Result<Canonical, TranslateError> {
+        match op {
+            Op::CountTokens => parse_count(bytes),
+            _ => parse(bytes),
+        }
+    }
+
+    fn answer(&self, sse: bool) -> Option<Box<dyn AnswerMap>> {
+        Some(if sse {
+            Box::new(super::anthropic_ingress_stream::MessagesStream::new())
+        } else {
+            Box::new(super::WholeJson::new(rewrite_json))
+        })
+    }
+
+    fn error(&self, status: u16, canonical: &Value) -> Value {
+        error(status, canonical)
+    }
+}
+
+/// A whole chat completion as a Messages response (or a Messages error saying why not).
+fn rewrite_json(buf: &[u8]) -> Vec<u8> {
+    let translated = serde_json::from_slice::<Value>(buf)
+        .map_err(|e| format!("the provider's answer is not JSON ({e})"))
+        .and_then(|v| response(&v).map_err(|e| e.to_string()));
+    match translated {
+        Ok(v) => v.to_string().into_bytes(),
+        Err(why) => {
+            let e = GatewayError::BadGateway(format!(
+                "the gateway could not translate the provider's answer: {why}"
+            ));
+            let canonical: Value = serde_json::from_slice(&e.to_json()).unwrap_or(Value::Null);
+            error(e.status(), &canonical).to_string().into_bytes()
+        }
+    }
+}
 
 /// Anthropic's stop sequences fit OpenAI's `stop` only up to this many ("Up to 4 sequences",
 /// OpenAI's chat reference).
@@ -74,6 +120,35 @@ pub fn parse(bytes: &[u8]) -> Result<Canonical, TranslateError> {
         }),
         untranslatable,
         dropped: chat.dropped,
+    })
+}
+
+/// A `count_tokens` body (a Messages body without `max_tokens`): it goes only to a provider
+/// that speaks Messages, as it came.
+pub fn parse_count(bytes: &[u8]) -> Result<Canonical, TranslateError> {
+    let shape =
+        r#"{"model": "claude-sonnet-4", "messages": [{"role": "user", "content": "Hello"}]}"#;
+    let body = super::parse_object(bytes, shape)?;
+    let model = super::model_of(&body, shape, "claude-sonnet-4")?;
+    if !body.get("messages").is_some_and(Value::is_array) {
+        return Err(bad(format!(
+            "`messages` must be an array; send a JSON object such as {shape}"
+        )));
+    }
+    Ok(Canonical {
+        op: Op::CountTokens,
+        body: Map::new(),
+        model,
+        stream: false,
+        include_usage: false,
+        native: Some(super::Native {
+            dialect: "anthropic",
+            body,
+        }),
+        untranslatable: Some(bad(
+            "a token count goes only to a provider that speaks Messages",
+        )),
+        dropped: Vec::new(),
     })
 }
 

@@ -12,8 +12,8 @@ impl Egress for Azure {
         "azure"
     }
 
-    fn serves(&self, _op: Op) -> bool {
-        true
+    fn serves(&self, op: Op) -> bool {
+        op != Op::CountTokens
     }
 
     fn path(&self, site: &Site<'_>, op: Op) -> String {

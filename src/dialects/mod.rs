@@ -13,9 +13,11 @@
 
 pub mod anthropic;
 pub mod anthropic_ingress;
+pub mod anthropic_ingress_stream;
 pub mod anthropic_map;
 pub mod anthropic_stream;
 pub mod azure;
+pub mod count_tokens;
 pub mod gemini;
 pub mod openai;
 pub mod sse;
@@ -41,6 +43,8 @@ pub enum Op {
     Chat,
     Embeddings,
     Completions,
+    /// Anthropic's `POST /v1/messages/count_tokens`.
+    CountTokens,
 }
 
 impl Op {
@@ -50,6 +54,7 @@ impl Op {
             Op::Chat => "chat/completions",
             Op::Embeddings => "embeddings",
             Op::Completions => "completions",
+            Op::CountTokens => "messages/count_tokens",
         }
     }
 }
@@ -129,11 +134,109 @@ pub trait Egress: Sync {
     fn reader(&self) -> &'static dyn Reader;
 }
 
-/// A client-side dialect: how a client's request is read into the canonical form.
+/// A client-side dialect: how a client's request is read into the canonical form, and how
+/// canonical answers and errors are written back in the client's shape.
 pub trait Ingress: Sync {
     fn name(&self) -> &'static str;
     /// The client's body for `op`, parsed and checked once; the message says what to send.
     fn parse(&self, op: Op, bytes: &[u8]) -> Result<Canonical, TranslateError>;
+    /// What turns a canonical answer (`sse`: a stream) into the client's; `None` when the
+    /// client speaks the canonical form.
+    fn answer(&self, sse: bool) -> Option<Box<dyn AnswerMap>>;
+    /// A canonical error body (`{"error": {...}}`) in the client's shape.
+    fn error(&self, status: u16, canonical: &Value) -> Value;
+}
+
+/// The client dialects the unified API serves, by route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Client {
+    /// `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
+    #[default]
+    OpenAi,
+    /// `/v1/messages` (Claude Code, the anthropic SDK).
+    Anthropic,
+}
+
+impl Client {
+    pub fn ingress(self) -> &'static dyn Ingress {
+        match self {
+            Client::OpenAi => &openai::OpenAi,
+            Client::Anthropic => &anthropic_ingress::Messages,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.ingress().name()
+    }
+
+    /// A provider speaking `egress` takes this client's own body, and its answer goes back
+    /// unmapped.
+    pub fn is_native(self, egress: &dyn Egress) -> bool {
+        self != Client::OpenAi && self.name() == egress.name()
+    }
+
+    /// An error body of the gateway's (canonical JSON) in this client's shape.
+    pub fn error_body(self, status: u16, canonical: &[u8]) -> Vec<u8> {
+        if self == Client::OpenAi {
+            return canonical.to_vec();
+        }
+        let v: Value = serde_json::from_slice(canonical).unwrap_or(Value::Null);
+        self.ingress().error(status, &v).to_string().into_bytes()
+    }
+}
+
+/// A whole JSON answer, collected and rewritten once complete (known by its parsing, since an
+/// answer replayed while it is cached ends without an end-of-stream call).
+pub struct WholeJson {
+    buf: Vec<u8>,
+    done: bool,
+    content_type: &'static str,
+    rewrite: fn(&[u8]) -> Vec<u8>,
+}
+
+/// A JSON answer larger than this is not rewritten (the client gets an error).
+const MAX_JSON: usize = 32 * 1024 * 1024;
+
+impl WholeJson {
+    pub fn new(rewrite: fn(&[u8]) -> Vec<u8>) -> WholeJson {
+        WholeJson {
+            buf: Vec::new(),
+            done: false,
+            content_type: "application/json",
+            rewrite,
+        }
+    }
+}
+
+impl AnswerMap for WholeJson {
+    fn content_type(&self) -> Option<&'static str> {
+        Some(self.content_type)
+    }
+
+    fn chunk(&mut self, chunk: &[u8], end: bool, out: &mut Vec<u8>) {
+        if self.done {
+            return;
+        }
+        if self.buf.len() + chunk.len() <= MAX_JSON {
+            self.buf.extend_from_slice(chunk);
+        } else {
+            self.buf.clear();
+            self.buf.push(b'!'); // not JSON: reported at the end
+        }
+        let complete = self.buf.trim_ascii_end().ends_with(b"}")
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&self.buf).is_ok();
+        if end || complete {
+            *out = (self.rewrite)(&self.buf);
+            self.done = true;
+        }
+    }
+
+    fn events(&mut self, events: &[SseEvent], _end: bool, out: &mut Vec<u8>) {
+        // a JSON answer is never decoded as a stream; should one be, it passes as it came
+        for ev in events {
+            write_event(ev, out);
+        }
+    }
 }
 
 /// Reads a provider's answer as it goes by: usage, the first token, the end of a stream.

@@ -19,6 +19,7 @@ pub fn parse(op: Op, bytes: &[u8]) -> Result<Canonical, TranslateError> {
         Op::Chat => "{\"model\": \"gpt-4o-mini\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}",
         Op::Embeddings => "{\"model\": \"text-embedding-3-small\", \"input\": \"text\"}",
         Op::Completions => "{\"model\": \"gpt-4o-mini\", \"prompt\": \"Say hi\"}",
+        Op::CountTokens => return Err(bad("token counting is a Messages endpoint: POST /v1/messages/count_tokens")),
     };
     let body = super::parse_object(bytes, shape)?;
     let model = super::model_of(&body, shape, "gpt-4o-mini")?;
@@ -53,6 +54,7 @@ pub fn parse(op: Op, bytes: &[u8]) -> Result<Canonical, TranslateError> {
                 )))
             }
         },
+        Op::CountTokens => {}
         Op::Embeddings => {
             if body.get("input").is_none_or(Value::is_null) {
                 return Err(bad(format!(
@@ -222,8 +224,8 @@ impl Egress for OpenAi {
         "openai"
     }
 
-    fn serves(&self, _op: Op) -> bool {
-        true
+    fn serves(&self, op: Op) -> bool {
+        op != Op::CountTokens
     }
 
     fn path(&self, site: &Site<'_>, op: Op) -> String {
@@ -254,6 +256,14 @@ impl Ingress for OpenAi {
 
     fn parse(&self, op: Op, bytes: &[u8]) -> Result<Canonical, TranslateError> {
         parse(op, bytes)
+    }
+
+    fn answer(&self, _sse: bool) -> Option<Box<dyn AnswerMap>> {
+        None
+    }
+
+    fn error(&self, _status: u16, canonical: &Value) -> Value {
+        canonical.clone()
     }
 }
 

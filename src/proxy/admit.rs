@@ -9,6 +9,7 @@ use super::{respond, Admitted, Gateway};
 use crate::body;
 use crate::cache::{self, request::Keyed};
 use crate::ctx::{CacheState, RequestCtx, UnifiedState};
+use crate::dialects::{self, Client};
 use crate::endpoints::{self, UnifiedRoute};
 use crate::error::GatewayError;
 use crate::failover;
@@ -66,14 +67,29 @@ impl Gateway {
         let unified = local
             .then(|| endpoints::unified_route(req, &self.cfg))
             .flatten();
+        ctx.facts.client = unified
+            .as_ref()
+            .map_or(Client::OpenAi, UnifiedRoute::client);
         if !self.keys.is_empty() {
-            let mut carried = header(req, headers::HELICONE_AUTH);
-            if carried.is_none() && unified.is_some() {
-                // the OpenAI SDK's api_key; it never goes upstream (unified attempts carry only
-                // the provider's key)
-                carried = header(req, http::header::AUTHORIZATION.as_str());
-            }
-            let key = self.keys.authenticate(carried);
+            let key = match header(req, headers::HELICONE_AUTH) {
+                Some(h) => self.keys.authenticate(Some(h)),
+                // the SDKs' own key headers (the OpenAI SDK's `Authorization: Bearer`, the
+                // anthropic SDK's `x-api-key`); they never go upstream (unified attempts carry
+                // only the provider's key)
+                None if unified.is_some() => {
+                    let bearer = header(req, http::header::AUTHORIZATION.as_str());
+                    let bare = header(req, headers::X_API_KEY);
+                    match (bearer, bare) {
+                        (Some(h), _) => self.keys.authenticate(Some(h)),
+                        (None, Some(k)) => self.keys.authenticate_key(Some(k)),
+                        (None, None) if ctx.facts.client == Client::Anthropic => {
+                            self.keys.authenticate_key(None)
+                        }
+                        (None, None) => self.keys.authenticate(None),
+                    }
+                }
+                None => self.keys.authenticate(None),
+            };
             ctx.facts.key_id = Some(key?);
         }
 
@@ -103,7 +119,10 @@ impl Gateway {
                 respond::json(session, status, body, &ctx.facts.id, what).await;
                 return Ok(Admitted::Done);
             }
-            Some(UnifiedRoute::Call(op)) => return self.admit_unified(session, ctx, op).await,
+            Some(UnifiedRoute::Call(op, client)) => {
+                return self.admit_unified(session, ctx, op, client).await
+            }
+            Some(UnifiedRoute::CountTokens) => return self.count_tokens(session, ctx).await,
         }
 
         if !entries.is_empty() {
@@ -139,12 +158,19 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
         op: Op,
+        client: Client,
     ) -> Result<Admitted, GatewayError> {
         self.read_body(session, ctx).await?;
-        let extras = rewrite::unified_extras(&mut ctx.facts.body, op, self.prompts.as_deref())?;
+        let prompts = self.prompts.as_deref();
+        let extras = rewrite::unified_extras(&mut ctx.facts.body, op, client, prompts)?;
         ctx.facts.body_meta = extras.meta;
         ctx.facts.prompt = extras.prompt;
-        let req = unified_request::parse(op, &ctx.facts.body.bytes)?;
+        let mut req = unified_request::parse_as(client, op, &ctx.facts.body.bytes)?;
+        let mut dropped = std::mem::take(&mut req.dropped);
+        if let Some(beta) = header(session.req_header(), headers::ANTHROPIC_BETA) {
+            // beta flags reach only a provider that speaks Anthropic's dialect
+            dropped.push(format!("anthropic-beta: {}", String::from_utf8_lossy(beta)));
+        }
         let registry = self.registry.routing();
         let client = session.req_header();
         let (cfg, guard) = (&self.cfg, &self.guard);
@@ -154,8 +180,55 @@ impl Gateway {
         ctx.facts.unified = Some(UnifiedState {
             op,
             include_usage: req.include_usage,
+            dropped,
         });
         self.admit_planned(session, ctx).await
+    }
+
+    /// `POST /v1/messages/count_tokens`: a model one of whose providers speaks Messages is
+    /// counted by that provider (the gateway's key, the model id rewritten, with the same
+    /// attempts and fallbacks); any other model is counted here, with its tokenizer where one
+    /// is known, and the answer says how (`Helicone-Token-Count`). Never a 404: Claude Code
+    /// calls it before every turn.
+    async fn count_tokens(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Admitted, GatewayError> {
+        self.read_body(session, ctx).await?;
+        let op = Op::CountTokens;
+        let req = unified_request::parse_as(Client::Anthropic, op, &ctx.facts.body.bytes)?;
+        let registry = self.registry.routing();
+        let health = |ep: &crate::unified::Endpoint| {
+            ep.origin
+                .as_ref()
+                .is_none_or(|o| self.health.allow(&o.to_string()))
+        };
+        let candidates = registry.plan(&req.model, Op::Chat, &health)?;
+        if candidates.iter().any(|c| c.endpoint.dialect().serves(op)) {
+            let client = session.req_header();
+            let (cfg, guard) = (&self.cfg, &self.guard);
+            for t in plan::unified(&req, &registry, &self.health, client, cfg, guard).await? {
+                ctx.attempts.push(t);
+            }
+            ctx.facts.unified = Some(UnifiedState {
+                op,
+                include_usage: false,
+                dropped: Vec::new(),
+            });
+            return self.admit_planned(session, ctx).await;
+        }
+        let model_id = candidates
+            .first()
+            .map_or(req.model.as_str(), |c| &c.model_id);
+        let native = req.native_for("anthropic").ok_or_else(|| {
+            GatewayError::Internal("a count_tokens body without its Messages form".into())
+        })?;
+        let (tokens, method) = dialects::count_tokens::count(native, model_id);
+        let body = serde_json::json!({ "input_tokens": tokens }).to_string();
+        let how = [(headers::TOKEN_COUNT.clone(), method.header_value())];
+        respond::json_with(session, 200, body, &ctx.facts.id, "count_tokens", &how).await;
+        Ok(Admitted::Done)
     }
 
     /// The last steps of both paths, once the body is read and the targets are planned: the

@@ -21,12 +21,27 @@ pub(super) async fn json(
     id: &str,
     what: &str,
 ) {
+    json_with(session, status, body, id, what, &[]).await
+}
+
+/// [`json`] with headers of its own.
+pub(super) async fn json_with(
+    session: &mut Session,
+    status: u16,
+    body: impl Into<Bytes>,
+    id: &str,
+    what: &str,
+    extra: &[(http::HeaderName, String)],
+) {
     let res = async {
         let body = body.into();
-        let mut h = ResponseHeader::build(status, Some(3))?;
+        let mut h = ResponseHeader::build(status, Some(3 + extra.len()))?;
         h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         h.insert_header(headers::HELICONE_ID.clone(), id)?;
+        for (name, value) in extra {
+            h.insert_header(name.clone(), value.as_str())?;
+        }
         lifecycle::close_if_draining(session);
         session.write_response_header(Box::new(h), false).await?;
         session.write_response_body(Some(body), true).await
@@ -44,7 +59,12 @@ pub(super) async fn error(session: &mut Session, ctx: &RequestCtx, e: &GatewayEr
 /// it after a proxy failure, and a client that reused it would see a reset).
 async fn error_closing(session: &mut Session, ctx: &RequestCtx, e: &GatewayError, close: bool) {
     let res = async {
-        let (mut h, body) = e.response(&ctx.facts.id)?;
+        let (mut h, mut body) = e.response(&ctx.facts.id)?;
+        if ctx.facts.client != dialects::Client::OpenAi {
+            // in the client's own error shape
+            body = Bytes::from(ctx.facts.client.error_body(e.status(), &body));
+            h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        }
         if close {
             // Pingora writes `Connection:` from the session's keep-alive state
             session.as_downstream_mut().set_keepalive(None);
@@ -156,7 +176,15 @@ impl Gateway {
             mapper = if (200..300).contains(&status) {
                 resp.insert_header(headers::PROVIDER.clone(), c.endpoint.name.as_str())?;
                 resp.insert_header(headers::MODEL.clone(), c.model_id.as_str())?;
-                unified_response::Mapper::for_success(dialect, sse, include_usage)
+                let client = ctx.facts.client;
+                if !client.is_native(dialect) {
+                    if let Some(u) = ctx.facts.unified.as_ref().filter(|u| !u.dropped.is_empty()) {
+                        // what the provider's dialect could not honour, dropped on the way
+                        let list = u.dropped.join(", ");
+                        resp.insert_header(headers::DROPPED_FIELDS.clone(), list)?;
+                    }
+                }
+                unified_response::Mapper::for_success(dialect, client, sse, include_usage)
             } else {
                 // the last attempt failed too: the client gets the aggregated error
                 let reports = ctx.attempts.reports();
@@ -164,6 +192,7 @@ impl Gateway {
                 Some(unified_response::Mapper::Failed {
                     buf: Vec::new(),
                     dialect,
+                    client: ctx.facts.client,
                     reports,
                 })
             };

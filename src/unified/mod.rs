@@ -55,7 +55,7 @@ pub use crate::dialects::Op;
 
 fn op_kind(op: Op) -> ModelKind {
     match op {
-        Op::Chat | Op::Completions => ModelKind::Chat,
+        Op::Chat | Op::Completions | Op::CountTokens => ModelKind::Chat,
         Op::Embeddings => ModelKind::Embedding,
     }
 }
@@ -107,7 +107,7 @@ impl Endpoint {
 
     fn serves(&self, op: Op) -> bool {
         let offered = match op {
-            Op::Chat => self.chat,
+            Op::Chat | Op::CountTokens => self.chat,
             Op::Embeddings => self.embeddings,
             Op::Completions => self.completions,
         };
@@ -505,7 +505,7 @@ impl Registry {
         skipped: &mut Vec<String>,
     ) -> Result<Vec<Candidate>, GatewayError> {
         let what = match op {
-            Op::Chat | Op::Completions => "chat",
+            Op::Chat | Op::Completions | Op::CountTokens => "chat",
             Op::Embeddings => "embedding",
         };
         let usable = |ep: &Endpoint, skipped: &mut Vec<String>| -> bool {
@@ -647,6 +647,35 @@ fn candidate(entry: &ModelEntry, o: &Offer) -> Candidate {
 
 /// `GET /v1/models` (`id` None) or `GET /v1/models/{id}`: (status, body), OpenAI's shape plus
 /// each model's providers, prices and whether this gateway has their key.
+/// `GET /v1/models[/{id}]` in Anthropic's shape (a request that carries `anthropic-version`):
+/// the chat models, each `{"type": "model", "id", "display_name", "created_at"}`.
+pub fn models_json_anthropic(reg: &Registry, id: Option<&str>) -> (u16, Vec<u8>) {
+    let created_at = format!("{}T00:00:00Z", reg.as_of);
+    let model = |e: &ModelEntry| serde_json::json!({"type": "model", "id": e.name, "display_name": e.name, "created_at": created_at});
+    let listed = || {
+        reg.models
+            .values()
+            .filter(|e| !e.offers.is_empty() && e.kind == ModelKind::Chat)
+    };
+    match id {
+        None => {
+            let data: Vec<_> = listed().map(model).collect();
+            let first = data.first().map(|m| m["id"].clone());
+            let last = data.last().map(|m| m["id"].clone());
+            let body = serde_json::json!({"data": data, "has_more": false, "first_id": first, "last_id": last});
+            (200, body.to_string().into_bytes())
+        }
+        Some(id) => match reg.model(id).filter(|e| !e.offers.is_empty()) {
+            Some(e) => (200, model(e).to_string().into_bytes()),
+            None => {
+                let (status, body) = models_json(reg, Some(id));
+                let client = crate::dialects::Client::Anthropic;
+                (status, client.error_body(status, &body))
+            }
+        },
+    }
+}
+
 pub fn models_json(reg: &Registry, id: Option<&str>) -> (u16, Vec<u8>) {
     let created = chrono::NaiveDate::parse_from_str(&reg.as_of, "%Y-%m-%d")
         .ok()

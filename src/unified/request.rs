@@ -7,7 +7,9 @@ use super::{Candidate, Op};
 pub use crate::dialects::openai::ask_for_stream_usage;
 /// A unified request body, parsed once (the canonical form).
 pub use crate::dialects::Canonical as UnifiedRequest;
+use crate::dialects::Client;
 use crate::error::GatewayError;
+use crate::headers;
 
 /// Parses and checks the client's body for `op` (the OpenAI endpoints' dialect).
 pub fn parse(op: Op, bytes: &[u8]) -> Result<UnifiedRequest, GatewayError> {
@@ -26,14 +28,29 @@ pub struct Prepared {
 
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
 
-/// Builds what `c` is sent. `accept`/`user_agent` are the client's, passed on.
+/// The client's headers a provider speaking the client's own dialect gets (Anthropic's API
+/// version and beta flags); other providers get none of them.
+const NATIVE_HEADERS: [&str; 2] = [headers::ANTHROPIC_VERSION, headers::ANTHROPIC_BETA];
+
+/// Parses the client's body in its dialect (`client`) for `op`.
+pub fn parse_as(client: Client, op: Op, bytes: &[u8]) -> Result<UnifiedRequest, GatewayError> {
+    client
+        .ingress()
+        .parse(op, bytes)
+        .map_err(|e| GatewayError::BadRequest(e.0))
+}
+
+/// Builds what `c` is sent. The client's `Accept` and `User-Agent` are passed on, and to a
+/// provider that speaks the client's dialect, that dialect's own headers.
 pub fn prepare(
     req: &UnifiedRequest,
     c: &Candidate,
-    accept: Option<&HeaderValue>,
-    user_agent: Option<&HeaderValue>,
+    client: &http::HeaderMap,
 ) -> Result<Prepared, GatewayError> {
+    let accept = client.get(http::header::ACCEPT);
+    let user_agent = client.get(http::header::USER_AGENT);
     let ep = &c.endpoint;
+    let native = req.native_for(ep.dialect().name()).is_some();
     // what the provider's dialect cannot express is the client's to change
     let body = ep.dialect().body(req, &c.model_id).map_err(|e| {
         GatewayError::BadRequest(format!(
@@ -55,6 +72,16 @@ pub fn prepare(
         headers.push((ep.auth_header.clone(), v.clone()));
     }
     headers.extend(ep.headers.iter().cloned());
+    if native {
+        for name in NATIVE_HEADERS {
+            let mut given = client.get_all(name).iter().peekable();
+            if given.peek().is_some() {
+                headers.retain(|(n, _)| n.as_str() != name);
+                let name = HeaderName::from_static(name);
+                headers.extend(given.map(|v| (name.clone(), v.clone())));
+            }
+        }
+    }
     Ok(Prepared {
         path: ep.path(req.op, c.deployment.as_deref()),
         headers,

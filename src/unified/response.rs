@@ -2,8 +2,8 @@
 
 use serde_json::{json, Value};
 
-use crate::dialects::sse::SseEvent;
-use crate::dialects::{AnswerMap, Egress};
+use crate::dialects::sse::{SseDecoder, SseEvent};
+use crate::dialects::{AnswerMap, Client, Egress};
 use crate::error::GatewayError;
 
 /// How much of a failed attempt's body is read for its message.
@@ -21,35 +21,77 @@ pub struct Report {
 
 /// Rewrites a response body on its way to the client.
 pub enum Mapper {
-    /// A successful answer in the provider's dialect, made canonical by that dialect (`sse`: it
-    /// is a stream and is mapped event by event).
+    /// A successful answer in the provider's dialect, made canonical by that dialect or put in
+    /// the client's by the client's (`sse`: it is a stream and is mapped event by event).
     Answer { map: Box<dyn AnswerMap>, sse: bool },
+    /// Both: the provider's answer made canonical, then the client's (a stream is decoded
+    /// again between the two).
+    Chain(Box<Chain>),
     /// The last attempt failed: its body is read for its message, then replaced by the
-    /// aggregated error.
+    /// aggregated error in the client's shape.
     Failed {
         buf: Vec<u8>,
         dialect: &'static dyn Egress,
+        client: Client,
         reports: Vec<Report>,
     },
 }
 
+/// Two mappings in a row.
+pub struct Chain {
+    first: Box<dyn AnswerMap>,
+    second: Box<dyn AnswerMap>,
+    sse: bool,
+    between: SseDecoder,
+    events: Vec<SseEvent>,
+    buf: Vec<u8>,
+}
+
+/// Longest SSE line decoded between two mappings.
+const MAX_SSE_LINE: usize = 16 * 1024 * 1024;
+
 impl Mapper {
-    /// The mapper for a successful answer from a provider speaking `dialect`, if it needs one.
-    pub fn for_success(dialect: &dyn Egress, sse: bool, include_usage: bool) -> Option<Mapper> {
-        dialect
-            .answer(sse, include_usage)
-            .map(|map| Mapper::Answer { map, sse })
+    /// The mapper for a successful answer from a provider speaking `dialect` to a client
+    /// speaking `client`, if it needs one: none when both speak the same dialect.
+    pub fn for_success(
+        dialect: &dyn Egress,
+        client: Client,
+        sse: bool,
+        include_usage: bool,
+    ) -> Option<Mapper> {
+        if client.is_native(dialect) {
+            return None;
+        }
+        let first = dialect.answer(sse, include_usage);
+        let second = client.ingress().answer(sse);
+        match (first, second) {
+            (None, None) => None,
+            (Some(map), None) | (None, Some(map)) => Some(Mapper::Answer { map, sse }),
+            (Some(first), Some(second)) => Some(Mapper::Chain(Box::new(Chain {
+                first,
+                second,
+                sse,
+                between: SseDecoder::new(MAX_SSE_LINE),
+                events: Vec::new(),
+                buf: Vec::new(),
+            }))),
+        }
     }
 
     /// Whether it reads the stream's decoded events rather than the raw bytes.
     pub fn takes_events(&self) -> bool {
-        matches!(self, Mapper::Answer { sse: true, .. })
+        match self {
+            Mapper::Answer { sse, .. } => *sse,
+            Mapper::Chain(c) => c.sse,
+            Mapper::Failed { .. } => false,
+        }
     }
 
     /// Content type of the mapped body (`None`: the provider's).
     pub fn content_type(&self) -> Option<&'static str> {
         match self {
             Mapper::Answer { map, .. } => map.content_type(),
+            Mapper::Chain(c) => c.second.content_type().or(c.first.content_type()),
             Mapper::Failed { .. } => Some("application/json"),
         }
     }
@@ -60,9 +102,25 @@ impl Mapper {
         match self {
             Mapper::Answer { map, sse: true } => map.events(events, end, out),
             Mapper::Answer { map, sse: false } => map.chunk(chunk, end, out),
+            Mapper::Chain(c) => {
+                c.buf.clear();
+                if c.sse {
+                    c.first.events(events, end, &mut c.buf);
+                    c.between.push(&c.buf, &mut c.events);
+                    if end {
+                        c.between.finish(&mut c.events);
+                    }
+                    c.second.events(&c.events, end, out);
+                    c.events.clear();
+                } else {
+                    c.first.chunk(chunk, end, &mut c.buf);
+                    c.second.chunk(&c.buf, end, out);
+                }
+            }
             Mapper::Failed {
                 buf,
                 dialect,
+                client,
                 reports,
             } => {
                 let room = MAX_ERROR_BODY.saturating_sub(buf.len());
@@ -74,7 +132,7 @@ impl Mapper {
                         }
                     }
                     let e = aggregate(reports, Some((*dialect, buf.as_slice())));
-                    *out = e.to_json().to_vec();
+                    *out = client.error_body(e.status(), &e.to_json());
                 }
             }
         }
@@ -232,6 +290,7 @@ mod tests {
         let mut m = Mapper::Failed {
             buf: Vec::new(),
             dialect: &Anthropic,
+            client: Client::OpenAi,
             reports: vec![Report {
                 provider: "anthropic".into(),
                 model: "claude-sonnet-4".into(),
@@ -257,7 +316,7 @@ mod tests {
 
     #[test]
     fn an_anthropic_json_answer_is_translated_at_its_end() {
-        let mut m = Mapper::for_success(&Anthropic, false, false).unwrap();
+        let mut m = Mapper::for_success(&Anthropic, Client::OpenAi, false, false).unwrap();
         let d = &mut SseDecoder::new(1024);
         let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-20250514","content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","usage":{"input_tokens":5,"output_tokens":2}}"#;
         assert!(run(&mut m, d, &body[..30], false).is_none());
@@ -266,8 +325,8 @@ mod tests {
         assert_eq!(v["object"], "chat.completion");
         assert_eq!(v["choices"][0]["message"]["content"], "Hi");
         assert_eq!(v["usage"]["total_tokens"], 7);
-        assert!(Mapper::for_success(&OpenAi, false, false).is_none());
-        assert!(Mapper::for_success(&OpenAi, true, true).is_none());
+        assert!(Mapper::for_success(&OpenAi, Client::OpenAi, false, false).is_none());
+        assert!(Mapper::for_success(&OpenAi, Client::OpenAi, true, true).is_none());
     }
 
     #[test]
@@ -286,7 +345,7 @@ mod tests {
         );
         let b = stream.as_bytes();
         for cut in 0..b.len() {
-            let mut m = Mapper::for_success(&OpenAi, true, false).unwrap();
+            let mut m = Mapper::for_success(&OpenAi, Client::OpenAi, true, false).unwrap();
             let d = &mut SseDecoder::new(1024);
             let mut out = Vec::new();
             for (part, end) in [(&b[..cut], false), (&b[cut..], true)] {
