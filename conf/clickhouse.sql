@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS {db}.{table} (
     cost_usd Nullable(Float64),
     cost_status Nullable(String),
     deprecated UInt8,
+    dialect Nullable(String),
+    dropped_fields String,
     cache Nullable(String),
     cache_reference_id Nullable(String),
     rate_limit Nullable(String),

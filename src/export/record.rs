@@ -276,6 +276,11 @@ pub struct Record {
     pub cost_status: Option<&'static str>,
     /// The model used is marked deprecated or retired in the registry: find the callers to move.
     pub deprecated: bool,
+    /// The client's dialect on the unified API (`openai`, `anthropic`); `None` for passthrough.
+    pub dialect: Option<&'static str>,
+    /// Hints the answering provider's dialect could not honour, dropped on the way (the
+    /// `Helicone-Dropped-Fields` header's list).
+    pub dropped_fields: Vec<String>,
     pub cache: Option<String>,
     /// On a cache hit: the id of the request whose answer was served.
     pub cache_reference_id: Option<String>,
@@ -364,6 +369,8 @@ pub fn sample(i: usize) -> Record {
         cost_usd: Some(0.000_220_2),
         cost_status: Some("priced"),
         deprecated: false,
+        dialect: None,
+        dropped_fields: Vec::new(),
         cache: None,
         cache_reference_id: None,
         rate_limit: None,

@@ -106,6 +106,12 @@ fn default_timeout() -> u64 {
     10
 }
 
+/// Columns added since the first DDL, in order: (name, type, the column it follows).
+const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
+    ("dialect", "Nullable(String)", "deprecated"),
+    ("dropped_fields", "String", "dialect"),
+];
+
 pub const CLICKHOUSE_DDL: &str = include_str!("../../conf/clickhouse.sql");
 
 /// One ClickHouse row: nested values as JSON strings (ClickHouse 18.16 has no JSON columns).
@@ -138,6 +144,8 @@ struct Row<'a> {
     cost_usd: Option<f64>,
     cost_status: Option<&'static str>,
     deprecated: u8,
+    dialect: Option<&'static str>,
+    dropped_fields: String,
     cache: &'a Option<String>,
     cache_reference_id: &'a Option<String>,
     rate_limit: &'a Option<String>,
@@ -259,6 +267,7 @@ impl ClickHouse {
                     .await?;
                 self.query(&table_ddl(db, &self.conf.table)).await?;
                 self.add_record_id().await?;
+                self.add_columns().await?;
             }
             Ok::<_, SinkError>(())
         };
@@ -318,6 +327,27 @@ impl ClickHouse {
                 Ok(())
             }
         }
+    }
+
+    /// Columns later records carry, added to a table made by an older DDL.
+    async fn add_columns(&self) -> Result<(), SinkError> {
+        let (qdb, qtable) = self.quoted_names();
+        let target = format!("{}.{}", self.conf.database, self.conf.table);
+        for (name, kind, after) in ADDED_COLUMNS {
+            let has = self
+                .query(&format!(
+                    "SELECT count() FROM system.columns WHERE database = '{qdb}' AND table = '{qtable}' AND name = '{name}'"
+                ))
+                .await?;
+            if has.trim() == "0" {
+                self.query(&format!(
+                    "ALTER TABLE {target} ADD COLUMN {name} {kind} AFTER {after}"
+                ))
+                .await?;
+                log::info!("ClickHouse table {target} migrated: column {name} added");
+            }
+        }
+        Ok(())
     }
 
     /// Warns (at start-up, once) when the table still deduplicates on `id` alone: a client
@@ -402,6 +432,8 @@ impl Sink for ClickHouse {
                 cost_usd: r.cost_usd,
                 cost_status: r.cost_status,
                 deprecated: r.deprecated as u8,
+                dialect: r.dialect,
+                dropped_fields: r.dropped_fields.join(", "),
                 cache: &r.cache,
                 cache_reference_id: &r.cache_reference_id,
                 rate_limit: &r.rate_limit,

@@ -9,6 +9,20 @@ use crate::headers;
 use crate::pricing::Pricing;
 use crate::usage::Usage;
 
+/// The hints the answering attempt's dialect dropped (none when it spoke the client's own).
+pub(super) fn dropped(ctx: &RequestCtx) -> Vec<String> {
+    let (Some(u), Some(c)) = (
+        &ctx.facts.unified,
+        ctx.target().and_then(|t| t.unified.as_ref()),
+    ) else {
+        return Vec::new();
+    };
+    if ctx.facts.client.is_native(c.endpoint.dialect()) {
+        return Vec::new();
+    }
+    u.dropped.clone()
+}
+
 /// What a finished request used and cost: computed once, for metrics, limit settlement and
 /// (when a sink is configured) the record.
 pub struct Summary {
@@ -190,6 +204,8 @@ pub fn record(
         cost_usd: cost,
         cost_status,
         deprecated,
+        dialect: ctx.facts.unified.as_ref().map(|_| ctx.facts.client.name()),
+        dropped_fields: dropped(ctx),
         cache: ctx
             .cache
             .as_ref()

@@ -176,14 +176,12 @@ impl Gateway {
             mapper = if (200..300).contains(&status) {
                 resp.insert_header(headers::PROVIDER.clone(), c.endpoint.name.as_str())?;
                 resp.insert_header(headers::MODEL.clone(), c.model_id.as_str())?;
-                let client = ctx.facts.client;
-                if !client.is_native(dialect) {
-                    if let Some(u) = ctx.facts.unified.as_ref().filter(|u| !u.dropped.is_empty()) {
-                        // what the provider's dialect could not honour, dropped on the way
-                        let list = u.dropped.join(", ");
-                        resp.insert_header(headers::DROPPED_FIELDS.clone(), list)?;
-                    }
+                // what the provider's dialect could not honour, dropped on the way
+                let dropped = super::log_record::dropped(ctx);
+                if !dropped.is_empty() {
+                    resp.insert_header(headers::DROPPED_FIELDS.clone(), dropped.join(", "))?;
                 }
+                let client = ctx.facts.client;
                 unified_response::Mapper::for_success(dialect, client, sse, include_usage)
             } else {
                 // the last attempt failed too: the client gets the aggregated error

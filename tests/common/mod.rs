@@ -77,6 +77,10 @@ impl MockProvider {
     pub fn hits(&self) -> usize {
         self.state.requests.lock().unwrap().len()
     }
+    /// Every request the mock received, in order.
+    pub fn requests(&self) -> Vec<Captured> {
+        self.state.requests.lock().unwrap().clone()
+    }
     pub fn last(&self) -> Captured {
         self.state
             .requests
@@ -113,6 +117,49 @@ impl MockProvider {
 
 /// Serves HTTP/1 with `respond` on an ephemeral 127.0.0.1 port, on a thread and runtime of its
 /// own (so a test's blocking calls never stall it); its address.
+/// The Messages API's top-level fields (its API reference, 2026); anything else is refused as
+/// Anthropic refuses it.
+const MESSAGES_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "system",
+    "metadata",
+    "stop_sequences",
+    "stream",
+    "temperature",
+    "top_k",
+    "top_p",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "service_tier",
+    "container",
+    "mcp_servers",
+    "context_management",
+    "output_config",
+    "output_format",
+    "cache_control",
+    "inference_geo",
+    "speed",
+];
+
+/// Anthropic's 400 for a body it would refuse: an unknown field, or no `max_tokens` on
+/// `/v1/messages`.
+fn anthropic_refusal(v: &serde_json::Value, needs_max_tokens: bool) -> Option<Response<Body>> {
+    let obj = v.as_object()?;
+    let problem = obj
+        .keys()
+        .find(|k| !MESSAGES_FIELDS.contains(&k.as_str()))
+        .map(|k| format!("{k}: Extra inputs are not permitted"))
+        .or_else(|| {
+            (needs_max_tokens && !obj.contains_key("max_tokens"))
+                .then(|| "max_tokens: Field required".to_string())
+        })?;
+    let body = serde_json::json!({"type":"error","error":{"type":"invalid_request_error","message":problem}});
+    Some(full(400, "application/json", body.to_string()))
+}
+
 pub fn serve<F, Fut, B>(respond: F) -> SocketAddr
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -346,6 +393,49 @@ async fn handle(req: Request<Incoming>, st: Arc<MockState>) -> Result<Response<B
         p if p.ends_with("/chat/completions") => {
             let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             let model = v["model"].as_str().unwrap_or("gpt-4o-mini").to_string();
+            let tools = v["tools"].as_array().is_some_and(|t| !t.is_empty());
+            let after_tool = v["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .is_some_and(|m| m["role"] == "tool");
+            if tools && !after_tool {
+                // asks for the first tool, as OpenAI does (arguments as a JSON string)
+                let name = v["tools"][0]["function"]["name"].as_str().unwrap_or("tool");
+                let usage = serde_json::json!({"prompt_tokens":20,"completion_tokens":7,"total_tokens":27,
+                    "prompt_tokens_details":{"cached_tokens":4}});
+                if v["stream"].as_bool() == Some(true) {
+                    let base = |choices: serde_json::Value| serde_json::json!({"id":"chatcmpl-tool","object":"chat.completion.chunk","created":1,"model":model,"choices":choices});
+                    let mut events = vec![
+                        base(
+                            serde_json::json!([{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_mock_1","type":"function","function":{"name":name,"arguments":""}}]},"finish_reason":null}]),
+                        ),
+                        base(
+                            serde_json::json!([{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]},"finish_reason":null}]),
+                        ),
+                        base(
+                            serde_json::json!([{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]},"finish_reason":null}]),
+                        ),
+                        base(
+                            serde_json::json!([{"index":0,"delta":{},"finish_reason":"tool_calls"}]),
+                        ),
+                    ];
+                    if v["stream_options"]["include_usage"].as_bool() == Some(true) {
+                        let mut u = base(serde_json::json!([]));
+                        u["usage"] = usage;
+                        events.push(u);
+                    }
+                    return Ok(sse(
+                        st,
+                        events.iter().map(|e| e.to_string()).collect(),
+                        Duration::from_millis(5),
+                    ));
+                }
+                let body = serde_json::json!({"id":"chatcmpl-tool","object":"chat.completion","created":1,"model":model,
+                    "choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[
+                        {"id":"call_mock_1","type":"function","function":{"name":name,"arguments":"{\"city\":\"Paris\"}"}}]},
+                        "finish_reason":"tool_calls"}],"usage":usage});
+                return Ok(full(200, "application/json", body.to_string()));
+            }
             if v["stream"].as_bool() == Some(true) {
                 let mut events: Vec<String> = ["Hello", " from", " mock"]
                     .iter()
@@ -401,8 +491,18 @@ async fn handle(req: Request<Incoming>, st: Arc<MockState>) -> Result<Response<B
                 full(200, "application/json", body.to_string())
             }
         }
+        p if p.ends_with("/messages/count_tokens") => {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            if let Some(e) = anthropic_refusal(&v, false) {
+                return Ok(e);
+            }
+            full(200, "application/json", r#"{"input_tokens":42}"#)
+        }
         p if p.ends_with("/messages") => {
             let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            if let Some(e) = anthropic_refusal(&v, true) {
+                return Ok(e);
+            }
             let tools = v["tools"].as_array().is_some_and(|t| !t.is_empty());
             if v["stream"].as_bool() == Some(true) {
                 // a recorded Anthropic stream, cut at awkward places
