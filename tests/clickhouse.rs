@@ -684,6 +684,12 @@ async fn a_reused_request_id_keeps_both_records(old_table: bool) {
             gw.log()
         );
     }
+    // the columns added since (the client's dialect, the dropped hints) are there either way
+    let cols = ch(&format!(
+        "SELECT count() FROM system.columns WHERE database = '{db}' AND table = 'requests' AND name IN ('dialect', 'dropped_fields')"
+    ))
+    .await;
+    assert_eq!(cols, "2", "{}", gw.log());
     ch(&format!("DROP DATABASE {db}")).await;
 }
 

@@ -106,10 +106,12 @@ fn default_timeout() -> u64 {
     10
 }
 
-/// Columns added since the first DDL, in order: (name, type, the column it follows).
-const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
-    ("dialect", "Nullable(String)", "deprecated"),
-    ("dropped_fields", "String", "dialect"),
+/// Columns added since the first DDL: (name, type). Added at the end of an older table
+/// (inserts name their columns, and unknown ones are skipped, so a table that cannot take
+/// them still takes the records).
+const ADDED_COLUMNS: [(&str, &str); 2] = [
+    ("dialect", "Nullable(String)"),
+    ("dropped_fields", "String"),
 ];
 
 pub const CLICKHOUSE_DDL: &str = include_str!("../../conf/clickhouse.sql");
@@ -329,22 +331,28 @@ impl ClickHouse {
         }
     }
 
-    /// Columns later records carry, added to a table made by an older DDL.
+    /// Columns later records carry, added to a table made by an older DDL; a table that
+    /// refuses one is warned about and still takes the records (without that column).
     async fn add_columns(&self) -> Result<(), SinkError> {
         let (qdb, qtable) = self.quoted_names();
         let target = format!("{}.{}", self.conf.database, self.conf.table);
-        for (name, kind, after) in ADDED_COLUMNS {
+        for (name, kind) in ADDED_COLUMNS {
             let has = self
                 .query(&format!(
                     "SELECT count() FROM system.columns WHERE database = '{qdb}' AND table = '{qtable}' AND name = '{name}'"
                 ))
                 .await?;
-            if has.trim() == "0" {
-                self.query(&format!(
-                    "ALTER TABLE {target} ADD COLUMN {name} {kind} AFTER {after}"
-                ))
-                .await?;
-                log::info!("ClickHouse table {target} migrated: column {name} added");
+            if has.trim() != "0" {
+                continue;
+            }
+            match self
+                .query(&format!("ALTER TABLE {target} ADD COLUMN {name} {kind}"))
+                .await
+            {
+                Ok(_) => log::info!("ClickHouse table {target} migrated: column {name} added"),
+                Err(e) => log::warn!(
+                    "ClickHouse table {target}: column {name} could not be added ({e}); records are stored without it"
+                ),
             }
         }
         Ok(())
