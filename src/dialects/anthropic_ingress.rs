@@ -8,6 +8,7 @@
 
 use serde_json::{json, Map, Value};
 
+pub use super::anthropic_map::{error_type, messages_usage as usage, stop_reason};
 use super::{bad, AnswerMap, Canonical, Ingress, Op, TranslateError};
 use crate::error::GatewayError;
 
@@ -489,33 +490,6 @@ pub fn to_chat(req: &Map<String, Value>) -> Result<Translated, TranslateError> {
     Ok(Translated { body: out, dropped })
 }
 
-/// OpenAI `finish_reason` -> Messages `stop_reason` (chat completions does not say whether a
-/// stop sequence or the natural end stopped it: both are `end_turn`).
-pub fn stop_reason(finish: &str) -> &'static str {
-    match finish {
-        "length" => "max_tokens",
-        "tool_calls" | "function_call" => "tool_use",
-        "content_filter" => "refusal",
-        _ => "end_turn",
-    }
-}
-
-/// Messages `usage` from chat `usage`: Anthropic's `input_tokens` excludes cache reads.
-pub fn usage(u: Option<&Value>) -> Value {
-    let n = |p: &str| {
-        u.and_then(|u| u.pointer(p))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
-    let cached = n("/prompt_tokens_details/cached_tokens");
-    json!({
-        "input_tokens": n("/prompt_tokens").saturating_sub(cached),
-        "output_tokens": n("/completion_tokens"),
-        "cache_read_input_tokens": cached,
-        "cache_creation_input_tokens": 0,
-    })
-}
-
 /// A chat completion as a Messages response.
 pub fn response(chat: &Value) -> Result<Value, TranslateError> {
     let choice = chat
@@ -568,22 +542,6 @@ pub fn response(chat: &Value) -> Result<Value, TranslateError> {
         "stop_sequence": null,
         "usage": usage(chat.get("usage")),
     }))
-}
-
-/// Anthropic's error `type` for a status (its errors reference lists them by status).
-pub fn error_type(status: u16) -> &'static str {
-    match status {
-        400 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        402 => "billing_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        503 | 529 => "overloaded_error",
-        504 => "timeout_error",
-        _ => "api_error",
-    }
 }
 
 /// A canonical error body (`{"error": {"message", "type", ...}}`) in Anthropic's shape.

@@ -10,7 +10,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::anthropic_ingress::{error_type, stop_reason, usage};
+use super::anthropic_map::{error_type, messages_usage as usage, stop_reason};
 use super::sse::SseEvent;
 use super::AnswerMap;
 
