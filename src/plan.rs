@@ -105,6 +105,7 @@ pub async fn passthrough(
             body: None,
             on_codes,
             unified: None,
+            dropped: Vec::new(),
         });
     }
     Ok(overrides)
@@ -166,6 +167,7 @@ pub async fn unified(
             body: Some(prepared.body),
             on_codes: Some(CodeSet::non_success()),
             unified: Some(c),
+            dropped: prepared.dropped,
         });
     }
     if targets.is_empty() {

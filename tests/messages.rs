@@ -301,3 +301,67 @@ fn what_an_openai_model_cannot_express_is_a_400_naming_the_field() {
         "{v}"
     );
 }
+
+#[test]
+fn hints_an_openai_model_cannot_honour_are_dropped_and_reported_never_refused() {
+    let openai = MockProvider::start();
+    let gw = unified_gateway(&[("openai", &openai)], "", true);
+    // what Claude Code sends on a turn: thinking, cache_control, context management, effort,
+    // a max_tokens above gpt-4o-mini's output limit, beta flags
+    let body = json!({
+        "model": "gpt-4o-mini",
+        "max_tokens": 32000,
+        "thinking": {"type": "enabled", "budget_tokens": 8000},
+        "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]},
+        "output_config": {"effort": "high"},
+        "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}],
+        "stream": true
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, dropped, text) = rt.block_on(async {
+        let r = client()
+            .post(gw.url("/v1/messages?beta=true"))
+            .header("authorization", format!("Bearer {UNIFIED_GW_KEY}"))
+            .header("anthropic-version", "2023-06-01")
+            .header(
+                "anthropic-beta",
+                "claude-code-20250219,context-management-2025-06-27",
+            )
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let dropped = r
+            .headers()
+            .get("helicone-dropped-fields")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (r.status().as_u16(), dropped, r.text().await.unwrap())
+    });
+    assert_eq!(status, 200, "{text}");
+    for field in [
+        "system[0].cache_control",
+        "messages[0].content[0].cache_control",
+        "context_management",
+        "output_config",
+        "anthropic-beta: claude-code-20250219,context-management-2025-06-27",
+        "max_tokens (clamped from 32000 to 16384, the output limit of gpt-4o-mini)",
+        "thinking (gpt-4o-mini has no reasoning setting)",
+    ] {
+        assert!(dropped.contains(field), "{field} not in {dropped}");
+    }
+    assert!(text.contains("event: message_stop"), "{text}");
+    let sent: Value = serde_json::from_slice(&openai.last().body).unwrap();
+    assert_eq!(sent["max_tokens"], 16384, "{sent}");
+    assert!(sent.get("reasoning_effort").is_none(), "{sent}");
+    assert!(sent.get("context_management").is_none(), "{sent}");
+    // the same list in the log record
+    std::thread::sleep(Duration::from_millis(400));
+    let r = records_of(&gw, "/v1/messages")
+        .into_iter()
+        .next()
+        .expect("the record");
+    let logged: Vec<String> = serde_json::from_value(r["dropped_fields"].clone()).unwrap();
+    assert_eq!(logged.join(", "), dropped);
+}

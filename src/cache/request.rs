@@ -40,8 +40,9 @@ impl CacheState {
 
 /// Where a request goes, as its key sees it.
 pub enum Keyed<'a> {
-    /// A unified-API call: its operation (the model is in the body).
-    Unified(Op),
+    /// A unified-API call: its operation and the client's dialect (the model is in the body;
+    /// an answer is cached in the shape its client got).
+    Unified(Op, &'static str),
     /// Passthrough: the first target's origin and upstream path.
     Passthrough { origin: &'a str, path: &'a str },
 }
@@ -57,7 +58,9 @@ pub async fn make_key(
     tenant: Option<&str>,
 ) {
     let (target, passthrough) = match target {
-        Keyed::Unified(op) => (format!("unified:{op:?}"), false),
+        // the OpenAI dialect keeps the key it always had
+        Keyed::Unified(op, "openai") => (format!("unified:{op:?}"), false),
+        Keyed::Unified(op, dialect) => (format!("unified:{dialect}:{op:?}"), false),
         Keyed::Passthrough { origin, path } => (format!("{origin}{path}"), true),
     };
     // the client's own provider credentials (passthrough) keep tenants apart too

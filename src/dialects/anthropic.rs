@@ -528,12 +528,20 @@ impl Egress for Anthropic {
         }
     }
 
-    fn body(&self, req: &Canonical, model_id: &str) -> Result<Vec<u8>, TranslateError> {
+    fn body(
+        &self,
+        req: &Canonical,
+        model_id: &str,
+        _edits: &super::Edits,
+    ) -> Result<Vec<u8>, TranslateError> {
+        // a Messages client's body is sent as it came; an OpenAI client's is translated with
+        // its own max_tokens (Anthropic refuses one over the model's limit with a clear 400)
         if let Some(native) = req.native_for("anthropic") {
             // a Messages client: its body goes as it came (thinking blocks, signatures,
             // cache_control, documents and server tools included), with the provider's model id
             let out = super::openai::Outgoing {
                 body: native,
+                edits: None,
                 model: model_id,
                 ask_usage: false,
             };

@@ -26,9 +26,14 @@ impl Egress for Azure {
         )
     }
 
-    fn body(&self, req: &Canonical, model_id: &str) -> Result<Vec<u8>, TranslateError> {
+    fn body(
+        &self,
+        req: &Canonical,
+        model_id: &str,
+        edits: &super::Edits,
+    ) -> Result<Vec<u8>, TranslateError> {
         // the deployment in the path chooses the model; `model` is sent as OpenAI's would be
-        openai::body(req, model_id)
+        openai::body(req, model_id, edits)
     }
 
     fn answer(&self, sse: bool, include_usage: bool) -> Option<Box<dyn AnswerMap>> {

@@ -105,6 +105,14 @@ impl Canonical {
     }
 }
 
+/// One attempt's changes to the canonical body, for what its model can take (a translated
+/// request's `max_tokens` clamped to the model's output limit, a setting it lacks left out).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Edits {
+    pub max_tokens: Option<u64>,
+    pub omit: Vec<&'static str>,
+}
+
 /// Where on a provider's origin its API lives (from the catalogue and the operator's config).
 #[derive(Debug, Clone, Copy)]
 pub struct Site<'a> {
@@ -123,8 +131,14 @@ pub trait Egress: Sync {
     fn serves(&self, op: Op) -> bool;
     /// Path and query of `op` on the provider.
     fn path(&self, site: &Site<'_>, op: Op) -> String;
-    /// The provider's body for `req`, with the provider's id for the model.
-    fn body(&self, req: &Canonical, model_id: &str) -> Result<Vec<u8>, TranslateError>;
+    /// The provider's body for `req`, with the provider's id for the model and the attempt's
+    /// `edits`.
+    fn body(
+        &self,
+        req: &Canonical,
+        model_id: &str,
+        edits: &Edits,
+    ) -> Result<Vec<u8>, TranslateError>;
     /// What turns a successful answer (`sse`: a stream) into the canonical one; `None` when
     /// it already is and nothing needs rewriting.
     fn answer(&self, sse: bool, include_usage: bool) -> Option<Box<dyn AnswerMap>>;

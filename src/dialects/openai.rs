@@ -98,6 +98,7 @@ pub fn ask_for_stream_usage(body: &mut Map<String, Value>) -> Option<bool> {
 /// stream's tokens and cost get logged). Nothing is copied.
 pub(crate) struct Outgoing<'a> {
     pub body: &'a Map<String, Value>,
+    pub edits: Option<&'a super::Edits>,
     pub model: &'a str,
     pub ask_usage: bool,
 }
@@ -122,8 +123,15 @@ impl Serialize for Outgoing<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(None)?;
         let (mut model_written, mut options_written) = (false, false);
+        let max_tokens = self.edits.and_then(|e| e.max_tokens);
         for (k, v) in self.body {
+            if self.edits.is_some_and(|e| e.omit.contains(&k.as_str())) {
+                continue;
+            }
             match (k.as_str(), v) {
+                ("max_tokens", _) if max_tokens.is_some() => {
+                    m.serialize_entry(k, &max_tokens)?;
+                }
                 ("model", _) => {
                     m.serialize_entry(k, self.model)?;
                     model_written = true;
@@ -146,9 +154,14 @@ impl Serialize for Outgoing<'_> {
 }
 
 /// The attempt's body for an OpenAI-compatible provider.
-pub fn body(req: &Canonical, model_id: &str) -> Result<Vec<u8>, TranslateError> {
+pub fn body(
+    req: &Canonical,
+    model_id: &str,
+    edits: &super::Edits,
+) -> Result<Vec<u8>, TranslateError> {
     serde_json::to_vec(&Outgoing {
         body: req.canonical()?,
+        edits: Some(edits),
         model: model_id,
         ask_usage: req.stream,
     })
@@ -232,8 +245,13 @@ impl Egress for OpenAi {
         format!("{}/{}", site.base_path, op.suffix())
     }
 
-    fn body(&self, req: &Canonical, model_id: &str) -> Result<Vec<u8>, TranslateError> {
-        body(req, model_id)
+    fn body(
+        &self,
+        req: &Canonical,
+        model_id: &str,
+        edits: &super::Edits,
+    ) -> Result<Vec<u8>, TranslateError> {
+        body(req, model_id, edits)
     }
 
     fn answer(&self, sse: bool, include_usage: bool) -> Option<Box<dyn AnswerMap>> {
@@ -331,8 +349,10 @@ mod tests {
             r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}],"stream":true,"stream_options":{"include_usage":false,"x":1}}"#,
             Op::Chat,
         );
-        let v: Value =
-            serde_json::from_slice(&body(&c, "gpt-4o-mini-2024-07-18").unwrap()).unwrap();
+        let v: Value = serde_json::from_slice(
+            &body(&c, "gpt-4o-mini-2024-07-18", &Default::default()).unwrap(),
+        )
+        .unwrap();
         assert_eq!(v["model"], "gpt-4o-mini-2024-07-18");
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["stream_options"]["x"], 1);
@@ -342,8 +362,10 @@ mod tests {
         assert_eq!(c.body["stream_options"]["include_usage"], false);
 
         let plain = canonical(r#"{"model":"m","input":"x"}"#, Op::Embeddings);
-        let v: Value =
-            serde_json::from_slice(&body(&plain, "text-embedding-3-small").unwrap()).unwrap();
+        let v: Value = serde_json::from_slice(
+            &body(&plain, "text-embedding-3-small", &Default::default()).unwrap(),
+        )
+        .unwrap();
         assert_eq!(
             v,
             serde_json::json!({"model": "text-embedding-3-small", "input": "x"})
@@ -353,7 +375,8 @@ mod tests {
             r#"{"model":"m","prompt":"x","stream":true}"#,
             Op::Completions,
         );
-        let v: Value = serde_json::from_slice(&body(&streamed, "m2").unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_slice(&body(&streamed, "m2", &Default::default()).unwrap()).unwrap();
         assert_eq!(
             v["stream_options"],
             serde_json::json!({"include_usage": true})
@@ -366,7 +389,8 @@ mod tests {
             r#"{"model":"m","messages":[{"role":"user","content":"Hi"}],"stream":true,"stream_options":"x"}"#,
             Op::Chat,
         );
-        let v: Value = serde_json::from_slice(&body(&c, "m").unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_slice(&body(&c, "m", &Default::default()).unwrap()).unwrap();
         assert_eq!(v["stream_options"], "x");
     }
 

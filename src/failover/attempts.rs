@@ -31,6 +31,8 @@ pub struct Target {
     pub on_codes: Option<CodeSet>,
     /// The provider and model of a unified-API attempt.
     pub unified: Option<Candidate>,
+    /// What this attempt's dialect or model could not take, dropped or clamped on the way.
+    pub dropped: Vec<String>,
 }
 
 /// One upstream attempt, for the request's log record (the record's own type).
@@ -536,6 +538,7 @@ mod tests {
             body: None,
             on_codes,
             unified: None,
+            dropped: Vec::new(),
         }
     }
 

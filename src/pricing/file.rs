@@ -336,6 +336,14 @@ pub struct Price {
     /// Context window in tokens.
     #[serde(default)]
     pub context: Option<u64>,
+    /// The most tokens one answer may have (a translated request's `max_tokens` is clamped to
+    /// it, and the clamp reported); unknown when absent.
+    #[serde(default)]
+    pub max_output: Option<u64>,
+    /// The model reasons and takes a reasoning effort (a translated `thinking` maps onto it;
+    /// for a model without it, `thinking` is dropped and reported).
+    #[serde(default)]
+    pub reasoning: Option<bool>,
     /// Tie-breaker between equally priced providers (lower first); the provider's default when absent.
     #[serde(default)]
     pub priority: Option<u32>,
@@ -391,6 +399,8 @@ impl Price {
             },
             id: self.id.or_else(|| below.id.clone()),
             context: self.context.or(below.context),
+            max_output: self.max_output.or(below.max_output),
+            reasoning: self.reasoning.or(below.reasoning),
             priority: self.priority.or(below.priority),
             kind: if self.kind == ModelKind::Chat {
                 below.kind

@@ -268,7 +268,7 @@ impl Gateway {
             return;
         }
         let target = match (&ctx.facts.unified, ctx.attempts.targets().first()) {
-            (Some(u), _) => Keyed::Unified(u.op),
+            (Some(u), _) => Keyed::Unified(u.op, ctx.facts.client.name()),
             (None, Some(t)) => Keyed::Passthrough {
                 origin: &t.origin,
                 path: &t.route.upstream_path,

@@ -11,16 +11,17 @@ use crate::usage::Usage;
 
 /// The hints the answering attempt's dialect dropped (none when it spoke the client's own).
 pub(super) fn dropped(ctx: &RequestCtx) -> Vec<String> {
-    let (Some(u), Some(c)) = (
-        &ctx.facts.unified,
-        ctx.target().and_then(|t| t.unified.as_ref()),
-    ) else {
+    let (Some(u), Some(t)) = (&ctx.facts.unified, ctx.target()) else {
         return Vec::new();
     };
-    if ctx.facts.client.is_native(c.endpoint.dialect()) {
+    let native = t
+        .unified
+        .as_ref()
+        .is_some_and(|c| ctx.facts.client.is_native(c.endpoint.dialect()));
+    if native {
         return Vec::new();
     }
-    u.dropped.clone()
+    u.dropped.iter().chain(&t.dropped).cloned().collect()
 }
 
 /// What a finished request used and cost: computed once, for metrics, limit settlement and

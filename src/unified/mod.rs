@@ -139,6 +139,10 @@ pub struct Offer {
     pub input: Option<f64>,
     pub output: Option<f64>,
     pub context: Option<u64>,
+    /// The most tokens one answer may have, when the registry knows it.
+    pub max_output: Option<u64>,
+    /// The model takes a reasoning effort.
+    pub reasoning: bool,
     pub priority: u32,
     /// The provider's deprecation and retirement dates for it.
     pub deprecated: Option<String>,
@@ -160,6 +164,10 @@ pub struct Candidate {
     pub model: String,
     pub model_id: String,
     pub deployment: Option<String>,
+    /// The most tokens one answer may have, when the registry knows it.
+    pub max_output: Option<u64>,
+    /// The model takes a reasoning effort.
+    pub reasoning: bool,
 }
 
 impl Candidate {
@@ -369,6 +377,8 @@ impl Registry {
                 input: m.input,
                 output: m.output,
                 context: m.context,
+                max_output: m.max_output,
+                reasoning: m.reasoning.unwrap_or(false),
                 priority: m.priority.unwrap_or(ep.priority),
                 deprecated: m.deprecated.clone(),
                 retired: m.retired.clone(),
@@ -394,10 +404,12 @@ impl Registry {
                     issues.push(at, "must be a deployment name".into());
                     continue;
                 }
-                let (input, output, context) = entry
+                let (input, output, context, max_output, reasoning) = entry
                     .offers
                     .first()
-                    .map_or((None, None, None), |o| (o.input, o.output, o.context));
+                    .map_or((None, None, None, None, false), |o| {
+                        (o.input, o.output, o.context, o.max_output, o.reasoning)
+                    });
                 entry.offers.retain(|o| o.endpoint.name != ep.name);
                 entry.offers.push(Offer {
                     endpoint: ep.clone(),
@@ -406,6 +418,8 @@ impl Registry {
                     input,
                     output,
                     context,
+                    max_output,
+                    reasoning,
                     priority: ep.priority,
                     deprecated: None,
                     retired: None,
@@ -603,6 +617,9 @@ impl Registry {
             // not in the registry: the name goes to the provider as its model id (no price)
             (None, _) => (spec.model.to_string(), spec.model.to_string()),
         };
+        let (max_output, reasoning) = offer
+            .or_else(|| entry.and_then(|e| e.offers.first()))
+            .map_or((None, false), |o| (o.max_output, o.reasoning));
         let deployment = match (ep.format, spec.deployment) {
             (ApiFormat::Azure, Some(d)) => Some(d.to_string()),
             (ApiFormat::Azure, None) => match ep.deployments.get(&model).or_else(|| ep.deployments.get(spec.model)) {
@@ -621,6 +638,8 @@ impl Registry {
             model,
             model_id,
             deployment,
+            max_output,
+            reasoning,
         }])
     }
 }
@@ -642,6 +661,8 @@ fn candidate(entry: &ModelEntry, o: &Offer) -> Candidate {
         model: entry.name.clone(),
         model_id: o.model_id.clone(),
         deployment: o.deployment.clone(),
+        max_output: o.max_output,
+        reasoning: o.reasoning,
     }
 }
 

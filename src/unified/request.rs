@@ -7,7 +7,7 @@ use super::{Candidate, Op};
 pub use crate::dialects::openai::ask_for_stream_usage;
 /// A unified request body, parsed once (the canonical form).
 pub use crate::dialects::Canonical as UnifiedRequest;
-use crate::dialects::Client;
+use crate::dialects::{Client, Edits};
 use crate::error::GatewayError;
 use crate::headers;
 
@@ -24,6 +24,8 @@ pub struct Prepared {
     pub path: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
+    /// What this attempt's model could not take, dropped or clamped (reported when it answers).
+    pub dropped: Vec<String>,
 }
 
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -51,8 +53,13 @@ pub fn prepare(
     let user_agent = client.get(http::header::USER_AGENT);
     let ep = &c.endpoint;
     let native = req.native_for(ep.dialect().name()).is_some();
+    let (edits, dropped) = if native {
+        (Edits::default(), Vec::new())
+    } else {
+        fit(req, c)
+    };
     // what the provider's dialect cannot express is the client's to change
-    let body = ep.dialect().body(req, &c.model_id).map_err(|e| {
+    let body = ep.dialect().body(req, &c.model_id, &edits).map_err(|e| {
         GatewayError::BadRequest(format!(
             "this request cannot be sent to {} ({}): {e}",
             ep.name,
@@ -86,5 +93,35 @@ pub fn prepare(
         path: ep.path(req.op, c.deployment.as_deref()),
         headers,
         body: Bytes::from(body),
+        dropped,
     })
+}
+
+/// What a request translated from another client dialect must change for `c`'s model: a
+/// `max_tokens` over the model's output limit is clamped to it, and a reasoning effort (from
+/// `thinking`) is left out for a model without one; both are reported.
+fn fit(req: &UnifiedRequest, c: &Candidate) -> (Edits, Vec<String>) {
+    let mut edits = Edits::default();
+    let mut dropped = Vec::new();
+    if req.native.is_none() {
+        return (edits, dropped);
+    }
+    let asked = req
+        .body
+        .get("max_tokens")
+        .and_then(serde_json::Value::as_u64);
+    if let (Some(asked), Some(limit)) = (asked, c.max_output) {
+        if asked > limit {
+            edits.max_tokens = Some(limit);
+            dropped.push(format!(
+                "max_tokens (clamped from {asked} to {limit}, the output limit of {})",
+                c.model
+            ));
+        }
+    }
+    if req.body.contains_key("reasoning_effort") && !c.reasoning {
+        edits.omit.push("reasoning_effort");
+        dropped.push(format!("thinking ({} has no reasoning setting)", c.model));
+    }
+    (edits, dropped)
 }
