@@ -561,3 +561,174 @@ pub fn error(status: u16, canonical: &Value) -> Value {
     }
     json!({"type": "error", "error": e})
 }
+
+#[cfg(test)]
+mod round_trip {
+    //! Property-style: many generated Messages requests go to chat form and a chat answer comes
+    //! back as Messages; every field chat completions can express survives both ways.
+    use super::*;
+
+    /// A small deterministic generator (no dependency): 48-bit LCG.
+    struct Gen(u64);
+    impl Gen {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_mul(25_214_903_917).wrapping_add(11) & ((1 << 48) - 1);
+            (self.0 >> 16) % n
+        }
+        fn text(&mut self) -> String {
+            let words = [
+                "hi",
+                "Grüße ✓",
+                "a\"quote",
+                "line\nbreak",
+                "",
+                "{json}",
+                "tab\tend",
+            ];
+            (0..1 + self.next(3))
+                .map(|_| words[self.next(words.len() as u64) as usize])
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    }
+
+    fn request(g: &mut Gen) -> Value {
+        let mut req = json!({"model": "gpt-4o-mini", "max_tokens": 1 + g.next(4000)});
+        let system = g.text();
+        match g.next(3) {
+            0 => {}
+            1 => req["system"] = json!(system),
+            _ => req["system"] = json!([{"type": "text", "text": system}]),
+        }
+        let tools = g.next(2) == 1;
+        if tools {
+            req["tools"] = json!([{"name": "get_weather", "description": g.text(),
+                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
+            req["tool_choice"] = match g.next(4) {
+                0 => json!({"type": "auto"}),
+                1 => json!({"type": "any", "disable_parallel_tool_use": true}),
+                2 => json!({"type": "tool", "name": "get_weather"}),
+                _ => json!({"type": "none"}),
+            };
+        }
+        if g.next(2) == 1 {
+            req["temperature"] = json!(g.next(10) as f64 / 10.0);
+            req["top_p"] = json!(0.5);
+        }
+        if g.next(2) == 1 {
+            req["stop_sequences"] = json!(["END", "\n\n"]);
+        }
+        if g.next(2) == 1 {
+            req["metadata"] = json!({"user_id": format!("user-{}", g.next(100))});
+        }
+        let mut messages = vec![json!({"role": "user", "content": g.text()})];
+        if tools && g.next(2) == 1 {
+            let id = format!("toolu_{}", g.next(1000));
+            messages.push(json!({"role": "assistant", "content": [
+                {"type": "text", "text": g.text()},
+                {"type": "tool_use", "id": id, "name": "get_weather", "input": {"city": g.text()}}]}));
+            messages.push(json!({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": id, "content": g.text()},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+                {"type": "text", "text": g.text()}]}));
+        }
+        req["messages"] = Value::Array(messages);
+        req
+    }
+
+    #[test]
+    fn every_expressible_field_survives_the_round_trip() {
+        let mut g = Gen(7);
+        for case in 0..500 {
+            let req = request(&mut g);
+            let chat = to_chat(req.as_object().unwrap())
+                .unwrap_or_else(|e| panic!("case {case}: {e}\n{req}"));
+            let c = &chat.body;
+            assert!(chat.dropped.is_empty(), "case {case}: {:?}", chat.dropped);
+            assert_eq!(c["max_tokens"], req["max_tokens"], "case {case}");
+            for k in ["temperature", "top_p"] {
+                assert_eq!(c.get(k), req.get(k), "case {case}: {k}");
+            }
+            assert_eq!(c.get("stop"), req.get("stop_sequences"), "case {case}");
+            assert_eq!(
+                c.get("user"),
+                req.pointer("/metadata/user_id"),
+                "case {case}"
+            );
+            let msgs = c["messages"].as_array().unwrap();
+            // the system prompt is a `system` message, first
+            if let Some(s) = req.get("system") {
+                assert_eq!(msgs[0]["role"], "system", "case {case}");
+                let text = match s {
+                    Value::String(t) => t.clone(),
+                    _ => s[0]["text"].as_str().unwrap().to_string(),
+                };
+                let got = match &msgs[0]["content"] {
+                    Value::String(t) => t.clone(),
+                    v => v[0]["text"].as_str().unwrap().to_string(),
+                };
+                assert_eq!(got, text, "case {case}");
+            }
+            // tool ids pass through unchanged, and each tool result follows its call
+            let calls: Vec<&Value> = msgs.iter().filter_map(|m| m.get("tool_calls")).collect();
+            for m in msgs.iter().filter(|m| m["role"] == "tool") {
+                let id = m["tool_call_id"].as_str().unwrap();
+                assert!(id.starts_with("toolu_"), "case {case}");
+                assert!(calls.iter().any(|c| c[0]["id"] == id), "case {case}");
+            }
+            if let Some(tc) = req.get("tool_choice") {
+                let want = match tc["type"].as_str().unwrap() {
+                    "auto" => json!("auto"),
+                    "any" => json!("required"),
+                    "none" => json!("none"),
+                    _ => json!({"type": "function", "function": {"name": "get_weather"}}),
+                };
+                assert_eq!(c["tool_choice"], want, "case {case}");
+            }
+            // a chat answer for it: text, or a tool call when tools are offered
+            let finish = ["stop", "length", "tool_calls", "content_filter"][g.next(4) as usize];
+            let text = g.text();
+            let mut message = json!({"role": "assistant", "content": text});
+            if c.contains_key("tools") {
+                message["tool_calls"] = json!([{"id": "call_x", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]);
+            }
+            let answer = json!({"id": "chatcmpl-1", "model": "gpt-4o-mini-2024-07-18",
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": {"prompt_tokens": 30, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 10}}});
+            let m = response(&answer).unwrap();
+            assert_eq!(m["type"], "message");
+            assert_eq!(m["model"], "gpt-4o-mini-2024-07-18");
+            let blocks = m["content"].as_array().unwrap();
+            if !text.is_empty() {
+                assert_eq!(
+                    blocks[0],
+                    json!({"type": "text", "text": text}),
+                    "case {case}"
+                );
+            }
+            if c.contains_key("tools") {
+                let tu = blocks.iter().find(|b| b["type"] == "tool_use").unwrap();
+                assert_eq!(tu["id"], "call_x");
+                assert_eq!(tu["input"], json!({"city": "Paris"}));
+            }
+            let want_stop = match finish {
+                "length" => "max_tokens",
+                "tool_calls" => "tool_use",
+                "content_filter" => "refusal",
+                _ => "end_turn",
+            };
+            assert_eq!(m["stop_reason"], want_stop, "case {case}");
+            // the stop reason maps back to the finish reason it came from
+            assert_eq!(
+                super::super::anthropic_map::finish_reason(want_stop),
+                finish
+            );
+            assert_eq!(
+                m["usage"],
+                json!({"input_tokens": 20, "output_tokens": 9,
+                "cache_read_input_tokens": 10, "cache_creation_input_tokens": 0})
+            );
+        }
+    }
+}
