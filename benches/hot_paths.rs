@@ -408,11 +408,51 @@ fn bench_prompt(c: &mut Criterion) {
     g.finish();
 }
 
+/// The Messages client dialect: a Claude Code-sized request read and translated to chat form,
+/// and an OpenAI stream turned into Messages events (per stream and per event).
+fn bench_messages(c: &mut Criterion) {
+    let system = "You are Claude Code, Anthropic's official CLI. ".repeat(200);
+    let body = serde_json::json!({
+        "model": "gpt-4o-mini", "max_tokens": 32000, "stream": true,
+        "system": [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+        "tools": (0..16).map(|i| serde_json::json!({"name": format!("tool_{i}"), "description": "Runs a thing",
+            "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}}})).collect::<Vec<_>>(),
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Fix the failing test"}]}],
+    })
+    .to_string();
+    c.bench_function(
+        "messages: parse + translate a 10 KB Claude Code request",
+        |b| {
+            b.iter(|| {
+                dialects::anthropic_ingress::parse(black_box(body.as_bytes())).expect("parse")
+            })
+        },
+    );
+    let mut sse = String::new();
+    for i in 0..40 {
+        sse.push_str(&format!(
+            "data: {{\"id\":\"c\",\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"word{i} \"}}}}]}}\n\n"
+        ));
+    }
+    sse.push_str("data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n");
+    sse.push_str("data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":40}}\n\ndata: [DONE]\n\n");
+    let mut g = c.benchmark_group("openai stream to Messages events");
+    g.throughput(criterion::Throughput::Elements(43));
+    g.bench_function("43 events, 512-byte chunks (per event: time / 43)", |b| {
+        b.iter(|| {
+            let m = Mapper::for_success(&OpenAi, dialects::Client::Anthropic, true, true);
+            pipe(piped(true, &OpenAi, m), black_box(sse.as_bytes()))
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench,
     bench_logging,
     bench_translate,
+    bench_messages,
     bench_unified,
     bench_registry,
     bench_cache_key,
