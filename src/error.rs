@@ -221,12 +221,17 @@ impl GatewayError {
             return error.response(request_id);
         }
         let body = self.to_json();
-        let mut h = ResponseHeader::build(self.status(), Some(4))?;
+        let mut h = ResponseHeader::build(self.status(), Some(5))?;
         h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         h.insert_header(headers::HELICONE_ID.clone(), request_id)?;
         if let Self::MethodNotAllowed { allow, .. } = self {
             h.insert_header(http::header::ALLOW, *allow)?;
+        }
+        if matches!(self.status(), 400..=499) && !matches!(self.status(), 408 | 409 | 429) {
+            // the OpenAI and Anthropic SDKs (and Claude Code's own loop) read this: sending the
+            // same request again cannot help
+            h.insert_header(headers::SHOULD_RETRY.clone(), "false")?;
         }
         if let Self::TooManyRequests {
             retry_after_secs, ..

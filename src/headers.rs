@@ -62,6 +62,9 @@ pub static MODEL: HeaderName = HeaderName::from_static("helicone-model");
 
 pub static HELICONE_ID: HeaderName = HeaderName::from_static("helicone-id");
 pub static RETRY_AFTER: HeaderName = HeaderName::from_static("retry-after");
+/// `false` on the gateway's own refusals that a retry cannot fix (read by the OpenAI and
+/// Anthropic SDKs).
+pub static SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 
 // Anthropic's client headers, read on `/v1/messages`
 pub const ANTHROPIC_VERSION: &str = "anthropic-version";

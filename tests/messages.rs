@@ -291,6 +291,8 @@ fn what_an_openai_model_cannot_express_is_a_400_naming_the_field() {
             .unwrap()
     });
     assert_eq!(r.status(), 401);
+    // Claude Code and the SDKs stop retrying a refusal that says so
+    assert_eq!(r.headers()["x-should-retry"], "false");
     let v: Value = rt.block_on(r.json()).unwrap();
     assert_eq!(v["error"]["type"], "authentication_error", "{v}");
     assert!(

@@ -257,10 +257,42 @@ fn turn(
 ) -> Result<(), TranslateError> {
     let path = format!("messages[{i}]");
     let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+    if role == "system" {
+        // a mid-conversation system message (Claude Code sends one for models that are not
+        // Claude): chat completions takes system messages anywhere
+        let content = match m.get("content") {
+            Some(Value::String(s)) => json!(s),
+            Some(Value::Array(blocks)) => {
+                let mut parts = Vec::with_capacity(blocks.len());
+                for (j, b) in blocks.iter().enumerate() {
+                    let bp = format!("{path}.content[{j}]");
+                    drop_hints(b, &bp, dropped);
+                    if kind(b) != "text" {
+                        return Err(field_err(
+                            &format!("{bp}.type"),
+                            "must be \"text\" in a system message",
+                        ));
+                    }
+                    parts.push(
+                        json!({"type": "text", "text": b.get("text").cloned().unwrap_or_default()}),
+                    );
+                }
+                Value::Array(parts)
+            }
+            _ => {
+                return Err(field_err(
+                    &format!("{path}.content"),
+                    "must be a string or an array of text blocks",
+                ))
+            }
+        };
+        out.push(json!({"role": "system", "content": content}));
+        return Ok(());
+    }
     if role != "user" && role != "assistant" {
         return Err(field_err(
             &format!("{path}.role"),
-            "must be \"user\" or \"assistant\"",
+            "must be \"user\", \"assistant\" or \"system\"",
         ));
     }
     let blocks = match m.get("content") {
@@ -560,6 +592,29 @@ pub fn error(status: u16, canonical: &Value) -> Value {
         }
     }
     json!({"type": "error", "error": e})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mid_conversation_system_message_stays_a_system_message() {
+        // Claude Code sends one for models that are not Claude
+        let req = json!({"model": "gpt-4o-mini", "max_tokens": 10, "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": [{"type": "text", "text": "Available agent types", "cache_control": {"type": "ephemeral"}}]},
+            {"role": "user", "content": "go"}]});
+        let t = to_chat(req.as_object().unwrap()).unwrap();
+        let m = t.body["messages"].as_array().unwrap();
+        assert_eq!(m[1]["role"], "system");
+        assert_eq!(m[1]["content"][0]["text"], "Available agent types");
+        assert_eq!(t.dropped, ["messages[1].content[0].cache_control"]);
+        let bad =
+            json!({"model": "m", "max_tokens": 1, "messages": [{"role": "tool", "content": "x"}]});
+        let e = to_chat(bad.as_object().unwrap()).unwrap_err();
+        assert!(e.0.contains("messages[0].role"), "{e}");
+    }
 }
 
 #[cfg(test)]
