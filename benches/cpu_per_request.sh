@@ -41,9 +41,10 @@
 # Everything listens on 127.0.0.1; every client run is bounded (timeout) and every process
 # started here is stopped on exit.
 #
-# The criterion benches of the same paths (request build, stream translation) run with
-#   cargo bench --bench hot_paths -- "unified request|anthropic stream|openai stream"
-# in each tree (one tree at a time: each is a separate optimised build).
+# The criterion benches of the same paths (unified request build, stream translation), per tree:
+#   CARGO_TARGET_DIR=... cargo bench --bench hot_paths -- "unified request|anthropic stream|openai stream"
+# (one tree at a time: besides the release build, it compiles the dev-dependencies optimised,
+# about 15 min on 2 busy cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ $# -eq 2 ]] || { echo "usage: $0 BIN_BEFORE BIN_AFTER" >&2; exit 2; }
