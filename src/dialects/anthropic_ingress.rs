@@ -80,20 +80,7 @@ pub fn parse(bytes: &[u8]) -> Result<Canonical, TranslateError> {
     let shape = r#"{"model": "claude-sonnet-4", "max_tokens": 1024, "messages": [{"role": "user", "content": "Hello"}]}"#;
     let body = super::parse_object(bytes, shape)?;
     let model = super::model_of(&body, shape, "claude-sonnet-4")?;
-    match body.get("messages") {
-        Some(Value::Array(m)) if !m.is_empty() => {}
-        Some(Value::Array(_)) => return Err(bad("`messages` is empty; send at least one message")),
-        Some(_) => {
-            return Err(bad(
-                "`messages` must be an array of {\"role\", \"content\"} objects",
-            ))
-        }
-        None => {
-            return Err(bad(format!(
-                "`messages` is missing; send a JSON object such as {shape}"
-            )))
-        }
-    }
+    super::check_messages(&body, shape)?;
     match body.get("max_tokens") {
         Some(v) if v.as_u64().is_some_and(|n| n > 0) => {}
         Some(_) => return Err(bad("`max_tokens` must be a positive integer")),

@@ -392,6 +392,20 @@ pub(crate) fn model_of(
     }
 }
 
+/// `messages`: a non-empty array.
+pub(crate) fn check_messages(body: &Map<String, Value>, shape: &str) -> Result<(), TranslateError> {
+    match body.get("messages") {
+        Some(Value::Array(m)) if !m.is_empty() => Ok(()),
+        Some(Value::Array(_)) => Err(bad("`messages` is empty; send at least one message")),
+        Some(_) => Err(bad(
+            "`messages` must be an array of {\"role\", \"content\"} objects",
+        )),
+        None => Err(bad(format!(
+            "`messages` is missing; send a JSON object such as {shape}"
+        ))),
+    }
+}
+
 /// `stream`: absent, null or a boolean.
 pub(crate) fn stream_of(body: &Map<String, Value>) -> Result<bool, TranslateError> {
     match body.get("stream") {

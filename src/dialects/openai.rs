@@ -24,22 +24,7 @@ pub fn parse(op: Op, bytes: &[u8]) -> Result<Canonical, TranslateError> {
     let body = super::parse_object(bytes, shape)?;
     let model = super::model_of(&body, shape, "gpt-4o-mini")?;
     match op {
-        Op::Chat => match body.get("messages") {
-            Some(Value::Array(m)) if !m.is_empty() => {}
-            Some(Value::Array(_)) => {
-                return Err(bad("`messages` is empty; send at least one message"))
-            }
-            Some(_) => {
-                return Err(bad(
-                    "`messages` must be an array of {\"role\", \"content\"} objects",
-                ))
-            }
-            None => {
-                return Err(bad(format!(
-                    "`messages` is missing; send a JSON object such as {shape}"
-                )))
-            }
-        },
+        Op::Chat => super::check_messages(&body, shape)?,
         Op::Completions => match body.get("prompt") {
             Some(Value::String(_)) => {}
             Some(Value::Array(a)) if !a.is_empty() => {}

@@ -171,14 +171,25 @@ impl Gateway {
             // beta flags reach only a provider that speaks Anthropic's dialect
             dropped.push(format!("anthropic-beta: {}", String::from_utf8_lossy(beta)));
         }
+        self.plan_unified(session, ctx, &req, dropped).await
+    }
+
+    /// A unified request's attempts, planned and checked, then the steps every request takes.
+    async fn plan_unified(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        req: &unified_request::UnifiedRequest,
+        dropped: Vec<String>,
+    ) -> Result<Admitted, GatewayError> {
         let registry = self.registry.routing();
         let client = session.req_header();
         let (cfg, guard) = (&self.cfg, &self.guard);
-        for t in plan::unified(&req, &registry, &self.health, client, cfg, guard).await? {
+        for t in plan::unified(req, &registry, &self.health, client, cfg, guard).await? {
             ctx.attempts.push(t);
         }
         ctx.facts.unified = Some(UnifiedState {
-            op,
+            op: req.op,
             include_usage: req.include_usage,
             dropped,
         });
@@ -206,17 +217,8 @@ impl Gateway {
         };
         let candidates = registry.plan(&req.model, Op::Chat, &health)?;
         if candidates.iter().any(|c| c.endpoint.dialect().serves(op)) {
-            let client = session.req_header();
-            let (cfg, guard) = (&self.cfg, &self.guard);
-            for t in plan::unified(&req, &registry, &self.health, client, cfg, guard).await? {
-                ctx.attempts.push(t);
-            }
-            ctx.facts.unified = Some(UnifiedState {
-                op,
-                include_usage: false,
-                dropped: Vec::new(),
-            });
-            return self.admit_planned(session, ctx).await;
+            drop(registry);
+            return self.plan_unified(session, ctx, &req, Vec::new()).await;
         }
         let model_id = candidates
             .first()
