@@ -1,6 +1,7 @@
 //! Time to first chunk of a streamed chat completion: directly at a mock provider, through the
 //! gateway by passthrough (`Helicone-Target-Url`), and through the unified API to an
-//! OpenAI-compatible provider and to Anthropic (translated). Sequential requests on one
+//! OpenAI-compatible provider and to Anthropic (translated), and Anthropic's Messages API in
+//! translated to an OpenAI-compatible provider. Sequential requests on one
 //! keep-alive connection per variant, variants interleaved in rounds; driven by benches/ttfc.sh.
 //!
 //!   cargo run --release --example ttfc -- <gateway url> <mock url> [requests per round] [rounds]
@@ -69,6 +70,14 @@ async fn main() {
             target: None,
             samples: vec![],
         },
+        // the same body is a valid Messages request (it has max_tokens)
+        Variant {
+            name: "Messages in (/v1/messages), gpt-4o-mini -> openai (translated)",
+            url: format!("{gw}/v1/messages"),
+            body: body("gpt-4o-mini"),
+            target: None,
+            samples: vec![],
+        },
     ];
     // one client (and so one pooled connection) per variant
     let clients: Vec<reqwest::Client> = variants
@@ -128,4 +137,8 @@ async fn main() {
         p50[2] - p50[1]
     );
     println!("unified (anthropic, translated) adds {:.3} ms at p50 over passthrough, {:.3} ms over direct Anthropic", p50[4] - p50[1], p50[4] - p50[3]);
+    println!(
+        "/v1/messages to an OpenAI provider (translated) adds {:.3} ms at p50 over chat completions passthrough",
+        p50[5] - p50[1]
+    );
 }
