@@ -260,8 +260,12 @@ fn bench_unified(c: &mut Criterion) {
         g.bench_function(format!("parse + plan + prepare: {model}"), |b| {
             let text = body.replace("MODEL", model);
             b.iter(|| {
-                let req =
-                    unified_request::parse(Op::Chat, black_box(text.as_bytes())).expect("parse");
+                let req = unified_request::parse_as(
+                    dialects::Client::OpenAi,
+                    Op::Chat,
+                    black_box(text.as_bytes()),
+                )
+                .expect("parse");
                 let plan = reg.plan(&req.model, Op::Chat, &|_| true).expect("plan");
                 let mut n = 0;
                 for cand in &plan {

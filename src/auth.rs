@@ -87,15 +87,18 @@ impl KeyStore {
                 "malformed gateway key header: expected 'Bearer <key>'".into(),
             )
         })?;
+        self.lookup(key)
+    }
+
+    /// The id of a key, by its hash.
+    fn lookup(&self, key: &[u8]) -> Result<Arc<str>, GatewayError> {
         let digest: [u8; 32] = Sha256::digest(key).into();
         self.by_hash
             .get(&digest)
             .cloned()
             .ok_or_else(|| GatewayError::Unauthorized("invalid gateway key".into()))
     }
-}
 
-impl KeyStore {
     /// The key id of a bare key header (`x-api-key: <key>`, the anthropic SDK's).
     pub fn authenticate_key(&self, header: Option<&[u8]>) -> Result<Arc<str>, GatewayError> {
         let Some(key) = header.map(<[u8]>::trim_ascii).filter(|k| !k.is_empty()) else {
@@ -103,11 +106,7 @@ impl KeyStore {
                 "missing gateway key: send it as 'x-api-key: <key>' (the anthropic SDK's api_key, Claude Code's ANTHROPIC_API_KEY), 'Authorization: Bearer <key>' (ANTHROPIC_AUTH_TOKEN) or 'Helicone-Auth: Bearer <key>'".into(),
             ));
         };
-        let digest: [u8; 32] = Sha256::digest(key).into();
-        self.by_hash
-            .get(&digest)
-            .cloned()
-            .ok_or_else(|| GatewayError::Unauthorized("invalid gateway key".into()))
+        self.lookup(key)
     }
 }
 

@@ -283,11 +283,6 @@ pub fn egress(format: ApiFormat) -> &'static dyn Egress {
     }
 }
 
-/// The client dialect of the unified API's OpenAI endpoints.
-pub fn openai_ingress() -> &'static dyn Ingress {
-    &openai::OpenAi
-}
-
 /// Who reads a passthrough answer: Gemini's native paths by their path; a path under a
 /// catalogue provider's API base by that provider's dialect; anything else (an unknown origin,
 /// a path outside the API) by its shape ([`ANY`]).

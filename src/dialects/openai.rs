@@ -3,7 +3,7 @@
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
-use super::sse::{SseDecoder, SseEvent};
+use super::sse::SseEvent;
 use super::{
     bad, n, nonempty, write_event, AnswerMap, Canonical, Egress, Ingress, Op, Reader, Site,
     TranslateError,
@@ -309,15 +309,6 @@ impl AnswerMap for DropUsage {
             }
         }
     }
-}
-
-/// Decodes a whole SSE body into events (tests and benchmarks feed mappers with it).
-pub fn decode_all(body: &[u8], max_line: usize) -> Vec<SseEvent> {
-    let mut d = SseDecoder::new(max_line);
-    let mut out = Vec::new();
-    d.push(body, &mut out);
-    d.finish(&mut out);
-    out
 }
 
 #[cfg(test)]

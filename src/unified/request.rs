@@ -11,13 +11,6 @@ use crate::dialects::{Client, Edits};
 use crate::error::GatewayError;
 use crate::headers;
 
-/// Parses and checks the client's body for `op` (the OpenAI endpoints' dialect).
-pub fn parse(op: Op, bytes: &[u8]) -> Result<UnifiedRequest, GatewayError> {
-    crate::dialects::openai_ingress()
-        .parse(op, bytes)
-        .map_err(|e| GatewayError::BadRequest(e.0))
-}
-
 /// One attempt's request.
 #[derive(Debug)]
 pub struct Prepared {
