@@ -204,20 +204,7 @@ impl ResponseState {
     /// `capture_cap`).
     pub fn filter_body(&mut self, body: &mut Option<Bytes>, end: bool, capture_cap: usize) {
         let chunk: &[u8] = body.as_deref().unwrap_or_default();
-        if let Some(d) = self.sse.as_mut() {
-            d.push(chunk, &mut self.events);
-            if end {
-                d.finish(&mut self.events);
-            }
-            if let Some(t) = self.tap.as_mut() {
-                t.on_events(&self.events);
-            }
-        } else if let Some(t) = self.tap.as_mut() {
-            t.on_json(chunk);
-            if end {
-                t.finish_json();
-            }
-        }
+        self.read(chunk, end);
         if let Some(m) = self.mapper.as_mut() {
             let mut out = Vec::new();
             m.map(chunk, &self.events, end, &mut out);
@@ -237,17 +224,29 @@ impl ResponseState {
     pub fn finish_tap(&mut self) -> Option<&Tap> {
         if !self.ended {
             self.ended = true;
-            if let Some(d) = self.sse.as_mut() {
+            self.read(&[], true);
+            self.events.clear();
+        }
+        self.tap.as_ref()
+    }
+
+    /// Decodes `chunk` (a stream's events stay in `events` for the mapper) and feeds the tap;
+    /// `end`: the body is complete.
+    fn read(&mut self, chunk: &[u8], end: bool) {
+        if let Some(d) = self.sse.as_mut() {
+            d.push(chunk, &mut self.events);
+            if end {
                 d.finish(&mut self.events);
-                if let Some(t) = self.tap.as_mut() {
-                    t.on_events(&self.events);
-                }
-                self.events.clear();
-            } else if let Some(t) = self.tap.as_mut() {
+            }
+            if let Some(t) = self.tap.as_mut() {
+                t.on_events(&self.events);
+            }
+        } else if let Some(t) = self.tap.as_mut() {
+            t.on_json(chunk);
+            if end {
                 t.finish_json();
             }
         }
-        self.tap.as_ref()
     }
 }
 

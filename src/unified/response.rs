@@ -126,12 +126,18 @@ impl Mapper {
                 let room = MAX_ERROR_BODY.saturating_sub(buf.len());
                 buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
                 if end {
-                    if let Some(last) = reports.last_mut() {
-                        if let Some(m) = error_message(*dialect, last.status, buf) {
-                            last.message = m;
-                        }
+                    // the body is read once, in the canonical error shape
+                    let status = reports.last().map_or(0, |r| r.status);
+                    let canonical = serde_json::from_slice::<Value>(buf)
+                        .ok()
+                        .map(|v| dialect.error(status, &v).1);
+                    if let (Some(last), Some(m)) = (
+                        reports.last_mut(),
+                        canonical.as_ref().and_then(error_message),
+                    ) {
+                        last.message = m;
                     }
-                    let e = aggregate(reports, Some((*dialect, buf.as_slice())));
+                    let e = aggregate(reports, canonical.as_ref());
                     *out = client.error_body(e.status(), &e.to_json());
                 }
             }
@@ -139,10 +145,8 @@ impl Mapper {
     }
 }
 
-/// The message of a provider's error body (in its dialect's shape), if it has one.
-fn error_message(dialect: &dyn Egress, status: u16, body: &[u8]) -> Option<String> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    let (_, m) = dialect.error(status, &v);
+/// The message of a provider's error (in the canonical shape), if it has one.
+fn error_message(m: &Value) -> Option<String> {
     m.pointer("/error/message")
         .or_else(|| m.get("message"))
         .and_then(Value::as_str)
@@ -166,9 +170,9 @@ pub fn telling_status(reports: &[Report]) -> u16 {
     }
 }
 
-/// The client's error when every attempt failed. `last` is the final attempt's format and body,
-/// when it answered: with one attempt, its error type and code are passed on.
-pub fn aggregate(reports: &[Report], last: Option<(&dyn Egress, &[u8])>) -> GatewayError {
+/// The client's error when every attempt failed. `last` is the final attempt's error body in the
+/// canonical shape, when it answered one: with one attempt, its error type and code are passed on.
+pub fn aggregate(reports: &[Report], last: Option<&Value>) -> GatewayError {
     let status = telling_status(reports);
     let attempts = Value::Array(
         reports
@@ -200,13 +204,10 @@ pub fn aggregate(reports: &[Report], last: Option<(&dyn Egress, &[u8])>) -> Gate
         _ => ("upstream_error", "all_attempts_failed"),
     };
     let mut upstream: Option<(String, String)> = None;
-    if let (1, Some((dialect, body))) = (reports.len(), last) {
-        if let Ok(v) = serde_json::from_slice::<Value>(body) {
-            let (_, v) = dialect.error(status, &v);
-            let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
-            if let (Some(t), c) = (s("/error/type"), s("/error/code")) {
-                upstream = Some((t.clone(), c.unwrap_or(t)));
-            }
+    if let (1, Some(v)) = (reports.len(), last) {
+        let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
+        if let (Some(t), c) = (s("/error/type"), s("/error/code")) {
+            upstream = Some((t.clone(), c.unwrap_or(t)));
         }
     }
     if let Some((t, c)) = &upstream {
