@@ -385,7 +385,7 @@ fn emit(out: &mut Vec<u8>, v: &Value) {
 
 impl AnswerMap for MessagesStream {
     fn content_type(&self) -> Option<&'static str> {
-        Some("text/event-stream; charset=utf-8")
+        Some(super::SSE_CONTENT_TYPE)
     }
 
     fn chunk(&mut self, _chunk: &[u8], end: bool, out: &mut Vec<u8>) {

@@ -424,6 +424,9 @@ pub(crate) fn nonempty(x: Option<&Value>) -> bool {
     x.and_then(Value::as_str).is_some_and(|s| !s.is_empty())
 }
 
+/// The content type of a stream a mapper writes.
+pub const SSE_CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";
+
 /// Writes one SSE event as the provider framed it (`event:` line, `data:` lines).
 pub fn write_event(ev: &SseEvent, out: &mut Vec<u8>) {
     if let Some(name) = &ev.event {
